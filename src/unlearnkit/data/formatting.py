@@ -1,0 +1,99 @@
+"""Turn (question, answer) pairs into model inputs, and batches of them into padded tensors.
+
+The prompt is the tokenizer's chat template (one user turn, generation prompt added) when the tokenizer has one,
+else ``"Question: {q}\\nAnswer: "``. The answer tokens are followed by the end-of-sequence token. Labels are the
+input ids with the prompt replaced by -100; the EOS token is part of the labels.
+
+The labels are built from the token lists directly, never by masking ``input_ids == pad_token_id``: the TOFU
+reference code sets ``pad = eos`` and so masks out the real EOS tokens of every answer (see research/metrics.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+IGNORE_INDEX = -100
+PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
+
+Template = Literal["auto", "chat", "plain"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized example: ``input_ids = prompt_ids + answer_ids``; ``labels`` masks the prompt."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.input_ids[: self.prompt_length]
+
+    @property
+    def answer_ids(self) -> list[int]:
+        return self.input_ids[self.prompt_length :]
+
+
+class QAFormatter:
+    """Formats and tokenizes QA pairs for one tokenizer.
+
+    ``max_length`` truncates the answer (never the prompt) so that prompt + answer fits; a prompt that alone is
+    longer than ``max_length`` keeps its last ``max_length // 2`` tokens.
+    """
+
+    def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto"):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token before formatting")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        has_chat = getattr(tokenizer, "chat_template", None) is not None
+        if template == "chat" and not has_chat:
+            raise ValueError("template='chat' but the tokenizer has no chat_template: use template='plain'")
+        self.use_chat = has_chat if template == "auto" else template == "chat"
+        self.eos_token_id = int(tokenizer.eos_token_id)
+        self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    def prompt_text(self, question: str) -> str:
+        if self.use_chat:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+            )
+        return PLAIN_TEMPLATE.format(question=question)
+
+    def prompt_ids(self, question: str) -> list[int]:
+        # the chat template already writes any BOS token itself
+        ids = self.tokenizer(self.prompt_text(question), add_special_tokens=not self.use_chat)["input_ids"]
+        if len(ids) > self.max_length:
+            ids = ids[-(self.max_length // 2) :]
+        return list(ids)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + [self.eos_token_id]
+
+    def encode(self, question: str, answer: str) -> Encoded:
+        prompt = self.prompt_ids(question)
+        answer_ids = self.answer_ids(answer)[: max(1, self.max_length - len(prompt))]
+        return Encoded(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids, len(prompt))
+
+
+def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Literal["right", "left"] = "right") -> dict:
+    """Pad a list of encoded examples into ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+
+    Right padding for teacher-forced losses and scoring, left padding for generation. Padded label positions
+    are -100; padded attention positions are 0.
+    """
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        sl = slice(0, n) if padding_side == "right" else slice(width - n, width)
+        ids[i, sl] = torch.tensor(e.input_ids)
+        labels[i, sl] = torch.tensor(e.labels)
+        mask[i, sl] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,51 @@
+"""The interface every unlearning method implements.
+
+An *iterative* method defines ``loss(model, forget_batch, retain_batch) -> (loss, logs)``; the training loop owns
+everything else (batching, accumulation, optimizer, schedule, checkpoints, processes).
+
+Batch contract (built by the training loop from :mod:`unlearnkit.data.formatting`):
+
+- ``forget_batch``: ``input_ids``, ``attention_mask``, ``labels`` (question + true answer, prompt masked) and
+  ``index`` (LongTensor: each row's position in the task's forget list). When the method sets ``uses_idk``, also
+  ``idk_input_ids``, ``idk_attention_mask``, ``idk_labels``: the same question with the refusal answer assigned
+  to that example (a fixed assignment, see :func:`unlearnkit.data.idk.assign_idk`).
+- ``retain_batch``: ``input_ids``, ``attention_mask``, ``labels``; ``None`` unless the method sets ``uses_retain``.
+
+``prepare`` runs once before training, on the untouched model, over every forget example (the same batches in
+every process). Methods whose reference is the initial model store what they need there (NPO: the reference
+sequence log-probabilities) so that no second model is held in memory. A method that needs per-token reference
+distributions or activations says so with ``needs_reference_model``; the loop then passes a frozen copy.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+
+class UnlearningMethod:
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for `unlearnkit methods`
+    citation: ClassVar[str]  # paper title, authors, year, arXiv id
+    uses_retain: ClassVar[bool] = False
+    uses_idk: ClassVar[bool] = False
+
+    @property
+    def needs_reference_model(self) -> bool:
+        return False
+
+    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
+        """Precompute what the loss needs from the initial model. Default: nothing."""
+
+    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters the optimizer updates. Default: all that require grad."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def params(self) -> dict:
+        """The method's hyper-parameters as plain values (recorded in the run's config)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), list))}
