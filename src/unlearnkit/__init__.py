@@ -1,0 +1,61 @@
+"""unlearnkit: make a trained model forget specific data, and prove that it did.
+
+The Python API is two functions; the ``unlearnkit`` command line is a thin layer over them.
+
+- :func:`unlearn` runs one unlearning job (task → target/retain models → method → evaluation → run directory).
+- :func:`evaluate` scores one model on a task's TOFU metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from unlearnkit.data.types import Task
+    from unlearnkit.evaluation.suite import EvalResult
+    from unlearnkit.pipeline import RunResult
+
+
+def unlearn(config: "str | Path | dict | Any | None" = None, *, resume: bool = False, progress: bool = True,
+            **overrides: Any) -> "RunResult":
+    """Run an unlearning job and return its run directory and results.
+
+    ``config`` is a YAML path, a dict in the YAML's shape, a :class:`unlearnkit.config.RunConfig`, or None for the
+    built-in default (synthetic task, ``tiny`` base, NPO). ``overrides`` are dotted keys with ``__`` for the dots,
+    e.g. ``unlearn("run.yaml", method__name="simnpo", output_dir="runs/x")``.
+    """
+    from unlearnkit.config import RunConfig, load_config, parse_config, set_dotted
+    from unlearnkit.pipeline import run
+
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config, dotted)
+    else:
+        data = config.model_dump() if isinstance(config, RunConfig) else dict(config or {})
+        for key, value in dotted.items():
+            set_dotted(data, key, value)
+        cfg = parse_config(data)
+    return run(cfg, resume=resume, progress=progress)
+
+
+def evaluate(model: Any, task: "Task", *, tokenizer: Any = None, reference: dict | None = None,
+             max_length: int = 256, template: str = "auto", batch_size: int = 16, max_new_tokens: int = 200,
+             progress: bool = False) -> "EvalResult":
+    """TOFU metrics of ``model`` (a model folder, or a loaded model with its ``tokenizer``) on ``task``.
+
+    ``reference`` is the retain model's ``EvalResult.reference_stats()``: it enables forget_quality and privleak.
+    """
+    from unlearnkit.data.formatting import QAFormatter
+    from unlearnkit.evaluation.suite import evaluate_tofu
+    from unlearnkit.models.load import load_causal_lm
+
+    if isinstance(model, (str, Path)):
+        model, tokenizer = load_causal_lm(model)
+    elif tokenizer is None:
+        raise TypeError("evaluate(model, ...) with a loaded model needs tokenizer=...")
+    formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
+    return evaluate_tofu(model, formatter, task, reference=reference, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, progress=progress)

@@ -1,0 +1,194 @@
+"""The ``unlearnkit`` command: a thin layer over :mod:`unlearnkit.pipeline` and the Python API.
+
+Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Make a trained model forget specific data, and prove that it did.")
+
+HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
+            "privleak", "extraction_strength")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "accelerate", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _overrides(sets: Optional[List[str]], **flags) -> dict:
+    out = {}
+    for item in sets or []:
+        if "=" not in item:
+            _fail(f"--set {item!r} is not KEY=VALUE: write e.g. --set train.learning_rate=1e-4")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value else None
+    for key, value in flags.items():
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _config(path: Optional[Path], sets, **flags):
+    from unlearnkit.config import load_config, parse_config, set_dotted
+
+    overrides = _overrides(sets, **flags)
+    if path is not None:
+        return load_config(path, overrides)
+    data: dict = {}
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    return parse_config(data, where="flags")
+
+
+def _guard(fn):
+    """Run ``fn`` turning user errors into a one-line message and exit status 2."""
+    from unlearnkit.errors import UnlearnkitError
+
+    try:
+        return fn()
+    except UnlearnkitError as exc:
+        _fail(str(exc))
+
+
+def _print_summary(results: dict) -> None:
+    models = results.get("models", {})
+    columns = [m for m in ("unlearned", "target", "retain") if m in models]
+    typer.echo(f"{'metric':<22}" + "".join(f"{c:>14}" for c in columns))
+    for name in HEADLINE:
+        cells = []
+        for c in columns:
+            v = models[c]["aggregates"].get(name)
+            cells.append(f"{'—':>14}" if v is None else f"{v:>14.4g}")
+        typer.echo(f"{name:<22}" + "".join(cells))
+
+
+SetOpt = typer.Option(None, "--set", help="override a config key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+DataDirOpt = typer.Option(None, "--data-dir", help="TOFU folder (sets task.options.data_dir)")
+
+
+@app.command()
+def demo(output_dir: Path = typer.Option(Path("runs/demo"), help="where the run directory is written"),
+         quiet: bool = typer.Option(False, help="no progress bars or log lines")):
+    """Unlearn the built-in synthetic task with NPO on the tiny base, offline, and show the result."""
+    _setup_logging(quiet)
+    from unlearnkit import unlearn
+    from unlearnkit.demo import DEMO_CONFIG
+
+    result = _guard(lambda: unlearn(DEMO_CONFIG, output_dir=str(output_dir), progress=not quiet))
+    _print_summary(result.results)
+    typer.echo(f"run directory: {result.run_dir}  (open {result.run_dir / 'report.html'})")
+
+
+@app.command()
+def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML (its task:, model:, prepare: sections)"),
+            sets: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt,
+            base: Optional[str] = typer.Option(None, help="base model: tiny, smollm2-135m, a folder or a hub id"),
+            quiet: bool = typer.Option(False)):
+    """Fine-tune the target model (retain + forget) and the retain model (retain only); cached."""
+    _setup_logging(quiet)
+
+    def go():
+        from unlearnkit.data.sources import load_task
+        from unlearnkit.pipeline import resolve_models
+
+        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "model.base": base})
+        task = load_task(cfg.task.source, **cfg.task.options)
+        return resolve_models(cfg, task, progress=not quiet)
+
+    models = _guard(go)
+    typer.echo(f"target model: {models.target}\nretain model: {models.retain}")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Optional[List[str]] = SetOpt,
+        data_dir: Optional[str] = DataDirOpt,
+        method: Optional[str] = typer.Option(None, help="method name (see `unlearnkit methods`)"),
+        output_dir: Optional[str] = typer.Option(None, help="run directory to write"),
+        resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
+        quiet: bool = typer.Option(False)):
+    """Run the unlearning job of CONFIG and write its run directory."""
+    _setup_logging(quiet)
+
+    def go():
+        from unlearnkit.pipeline import run as run_pipeline
+
+        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
+                                       "output_dir": output_dir})
+        return run_pipeline(cfg, resume=resume, progress=not quiet)
+
+    result = _guard(go)
+    if result.results:
+        _print_summary(result.results)
+        typer.echo(f"run directory: {result.run_dir}")
+
+
+@app.command("eval")
+def eval_(model: Path = typer.Option(..., "--model", help="model folder to evaluate"),
+          config: Optional[Path] = typer.Option(None, help="config YAML whose task: section names the data"),
+          retain: Optional[Path] = typer.Option(None, help="retain model folder (enables forget_quality, privleak)"),
+          output: Optional[Path] = typer.Option(None, help="write the results JSON here"),
+          sets: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt, quiet: bool = typer.Option(False)):
+    """Evaluate a model folder with the TOFU suite on the configured task."""
+    _setup_logging(quiet)
+
+    def go():
+        from unlearnkit.data.formatting import QAFormatter
+        from unlearnkit.data.sources import load_task
+        from unlearnkit.evaluation.cache import evaluate_cached
+        from unlearnkit.evaluation.suite import evaluate_tofu
+        from unlearnkit.models.load import load_causal_lm
+        from unlearnkit.runio import write_json
+
+        cfg = _config(config, sets, **{"task.options.data_dir": data_dir})
+        task = load_task(cfg.task.source, **cfg.task.options)
+        loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
+        formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
+        settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+        reference = None
+        if retain is not None:
+            reference = evaluate_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                        not quiet).reference_stats()
+        result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet, **settings)
+        payload = {"model": str(model), "task": task.name, **result.to_dict()}
+        if output is not None:
+            write_json(output, payload)
+        return payload
+
+    payload = _guard(go)
+    for name, value in payload["aggregates"].items():
+        typer.echo(f"{name:<26}{'—' if value is None else f'{value:.6g}'}")
+    if output is not None:
+        typer.echo(f"results: {output}")
+
+
+@app.command()
+def methods():
+    """List the unlearning methods: name, what it does, citation."""
+    from unlearnkit.methods.registry import available
+
+    for name, cls in available().items():
+        typer.echo(f"{name:<10} {cls.summary}\n{'':<10} {cls.citation}")
+
+
+def main() -> None:  # python -m unlearnkit
+    app()

@@ -1,0 +1,118 @@
+"""The run configuration: one YAML file (or CLI flags), validated once at the edge.
+
+Every section forbids unknown keys, so a typo is a one-line error naming the key and the valid ones, not a silently
+ignored setting. Inside the package the validated object is passed on as plain data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unlearnkit.errors import UnlearnkitError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(Section):
+    source: Literal["synthetic", "tofu", "custom"] = "synthetic"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(Section):
+    base: str = "tiny"  # "tiny", "smollm2-135m", a local folder or a hub id
+    target: str | None = None  # an already fine-tuned target model folder: skip preparing it
+    retain: str | None = None  # an already fine-tuned retain model folder: skip preparing it
+    trust_remote_code: bool = False
+    max_length: int = Field(256, ge=16)
+    template: Literal["auto", "chat", "plain"] = "auto"
+
+
+class TrainSettings(Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    schedule: Literal["linear", "constant", "cosine"] = "linear"
+    max_grad_norm: float | None = Field(None, gt=0)
+    bf16: bool = False
+    max_steps: int | None = Field(None, ge=1)
+
+
+class MethodConfig(Section):
+    name: str = "npo"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(200, ge=1)
+
+
+class RunConfig(Section):
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prepare: TrainSettings | None = None  # None: the base's built-in fine-tuning recipe (models/prepare.py)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output_dir: str = "runs/run"
+    seed: int = 0
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        section = RunConfig
+        for part in err["loc"][:-1]:
+            field = section.model_fields.get(str(part))
+            ann = field.annotation if field else None
+            section = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), section)
+        valid = ", ".join(section.model_fields)
+        return f"{where}: unknown config key {key!r}: valid keys here are {valid}"
+    return f"{where}: {key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_config(data: dict | None, where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise UnlearnkitError(_explain(exc, where)) from None
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnkitError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UnlearnkitError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UnlearnkitError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    return parse_config(data, where=str(path))
+
+
+def set_dotted(data: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UnlearnkitError(f"override {dotted!r}: {p!r} is not a section")
+    node[leaf] = value
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
