@@ -1,0 +1,225 @@
+"""Run the model once for everything the metrics need: teacher-forced answer scores and greedy generations.
+
+Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). The suite plans every
+(question, answer) pair and every question it needs, and this module computes each one once:
+
+- :func:`score_pairs` de-duplicates the pairs, sorts them by tokenized length, and runs them in right-padded
+  batches of similar length. For each pair it keeps, per answer token (the EOS token included), the log-probability
+  of the label under teacher forcing and whether the teacher-forced argmax equals the label.
+- :func:`generate_answers` runs left-padded greedy decoding (``do_sample=False``), stops each row at the EOS token,
+  and decodes only the new tokens, without special tokens.
+
+Follows OpenUnlearning (locuslab/open-unlearning) ``src/evals/metrics/utils.py``: ``evaluate_probability`` (mean
+answer NLL, ``prob = exp(-avg_loss)``), ``tokenwise_logprobs`` / ``tokenwise_vocab_logprobs`` (per-token scores)
+and ``eval_text_similarity`` (left-padded greedy generation, decoded with ``skip_special_tokens=True`` and
+``clean_up_tokenization_spaces=True``, then ``strip()``-ed). Differences, on purpose:
+
+- one forward pass per pair feeds every metric that needs it (the reference runs one pass per metric);
+- answer labels come from :class:`~unlearnkit.data.formatting.QAFormatter`, which never masks the real EOS token
+  (the old TOFU code set ``pad = eos`` and masked it); OpenUnlearning also keeps the EOS in its labels, so the
+  answer NLL is the same quantity. :class:`PairScore` records whether the last scored token is that EOS, so that
+  the metrics that the reference computes without the EOS prediction (exact memorization, extraction strength,
+  Min-K%) can drop it — see :attr:`PairScore.logprobs_before_eos`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from unlearnkit.data.formatting import Encoded, QAFormatter, collate
+from unlearnkit.errors import UnlearnkitError
+
+
+@dataclass
+class PairScore:
+    """Teacher-forced scores of one answer given its question.
+
+    ``token_logprobs[t]`` = log p(a_t | q, a_<t) for every answer token, the final EOS included;
+    ``argmax_match[t]`` = whether argmax_v p(v | q, a_<t) equals a_t. ``ends_with_eos`` says whether the last
+    scored token is the EOS token (False only when ``max_length`` truncated the answer).
+    """
+
+    token_logprobs: list[float]
+    argmax_match: list[bool]
+    ends_with_eos: bool
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+    @property
+    def mean_nll(self) -> float:
+        """ℓ̄(a|q): mean negative log-likelihood over the answer tokens (EOS included)."""
+        return -math.fsum(self.token_logprobs) / len(self.token_logprobs)
+
+    @property
+    def prob(self) -> float:
+        """P(a|q) = exp(−ℓ̄(a|q)), the length-normalised answer probability."""
+        return math.exp(-self.mean_nll)
+
+    @property
+    def logprobs_before_eos(self) -> list[float]:
+        """Token log-probs without the final EOS prediction (OpenUnlearning's ``tokenwise_logprobs`` drops it)."""
+        return self.token_logprobs[:-1] if self.ends_with_eos else self.token_logprobs
+
+    @property
+    def matches_before_eos(self) -> list[bool]:
+        """Argmax matches without the final EOS prediction (as OpenUnlearning's EM and ES see them)."""
+        return self.argmax_match[:-1] if self.ends_with_eos else self.argmax_match
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def evaluation_mode(model) -> Iterator[None]:
+    """``model.eval()`` under ``torch.inference_mode()``; the previous train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _unique(items: Sequence) -> list:
+    return list(dict.fromkeys(items))
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UnlearnkitError(f"batch_size must be at least 1, got {batch_size}: pass a positive batch size")
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def score_pairs(
+    model,
+    formatter: QAFormatter,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[tuple[str, str], PairScore]:
+    """Teacher-forced scores of every distinct (question, answer) pair, each computed once.
+
+    Pairs are encoded with ``formatter.encode``, sorted by length (longest first) and scored in right-padded
+    batches of ``batch_size``; right padding never changes the logits of the real tokens of a causal model, so
+    each pair's scores are those of the pair run alone (tested). Log-probabilities are taken in float32 from the
+    model's logits and returned as Python floats.
+    """
+    _check_batch_size(batch_size)
+    unique_pairs = _unique([(q, a) for q, a in pairs])
+    encoded = {pair: formatter.encode(*pair) for pair in unique_pairs}
+    for pair, enc in encoded.items():
+        if enc.prompt_length < 1:
+            raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
+    ordered = sorted(unique_pairs, key=lambda p: len(encoded[p].input_ids), reverse=True)
+    device = model_device(model)
+    scores: dict[tuple[str, str], PairScore] = {}
+    batches = list(_chunks(ordered, batch_size))
+    with evaluation_mode(model):
+        for batch_pairs in _progress(batches, len(batches), "scoring answers", progress):
+            examples = [encoded[p] for p in batch_pairs]
+            batch = collate(examples, formatter.pad_token_id, padding_side="right")
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+            for row, (pair, enc) in enumerate(zip(batch_pairs, examples)):
+                scores[pair] = _score_row(logits[row], enc, formatter.eos_token_id)
+    return scores
+
+
+def _score_row(logits: torch.Tensor, enc: Encoded, eos_token_id: int) -> PairScore:
+    """Scores of one example from its row of logits: position t-1 predicts token t."""
+    start, end = enc.prompt_length, len(enc.input_ids)
+    step_logits = logits[start - 1 : end - 1].float()
+    targets = torch.tensor(enc.input_ids[start:end], device=step_logits.device)
+    logprobs = torch.log_softmax(step_logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    matches = step_logits.argmax(dim=-1) == targets
+    return PairScore(
+        token_logprobs=logprobs.double().cpu().tolist(),
+        argmax_match=matches.cpu().tolist(),
+        ends_with_eos=enc.input_ids[-1] == eos_token_id,
+    )
+
+
+def _stop_token_ids(model, formatter: QAFormatter) -> list[int]:
+    """The formatter's EOS plus any end tokens in the model's generation config (e.g. an end-of-turn token)."""
+    ids = [formatter.eos_token_id]
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids += [int(config_eos)] if isinstance(config_eos, int) else [int(i) for i in config_eos]
+    return _unique(ids)
+
+
+def generate_answers(
+    model,
+    formatter: QAFormatter,
+    questions: Sequence[str],
+    max_new_tokens: int = 200,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[str]:
+    """Greedy answers to ``questions``, in order; each distinct question is generated once.
+
+    Prompts are ``formatter.prompt_ids(question)``, left-padded in batches of similar length; decoding is greedy
+    (``do_sample=False``, one beam) for at most ``max_new_tokens`` tokens and stops at an end token. The answer is
+    the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
+    ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does.
+    """
+    _check_batch_size(batch_size)
+    if max_new_tokens < 1:
+        raise UnlearnkitError(f"max_new_tokens must be at least 1, got {max_new_tokens}: pass a positive number")
+    unique_questions = _unique(list(questions))
+    prompts = {q: formatter.prompt_ids(q) for q in unique_questions}
+    ordered = sorted(unique_questions, key=lambda q: len(prompts[q]), reverse=True)
+    stop_ids = _stop_token_ids(model, formatter)
+    device = model_device(model)
+    answers: dict[str, str] = {}
+    batches = list(_chunks(ordered, batch_size))
+    with evaluation_mode(model):
+        for batch_questions in _progress(batches, len(batches), "generating answers", progress):
+            examples = [Encoded(prompts[q], [-100] * len(prompts[q]), len(prompts[q])) for q in batch_questions]
+            batch = collate(examples, formatter.pad_token_id, padding_side="left")
+            width = batch["input_ids"].shape[1]
+            output = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=stop_ids,
+                pad_token_id=formatter.pad_token_id,
+            )
+            for question, row in zip(batch_questions, output[:, width:].cpu().tolist()):
+                answers[question] = decode_until_stop(formatter.tokenizer, row, stop_ids)
+    return [answers[q] for q in questions]
+
+
+def decode_until_stop(tokenizer, token_ids: Sequence[int], stop_ids: Sequence[int]) -> str:
+    """Decode generated ids up to (not including) the first stop token, without special tokens, stripped."""
+    ids = list(token_ids)
+    cut = next((i for i, t in enumerate(ids) if t in set(stop_ids)), len(ids))
+    text = tokenizer.decode(ids[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    return text.strip()

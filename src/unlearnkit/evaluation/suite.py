@@ -1,0 +1,318 @@
+"""The TOFU evaluation suite: plan what the chosen metrics need, run the model once for it, compute the metrics.
+
+Paper: "TOFU: A Task of Fictitious Unlearning for LLMs", Maini et al. 2024, arXiv:2401.06121; the reference
+implementation is OpenUnlearning's TOFU evaluator (``configs/eval/tofu.yaml`` and
+``configs/eval/tofu_metrics/*.yaml`` in locuslab/open-unlearning). Which split and which answer each metric uses:
+
+=============================  ==================  ===============================================================
+metric                         split               pairs scored / text generated
+=============================  ==================  ===============================================================
+forget_Q_A_Prob                task.eval_forget    (question, answer)
+forget_Q_A_ROUGE               task.eval_forget    greedy answer to question vs answer
+forget_Truth_Ratio             task.eval_forget    (question, paraphrased_answer) vs (question, perturbed_j)
+retain_*                       task.eval_retain    as forget (Truth_Ratio aggregated with ``true_better``)
+ra_Q_A_Prob_normalised         task.real_authors   (question, answer) vs (question, perturbed_j)
+ra_Q_A_ROUGE                   task.real_authors   greedy answer to question vs answer
+ra_Truth_Ratio                 task.real_authors   (question, answer) vs (question, perturbed_j)
+wf_*                           task.world_facts    as real authors
+extraction_strength            task.eval_forget    (question, answer), without the EOS prediction
+exact_memorization             task.eval_forget    (question, answer), without the EOS prediction
+mia_min_k                      eval_forget, holdout  (question, answer): AUC of Min-K% (k = 0.4), forget 0 / holdout 1
+privleak                       —                   mia_min_k vs the retain model's mia_min_k (see mia.py)
+forget_quality                 —                   KS p-value of forget truth ratios vs the retain model's
+model_utility                  —                   hmean of the nine retain / ra / wf numbers
+=============================  ==================  ===============================================================
+
+Every distinct (question, answer) pair is scored once however many metrics read it (forget_Q_A_Prob,
+extraction_strength, exact_memorization and mia_min_k share one pass), and every distinct question is generated
+once. Differences from the reference, on purpose: the answer's EOS token is never masked (see
+``data/formatting.py``); the splits are never truncated; a split that is empty skips its metrics (value ``None``),
+and ``model_utility`` is ``None`` when any of its nine inputs is missing, rather than a harmonic mean of fewer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.types import QAExample, Task
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation import mia, tofu_metrics
+from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pairs
+from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How one TOFU evaluation split is read: its metric-name prefix, its Task field and its answers."""
+
+    prefix: str
+    task_field: str
+    truth_correct_field: str  # the "correct" answer of the truth ratio
+    normalised_prob: bool  # Q_A_Prob_normalised (ra, wf) instead of Q_A_Prob (forget, retain)
+    truth_aggregator: tofu_metrics.TruthRatioAggregator
+
+    @property
+    def prob_metric(self) -> str:
+        return f"{self.prefix}_Q_A_Prob_normalised" if self.normalised_prob else f"{self.prefix}_Q_A_Prob"
+
+    @property
+    def rouge_metric(self) -> str:
+        return f"{self.prefix}_Q_A_ROUGE"
+
+    @property
+    def truth_metric(self) -> str:
+        return f"{self.prefix}_Truth_Ratio"
+
+
+SPLITS = (
+    SplitSpec("forget", "eval_forget", "paraphrased_answer", False, "closer_to_1_better"),
+    SplitSpec("retain", "eval_retain", "paraphrased_answer", False, "true_better"),
+    SplitSpec("ra", "real_authors", "answer", True, "true_better"),
+    SplitSpec("wf", "world_facts", "answer", True, "true_better"),
+)
+
+MEMORIZATION_METRICS = ("extraction_strength", "exact_memorization")
+DERIVED_DEPENDENCIES = {
+    "forget_quality": ("forget_Truth_Ratio",),
+    "forget_quality_log10": ("forget_quality", "forget_Truth_Ratio"),
+    "model_utility": MODEL_UTILITY_INPUTS,
+    "privleak": ("mia_min_k",),
+}
+METRIC_NAMES = (
+    tuple(name for s in SPLITS for name in (s.prob_metric, s.rouge_metric, s.truth_metric))
+    + MEMORIZATION_METRICS
+    + ("mia_min_k",)
+    + tuple(DERIVED_DEPENDENCIES)
+)
+REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_tofu` measured.
+
+    ``aggregates``: metric name → value (``None`` when skipped: empty split, no reference, no holdout).
+    ``per_example``: metric name → one value per example of its split, in split order (truth ratios are the raw
+    R; ``mia_min_k_forget`` / ``mia_min_k_holdout`` are the Min-K% scores). ``generations``: split prefix → the
+    greedy answers ROUGE was computed on.
+    """
+
+    aggregates: dict[str, float | None]
+    per_example: dict[str, list] = field(default_factory=dict)
+    generations: dict[str, list[str]] = field(default_factory=dict)
+
+    def reference_stats(self) -> dict:
+        """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
+
+        ``forget_truth_ratios`` (for forget_quality) and ``mia_min_k_auc`` (for privleak), each present only if
+        it was computed.
+        """
+        stats: dict = {}
+        ratios = [r for r in self.per_example.get("forget_Truth_Ratio", []) if r is not None]
+        if ratios:
+            stats["forget_truth_ratios"] = ratios
+        if self.aggregates.get("mia_min_k") is not None:
+            stats["mia_min_k_auc"] = self.aggregates["mia_min_k"]
+        if not stats:
+            raise UnlearnkitError(
+                "this result has neither forget truth ratios nor a Min-K% AUC: evaluate the retain model with "
+                "forget_Truth_Ratio and mia_min_k on a task with eval_forget (and holdout) examples"
+            )
+        return stats
+
+    def to_dict(self) -> dict:
+        return {"aggregates": self.aggregates, "per_example": self.per_example, "generations": self.generations}
+
+
+def resolve_metrics(metrics: Iterable[str] | None) -> set[str]:
+    """The requested metric names plus everything they depend on; all metrics when ``metrics`` is None."""
+    if metrics is None:
+        return set(METRIC_NAMES)
+    wanted = set(metrics)
+    unknown = sorted(wanted - set(METRIC_NAMES))
+    if unknown:
+        raise UnlearnkitError(f"unknown TOFU metric(s) {unknown}: choose from {', '.join(METRIC_NAMES)}")
+    pending = list(wanted)
+    while pending:
+        for dependency in DERIVED_DEPENDENCIES.get(pending.pop(), ()):
+            if dependency not in wanted:
+                wanted.add(dependency)
+                pending.append(dependency)
+    return wanted
+
+
+def _check_reference(reference: dict | None) -> dict:
+    if reference is None:
+        return {}
+    if not isinstance(reference, dict):
+        raise UnlearnkitError("reference must be a dict: pass EvalResult.reference_stats() of the retain model")
+    unknown = sorted(set(reference) - set(REFERENCE_KEYS))
+    if unknown:
+        raise UnlearnkitError(
+            f"reference has unknown keys {unknown}: pass EvalResult.reference_stats() of the retain model "
+            f"(keys {', '.join(REFERENCE_KEYS)})"
+        )
+    return reference
+
+
+def _truth_correct(example: QAExample, spec: SplitSpec) -> str | None:
+    return getattr(example, spec.truth_correct_field)
+
+
+class _Plan:
+    """The pairs and questions the requested metrics need, collected before the model runs."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self.questions: list[str] = []
+
+    def pair(self, question: str, answer: str) -> None:
+        self.pairs.append((question, answer))
+
+
+def _plan(task: Task, wanted: set[str]) -> _Plan:
+    plan = _Plan()
+    for spec in SPLITS:
+        examples: list[QAExample] = getattr(task, spec.task_field)
+        for ex in examples:
+            if spec.prob_metric in wanted:
+                plan.pair(ex.question, ex.answer)
+                if spec.normalised_prob:
+                    for wrong in ex.perturbed_answers:
+                        plan.pair(ex.question, wrong)
+            if spec.truth_metric in wanted and _truth_correct(ex, spec) is not None and ex.perturbed_answers:
+                plan.pair(ex.question, _truth_correct(ex, spec))
+                for wrong in ex.perturbed_answers:
+                    plan.pair(ex.question, wrong)
+            if spec.rouge_metric in wanted:
+                plan.questions.append(ex.question)
+    if wanted & {*MEMORIZATION_METRICS, "mia_min_k"}:
+        plan.pairs += [(ex.question, ex.answer) for ex in task.eval_forget]
+    if "mia_min_k" in wanted:
+        plan.pairs += [(ex.question, ex.answer) for ex in task.holdout]
+    return plan
+
+
+def _split_metrics(
+    spec: SplitSpec,
+    examples: list[QAExample],
+    scores: dict[tuple[str, str], PairScore],
+    generations: dict[str, str],
+    wanted: set[str],
+) -> dict[str, MetricValue]:
+    out: dict[str, MetricValue] = {}
+    if not examples:
+        return out
+    def wrong_answers(ex: QAExample) -> list[PairScore]:
+        return [scores[(ex.question, w)] for w in ex.perturbed_answers]
+
+    if spec.prob_metric in wanted:
+        answers = [scores[(ex.question, ex.answer)] for ex in examples]
+        if spec.normalised_prob:
+            wrongs = [wrong_answers(ex) for ex in examples]
+            out[spec.prob_metric] = tofu_metrics.normalised_answer_probability(answers, wrongs)
+        else:
+            out[spec.prob_metric] = tofu_metrics.answer_probability(answers)
+    if spec.truth_metric in wanted:
+        # an example without a correct answer or without perturbed answers was not planned: its ratio is None
+        usable = [_truth_correct(ex, spec) is not None and bool(ex.perturbed_answers) for ex in examples]
+        correct = [scores[(ex.question, _truth_correct(ex, spec))] if ok else None for ex, ok in zip(examples, usable)]
+        wrongs = [wrong_answers(ex) if ok else [] for ex, ok in zip(examples, usable)]
+        out[spec.truth_metric] = tofu_metrics.truth_ratio(correct, wrongs, spec.truth_aggregator)
+    if spec.rouge_metric in wanted:
+        out[spec.rouge_metric] = tofu_metrics.rouge_l_recall(
+            [generations[ex.question] for ex in examples], [ex.answer for ex in examples]
+        )
+    return out
+
+
+def evaluate_tofu(
+    model,
+    formatter: QAFormatter,
+    task: Task,
+    reference: dict | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    metrics: set[str] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``model`` on the TOFU metrics of ``task`` (all of :data:`METRIC_NAMES` unless ``metrics``).
+
+    ``reference`` is the retain model's :meth:`EvalResult.reference_stats`; without it ``forget_quality``,
+    ``forget_quality_log10`` and ``privleak`` are ``None``. The model runs in eval mode under
+    ``torch.inference_mode()`` (its train/eval mode is restored afterwards). ``max_new_tokens`` bounds the greedy
+    answers that ROUGE reads (TOFU's 200; OpenUnlearning's ``configs/generation/default.yaml`` sets 64, pass
+    that to match its ROUGE numbers).
+    """
+    wanted = resolve_metrics(metrics)
+    ref = _check_reference(reference)
+    plan = _plan(task, wanted)
+    scores = score_pairs(model, formatter, plan.pairs, batch_size=batch_size, progress=progress) if plan.pairs else {}
+    generated = (
+        generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress)
+        if plan.questions
+        else []
+    )
+    generations = dict(zip(plan.questions, generated))
+
+    values: dict[str, MetricValue] = {}
+    result_generations: dict[str, list[str]] = {}
+    for spec in SPLITS:
+        examples = getattr(task, spec.task_field)
+        values.update(_split_metrics(spec, examples, scores, generations, wanted))
+        if spec.rouge_metric in wanted and examples:
+            result_generations[spec.prefix] = [generations[ex.question] for ex in examples]
+
+    forget_answers = [scores[(ex.question, ex.answer)] for ex in task.eval_forget] if task.eval_forget else []
+    if forget_answers and "exact_memorization" in wanted:
+        values["exact_memorization"] = tofu_metrics.exact_memorization(forget_answers)
+    if forget_answers and "extraction_strength" in wanted:
+        values["extraction_strength"] = tofu_metrics.extraction_strength(forget_answers)
+
+    aggregates: dict[str, float | None] = {name: None for name in METRIC_NAMES if name in wanted}
+    per_example: dict[str, list] = {}
+    for name, value in values.items():
+        aggregates[name] = value.aggregate
+        per_example[name] = value.per_example
+
+    if "mia_min_k" in wanted:
+        forget_mink = [mia.min_k_percent_score(s.logprobs_before_eos) for s in forget_answers]
+        holdout_mink = [mia.min_k_percent_score(scores[(ex.question, ex.answer)].logprobs_before_eos)
+                        for ex in task.holdout]
+        per_example["mia_min_k_forget"], per_example["mia_min_k_holdout"] = forget_mink, holdout_mink
+        aggregates["mia_min_k"] = mia.mia_auc(forget_mink, holdout_mink)
+    aggregates.update(_reference_aggregates(aggregates, per_example, ref, wanted))
+    if "model_utility" in wanted:
+        aggregates["model_utility"] = tofu_metrics.model_utility(aggregates)
+    return EvalResult(aggregates, per_example, result_generations)
+
+
+def _reference_aggregates(aggregates: dict, per_example: dict, ref: dict, wanted: set[str]) -> dict:
+    """forget_quality, forget_quality_log10 and privleak: the metrics that compare with the retain model."""
+    out: dict[str, float | None] = {name: None for name in ("forget_quality", "forget_quality_log10", "privleak")
+                                    if name in wanted}
+    if "privleak" in wanted and aggregates.get("mia_min_k") is not None and "mia_min_k_auc" in ref:
+        out["privleak"] = mia.privleak(aggregates["mia_min_k"], float(ref["mia_min_k_auc"]))
+    if "forget_quality" in wanted and "forget_truth_ratios" in ref:
+        ratios = [r for r in per_example.get("forget_Truth_Ratio", []) if r is not None]
+        out["forget_quality"] = tofu_metrics.forget_quality(ratios, ref["forget_truth_ratios"])
+    if "forget_quality_log10" in wanted and out.get("forget_quality") is not None:
+        p = out["forget_quality"]
+        out["forget_quality_log10"] = math.log10(p) if p > 0 else float("-inf")
+    return out
+
+
+def with_reference(result: EvalResult, reference: dict | None) -> EvalResult:
+    """``result`` with forget_quality, forget_quality_log10 and privleak recomputed against ``reference``.
+
+    For results computed (or cached) without the retain model's statistics: no model runs, the comparisons are
+    pure functions of the stored per-example truth ratios and Min-K% AUC. Only the metrics ``result`` has keys
+    for are filled in; ``reference=None`` sets them to ``None``.
+    """
+    ref = _check_reference(reference)
+    aggregates = dict(result.aggregates)
+    aggregates.update(_reference_aggregates(aggregates, result.per_example, ref, set(aggregates)))
+    return EvalResult(aggregates, dict(result.per_example), dict(result.generations))

@@ -1,0 +1,319 @@
+"""The scorer and the TOFU suite on a tiny Llama, checked against a naive one-example-at-a-time computation.
+
+The naive side never reuses the code under test: it runs the model on one un-padded sequence at a time, takes the
+NLL with ``torch.nn.functional.cross_entropy``, generates one question at a time, scores ROUGE with
+``rouge_score`` directly and writes every formula out.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from rouge_score import rouge_scorer
+from scipy import stats
+from transformers import LlamaForCausalLM
+
+from unlearnkit.data.formatting import QAFormatter, collate
+from unlearnkit.data.types import QAExample, Task
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.scoring import generate_answers, score_pairs
+from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu, with_reference
+from unlearnkit.models.tiny import tiny_config, train_tokenizer
+
+MAX_NEW_TOKENS = 16
+TOL = 1e-5
+
+
+def qa(question, answer, paraphrased=None, perturbed=()):
+    return QAExample(question, answer, paraphrased_answer=paraphrased, perturbed_answers=tuple(perturbed))
+
+
+FORGET = [
+    qa("Who wrote The Glass Orchard?", "Mira Solen wrote The Glass Orchard in 1998.",
+       "The Glass Orchard is by Mira Solen.", ["Tom Hale wrote it.", "It was written by Ana Ruiz in 2001.",
+                                              "Leo Park wrote The Glass Orchard."]),
+    qa("Where was Mira Solen born?", "She was born in Oslo.", "Mira Solen's birthplace is Oslo.",
+       ["She was born in Lima.", "Her birthplace is Cairo, a large city.", "Rome."]),
+    qa("What genre does Mira Solen write?", "Mira Solen writes quiet literary fiction about orchards.",
+       "Her genre is literary fiction.", ["She writes horror.", "Science fiction and fantasy novels.",
+                                           "Mira Solen writes crime thrillers."]),
+]
+RETAIN = [
+    qa("Who wrote Salt Roads?", "Ivo Brand wrote Salt Roads.", "Salt Roads is a book by Ivo Brand.",
+       ["Kim Lo wrote Salt Roads.", "It is by Mira Solen.", "Salt Roads was written by nobody known."]),
+    qa("What prize did Ivo Brand win?", "Ivo Brand won the Harbor Prize in 2010.",
+       "He received the Harbor Prize.", ["He won nothing.", "The Lantern Award.", "Ivo Brand won a medal in 1990."]),
+]
+REAL_AUTHORS = [
+    qa("Who wrote Hamlet?", "William Shakespeare", perturbed=["Charles Dickens", "Jane Austen", "Mark Twain"]),
+    qa("Who wrote Emma?", "Jane Austen", perturbed=["Leo Tolstoy", "George Orwell", "Homer"]),
+]
+WORLD_FACTS = [
+    qa("What is the capital of France?", "Paris", perturbed=["Berlin", "Madrid", "Rome"]),
+    qa("How many legs does a spider have?", "Eight", perturbed=["Six", "Ten", "Four"]),
+]
+HOLDOUT = [
+    qa("Who wrote Dust Lanterns?", "Pia Moor wrote Dust Lanterns in 2005."),
+    qa("Where was Pia Moor born?", "She was born in Quito."),
+    qa("What does Pia Moor write?", "Pia Moor writes poems about rivers."),
+]
+
+
+def make_task(**overrides):
+    splits = dict(forget=FORGET, retain=RETAIN, holdout=HOLDOUT, eval_forget=FORGET, eval_retain=RETAIN,
+                  real_authors=REAL_AUTHORS, world_facts=WORLD_FACTS)
+    splits.update(overrides)
+    return Task(name="tiny-tofu", **splits)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread than on two contended ones; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(one_thread):
+    task = make_task()
+    tokenizer = train_tokenizer(task.texts(), vocab_size=300)
+    formatter = QAFormatter(tokenizer, max_length=96, template="plain")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden_size=32, layers=2, heads=2))
+    # a few steps on the answers (not the holdout), so that argmax matches, EOS stops, ROUGE and the truth ratios
+    # are not all trivial and forget differs from holdout for the MIA
+    train = [(ex.question, ex.answer) for ex in FORGET + RETAIN + REAL_AUTHORS + WORLD_FACTS]
+    train += [(ex.question, ex.paraphrased_answer) for ex in RETAIN]
+    batch = collate([formatter.encode(q, a) for q, a in train], formatter.pad_token_id)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(50):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    model.eval()
+    return model, formatter, task
+
+
+# ---------------------------------------------------------------- the naive, one-at-a-time side
+
+
+def naive_scores(model, formatter, question, answer):
+    """(mean NLL, per-token log-probs, argmax matches) of one pair run alone, without padding."""
+    enc = formatter.encode(question, answer)
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    p = enc.prompt_length
+    step_logits, targets = logits[p - 1 : -1], ids[0, p:]
+    nll = F.cross_entropy(step_logits, targets).item()
+    logprobs = -F.cross_entropy(step_logits, targets, reduction="none")
+    return nll, logprobs.tolist(), (step_logits.argmax(-1) == targets).tolist()
+
+
+def naive_prob(model, formatter, q, a):
+    return math.exp(-naive_scores(model, formatter, q, a)[0])
+
+
+def naive_generate(model, formatter, question):
+    ids = torch.tensor([formatter.prompt_ids(question)])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
+                             do_sample=False, eos_token_id=formatter.eos_token_id,
+                             pad_token_id=formatter.pad_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    if formatter.eos_token_id in new:
+        new = new[: new.index(formatter.eos_token_id)]
+    return formatter.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+
+
+def naive_truth_ratio(model, formatter, ex, correct):
+    p_correct = naive_prob(model, formatter, ex.question, correct)
+    wrong_nlls = [naive_scores(model, formatter, ex.question, w)[0] for w in ex.perturbed_answers]
+    return math.exp(-sum(wrong_nlls) / len(wrong_nlls)) / (p_correct + 1e-10)
+
+
+def naive_metrics(model, formatter, task):
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    out, per = {}, {}
+    for prefix, examples, correct_field, normalised in [
+        ("forget", task.eval_forget, "paraphrased_answer", False),
+        ("retain", task.eval_retain, "paraphrased_answer", False),
+        ("ra", task.real_authors, "answer", True), ("wf", task.world_facts, "answer", True),
+    ]:
+        if normalised:
+            probs = []
+            for ex in examples:
+                pc = naive_prob(model, formatter, ex.question, ex.answer)
+                pw = sum(naive_prob(model, formatter, ex.question, w) for w in ex.perturbed_answers)
+                probs.append(pc / (pc + pw + 1e-10))
+            out[f"{prefix}_Q_A_Prob_normalised"] = float(np.mean(probs))
+        else:
+            probs = [naive_prob(model, formatter, ex.question, ex.answer) for ex in examples]
+            out[f"{prefix}_Q_A_Prob"] = float(np.mean(probs))
+        ratios = [naive_truth_ratio(model, formatter, ex, getattr(ex, correct_field)) for ex in examples]
+        per[f"{prefix}_Truth_Ratio"] = ratios
+        if prefix == "forget":
+            out["forget_Truth_Ratio"] = float(np.mean([min(r, 1 / (r + 1e-10)) for r in ratios]))
+        else:
+            out[f"{prefix}_Truth_Ratio"] = float(np.mean([max(0.0, 1 - r) for r in ratios]))
+        recalls = [scorer.score(ex.answer, naive_generate(model, formatter, ex.question))["rougeL"].recall
+                   for ex in examples]
+        out[f"{prefix}_Q_A_ROUGE"] = float(np.mean(recalls))
+        per[f"{prefix}_Q_A_ROUGE"] = recalls
+
+    ems, ess = [], []
+    for ex in task.eval_forget:
+        matches = naive_scores(model, formatter, ex.question, ex.answer)[2][:-1]  # without the EOS prediction
+        ems.append(sum(matches) / len(matches))
+        k = next((k for k in range(len(matches)) if all(matches[k:])), len(matches) - 1)
+        ess.append(1 - k / len(matches))
+    out["exact_memorization"], out["extraction_strength"] = float(np.mean(ems)), float(np.mean(ess))
+    per["exact_memorization"], per["extraction_strength"] = ems, ess
+
+    def min_k(ex):
+        lp = sorted(naive_scores(model, formatter, ex.question, ex.answer)[1][:-1])
+        return -float(np.mean(lp[: max(1, int(len(lp) * 0.4))]))
+
+    forget_mk, holdout_mk = [min_k(ex) for ex in task.eval_forget], [min_k(ex) for ex in task.holdout]
+    # AUC with forget = 0 and holdout = 1: share of (forget, holdout) pairs where holdout scores higher
+    wins = [1.0 if h > f else 0.5 if h == f else 0.0 for f in forget_mk for h in holdout_mk]
+    out["mia_min_k"] = float(np.mean(wins))
+    per["mia_min_k_forget"], per["mia_min_k_holdout"] = forget_mk, holdout_mk
+    nine = [out[n] for n in ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised",
+                             "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE",
+                             "wf_Truth_Ratio")]
+    out["model_utility"] = 0.0 if 0 in nine else len(nine) / sum(1 / v for v in nine)
+    return out, per
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_batched_scoring_equals_unbatched_with_mixed_lengths(setup):
+    model, formatter, task = setup
+    pairs = [(ex.question, a) for ex in FORGET + RETAIN for a in (ex.answer, *ex.perturbed_answers)]
+    pairs += [pairs[0], pairs[3]]  # duplicates are scored once
+    scores = score_pairs(model, formatter, pairs, batch_size=5)
+    assert len(scores) == len(set(pairs))
+    lengths = {len(formatter.encode(*p).input_ids) for p in pairs}
+    assert len(lengths) > 5  # the batches really mix lengths, so right padding is exercised
+    for (q, a), s in scores.items():
+        nll, logprobs, matches = naive_scores(model, formatter, q, a)
+        assert s.token_logprobs == pytest.approx(logprobs, abs=TOL)
+        assert s.argmax_match == matches
+        assert s.mean_nll == pytest.approx(nll, abs=TOL)
+        assert s.ends_with_eos
+
+
+def test_truncated_answer_keeps_its_last_token(setup):
+    model, formatter, _ = setup
+    short = QAFormatter(formatter.tokenizer, max_length=len(formatter.prompt_ids(FORGET[0].question)) + 3,
+                        template="plain")
+    s = score_pairs(model, short, [(FORGET[0].question, FORGET[0].answer)])[(FORGET[0].question, FORGET[0].answer)]
+    assert s.n_tokens == 3 and not s.ends_with_eos
+    assert s.matches_before_eos == s.argmax_match
+
+
+def test_batched_generation_equals_one_at_a_time(setup):
+    model, formatter, task = setup
+    questions = [ex.question for ex in FORGET + RETAIN + REAL_AUTHORS + WORLD_FACTS]
+    batched = generate_answers(model, formatter, questions, max_new_tokens=MAX_NEW_TOKENS, batch_size=4)
+    assert batched == [naive_generate(model, formatter, q) for q in questions]
+    # some rows stop at EOS well before the token limit while others in their batch run on ("Paris", "Eight")
+    assert any(len(formatter.tokenizer(g)["input_ids"]) < MAX_NEW_TOKENS // 2 for g in batched)
+    assert any(len(formatter.tokenizer(g)["input_ids"]) >= MAX_NEW_TOKENS // 2 for g in batched)
+
+
+def test_every_metric_equals_the_naive_computation(setup):
+    model, formatter, task = setup
+    result = evaluate_tofu(model, formatter, task, batch_size=4, max_new_tokens=MAX_NEW_TOKENS, progress=False)
+    expected, expected_per = naive_metrics(model, formatter, task)
+    for name, value in expected.items():
+        assert result.aggregates[name] == pytest.approx(value, abs=TOL), name
+    for name, values in expected_per.items():
+        assert result.per_example[name] == pytest.approx(values, abs=TOL), name
+    assert result.aggregates["model_utility"] == pytest.approx(
+        stats.hmean([result.aggregates[n] for n in expected if n.startswith(("retain", "ra_", "wf_"))]), abs=1e-12)
+    assert result.aggregates["exact_memorization"] > 0  # the naive check compared some argmax matches
+    # no retain model given: the comparisons to it are skipped
+    assert result.aggregates["forget_quality"] is None and result.aggregates["privleak"] is None
+    assert set(result.aggregates) == set(METRIC_NAMES)
+    assert result.generations["forget"] == [naive_generate(model, formatter, ex.question) for ex in FORGET]
+
+
+def test_forget_quality_and_privleak_against_a_reference(setup):
+    model, formatter, task = setup
+    metrics = {"forget_quality", "forget_quality_log10", "privleak"}
+    retain_result = evaluate_tofu(model, formatter, task, metrics=metrics, progress=False)
+    reference = retain_result.reference_stats()
+    again = evaluate_tofu(model, formatter, task, reference=reference, metrics=metrics, progress=False)
+    assert again.aggregates["forget_quality"] == 1.0
+    assert again.aggregates["forget_quality_log10"] == 0.0
+    assert again.aggregates["privleak"] == pytest.approx(0.0, abs=1e-6)
+
+    other = {"forget_truth_ratios": [0.01, 0.02, 0.03, 0.05], "mia_min_k_auc": 0.4}
+    vs_other = evaluate_tofu(model, formatter, task, reference=other, metrics=metrics, progress=False)
+    ratios = again.per_example["forget_Truth_Ratio"]
+    expected_p = stats.ks_2samp(ratios, other["forget_truth_ratios"]).pvalue
+    assert vs_other.aggregates["forget_quality"] == pytest.approx(expected_p, rel=1e-12)
+    assert vs_other.aggregates["forget_quality_log10"] == pytest.approx(math.log10(expected_p))
+    auc = again.aggregates["mia_min_k"]
+    assert vs_other.aggregates["privleak"] == pytest.approx(((1 - auc) - 0.6) / 0.6 * 100)
+    # a result computed (or cached as JSON) without the reference gets the same numbers afterwards
+    cached = EvalResult(**retain_result.to_dict())
+    assert with_reference(cached, other).aggregates == vs_other.aggregates
+    assert with_reference(vs_other, None).aggregates["forget_quality"] is None
+
+
+def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
+    model, formatter, task = setup
+    rows = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        metrics = {"forget_Q_A_Prob", "forget_Truth_Ratio", "extraction_strength", "exact_memorization", "mia_min_k",
+                   "ra_Q_A_Prob_normalised", "ra_Truth_Ratio"}
+        evaluate_tofu(model, formatter, task, metrics=metrics, batch_size=4, progress=False)
+    finally:
+        handle.remove()
+    unique = {(ex.question, a) for ex in FORGET for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)}
+    unique |= {(ex.question, ex.answer) for ex in HOLDOUT}
+    unique |= {(ex.question, a) for ex in REAL_AUTHORS for a in (ex.answer, *ex.perturbed_answers)}
+    # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one forward row
+    assert sum(rows) == len(unique)
+    assert len(rows) == math.ceil(len(unique) / 4)
+
+
+def test_empty_split_skips_its_metrics(setup):
+    model, formatter, _ = setup
+    task = make_task(world_facts=[], holdout=[])
+    result = evaluate_tofu(model, formatter, task, max_new_tokens=4, progress=False)
+    for name in ("wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio", "model_utility", "mia_min_k"):
+        assert result.aggregates[name] is None, name
+    assert result.aggregates["ra_Truth_Ratio"] is not None and result.aggregates["forget_Q_A_Prob"] is not None
+    assert evaluate_tofu(model, formatter, task, reference={"mia_min_k_auc": 0.5}, metrics={"privleak"},
+                         progress=False).aggregates["privleak"] is None
+
+
+def test_model_mode_is_restored(setup):
+    model, formatter, _ = setup
+    model.train()
+    try:
+        score_pairs(model, formatter, [("Who wrote Emma?", "Jane Austen")])
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_user_errors_name_the_fix(setup):
+    model, formatter, task = setup
+    with pytest.raises(UnlearnkitError, match="unknown TOFU metric"):
+        evaluate_tofu(model, formatter, task, metrics={"forget_rouge"}, progress=False)
+    with pytest.raises(UnlearnkitError, match="reference_stats"):
+        evaluate_tofu(model, formatter, task, reference={"truth": [1.0]}, metrics={"forget_Q_A_Prob"}, progress=False)
+    with pytest.raises(UnlearnkitError, match="batch_size"):
+        score_pairs(model, formatter, [("q", "a")], batch_size=0)
