@@ -1,0 +1,84 @@
+"""Negative Preference Optimization (NPO): DPO with the forget answer as the only, dispreferred, response.
+
+Paper: "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning", Zhang, Lin, Bai and
+Mei, 2024, arXiv:2404.05868. Reference code: licong-lin/negative-preference-optimization ``TOFU/dataloader.py``
+(``npo``, ``npo_grad_diff``, ``npo_KL``) and OpenUnlearning ``NPO``.
+
+    L_NPO = -(2/beta) * E_{D_f} log sigmoid(-beta * log(pi_theta(y|x) / pi_ref(y|x)))
+          =  (2/beta) * E_{D_f} log(1 + (pi_theta(y|x) / pi_ref(y|x))^beta)
+
+with ``log pi(y|x) = -sequence_nll`` (answer tokens SUMMED, the reference ``get_batch_loss``). The reference code
+writes it ``neg_log_ratio = nll_theta - nll_ref``; ``loss = -logsigmoid(beta * neg_log_ratio).mean() * 2 / beta``,
+the same thing. At theta = theta_ref the loss is (2/beta)·log 2; its gradient is GA's reweighted by
+2·pi_theta^beta / (pi_theta^beta + pi_ref^beta), and it tends to GA's (with summed NLL) as beta -> 0.
+
+The full loss is ``forget_weight * L_NPO + retain_weight * R`` with R the retain term: None (plain NPO), "nll"
+(meanNLL on D_r: NPO+GD, the paper's ``npo_grad_diff``) or "kl" (KL(pi_ref || pi_theta) on D_r: ``npo_KL``).
+Defaults are OpenUnlearning's NPO, which subclasses its GradDiff: beta=0.1, retain NLL, gamma = alpha = 1
+(the NPO repo's TOFU config: npo_coeff = grad_diff_coeff = 1).
+
+Unlike the reference, pi_ref(y|x) of every forget example is computed once in :meth:`NPO.prepare` on the initial
+model and looked up by ``forget_batch["index"]``: no second model is held unless retain_loss="kl".
+Cost: 1 forward+backward on the forget batch (+1 on the retain batch, +1 reference forward for "kl").
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import check_retain_loss, forward_logits, require_reference, retain_term, sequence_nll
+from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
+from unlearnkit.methods.registry import register
+
+
+def npo_loss(logprob: torch.Tensor, reference_logprob: torch.Tensor, beta: float) -> torch.Tensor:
+    """-(2/beta) * mean log sigmoid(-beta * (log pi_theta - log pi_ref)) over the batch."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logprob - reference_logprob)).mean()
+
+
+@register
+class NPO(UnlearningMethod):
+    """forget_weight * L_NPO(beta) + retain_weight * retain term (None, "nll" or "kl")."""
+
+    name = "npo"
+    summary = "Negative preference optimization: a bounded, reweighted gradient ascent against the original model."
+    citation = ("Zhang, Lin, Bai and Mei, Negative Preference Optimization: From Catastrophic Collapse to "
+                "Effective Unlearning, 2024, arXiv:2404.05868")
+    uses_retain = True
+
+    def __init__(self, beta: float = 0.1, forget_weight: float = 1.0, retain_weight: float = 1.0,
+                 retain_loss: str | None = "nll"):
+        self.beta = beta
+        self.forget_weight = forget_weight
+        self.retain_weight = retain_weight
+        self.retain_loss = check_retain_loss(retain_loss, (None, "nll", "kl"), self.name)
+        if retain_loss is None:
+            self.uses_retain = False
+        self._reference_model: nn.Module | None = None
+        self._reference_logprobs: torch.Tensor | None = None
+
+    @property
+    def needs_reference_model(self) -> bool:
+        return self.retain_loss == "kl"
+
+    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
+        """Store log pi_ref(y|x) of every forget example (the untouched ``model``), and the reference for "kl"."""
+        self._reference_logprobs = compute_reference_logprobs(model, forget_batches)[""]
+        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
+
+    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+        logprob = -sequence_nll(forward_logits(model, forget_batch), forget_batch["labels"])
+        reference = lookup_reference(self._reference_logprobs, forget_batch["index"], logprob.device)
+        forget_loss = npo_loss(logprob, reference, self.beta)
+        loss = self.forget_weight * forget_loss
+        logs = {"forget_loss": forget_loss.item(), "log_ratio": (logprob - reference).mean().item()}
+        if self.retain_loss is not None:
+            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
+            loss = loss + self.retain_weight * retain_loss
+            logs["retain_loss"] = retain_loss.item()
+        return loss, logs

@@ -1,0 +1,60 @@
+"""The registry lists every method; names, flags and user errors."""
+
+import sys
+
+import pytest
+
+import naive_reference as naive
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods import available, get_method
+
+NAMES = ["ga", "graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
+
+
+def test_registry_lists_all_methods():
+    methods = available()
+    assert list(methods) == NAMES
+    for name, cls in methods.items():
+        assert cls.name == name
+        assert cls.summary and "\n" not in cls.summary
+        assert "arXiv:" in cls.citation
+        assert cls.__doc__
+        assert "arXiv" in sys.modules[cls.__module__].__doc__  # the module docstring names the paper
+
+
+def test_flags():
+    assert [n for n in NAMES if get_method(n).uses_idk] == ["idkdpo", "idknll"]
+    assert [n for n in NAMES if get_method(n).uses_retain] == ["graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
+    assert [n for n in NAMES if get_method(n).needs_reference_model] == ["rmu"]
+    assert get_method("npo", retain_loss="kl").needs_reference_model
+    assert not get_method("npo", retain_loss=None).uses_retain
+
+
+def test_unknown_method_is_a_user_error():
+    with pytest.raises(UnlearnkitError, match="unknown method 'nop'"):
+        get_method("nop")
+
+
+def test_unknown_parameter_is_a_user_error():
+    with pytest.raises(UnlearnkitError, match="has no parameter 'gamma'"):
+        get_method("npo", gamma=1.0)
+
+
+@pytest.mark.parametrize("name, value", [("graddiff", None), ("npo", "mse"), ("idkdpo", "KL")])
+def test_bad_retain_loss_is_a_user_error(name, value):
+    with pytest.raises(UnlearnkitError, match="retain_loss"):
+        get_method(name, retain_loss=value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_trains_one_step(name):
+    reference = naive.tiny_llama()
+    model = naive.perturbed_copy(reference)
+    method = get_method(name, layer=2) if name == "rmu" else get_method(name)
+    params = method.trainable_parameters(model)
+    method.prepare(model, [naive.forget_batch()], reference_model=reference if method.needs_reference_model else None)
+    loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch() if method.uses_retain else None)
+    assert loss.dim() == 0
+    assert all(isinstance(v, float) for v in logs.values()) and "forget_loss" in logs
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
