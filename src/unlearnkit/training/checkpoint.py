@@ -1,0 +1,87 @@
+"""Checkpoints of a training run: ``output_dir/checkpoints/<name>/``, written whole or not at all.
+
+A checkpoint folder holds
+
+- ``model.safetensors``: the model's state dict (tied weights stored once, via ``safetensors.torch.save_model``);
+- ``optimizer.pt``: the optimizer state (``torch.save``; read back with ``weights_only=True``);
+- ``state.json``: step, epoch, config, number of processes, the method and its parameters, the scheduler state
+  and the per-step logs so far.
+
+No random-number state is stored: the loop reseeds every micro-batch from (seed, step, slot), so a resumed run
+draws the same numbers as an uninterrupted one.
+
+Each checkpoint is written into a hidden temporary folder and then renamed, so a run killed while saving never
+leaves a half-written checkpoint behind; a folder without the leading dot is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+
+
+def checkpoints_root(output_dir: Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints under ``output_dir``, oldest (fewest steps) first."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: json.loads((p / STATE_FILE).read_text())["step"])
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = complete_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def remove_unfinished_checkpoints(output_dir: Path) -> None:
+    """Delete the temporary folders a killed run may have left while saving. Call from one process only."""
+    root = checkpoints_root(output_dir)
+    if root.is_dir():
+        for leftover in root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def save_checkpoint(output_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict) -> Path:
+    """Write checkpoint ``name`` (e.g. ``epoch-2``) atomically and return its folder. Call from one process only."""
+    root = checkpoints_root(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    temporary = root / f".tmp-{name}-{os.getpid()}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    save_model(model, str(temporary / MODEL_FILE))
+    torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
+    (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
+    if final.exists():  # only when a run is re-saved under the same name: keep a complete copy until the swap
+        stale = root / f".stale-{name}-{os.getpid()}"
+        os.replace(final, stale)
+        os.replace(temporary, final)
+        shutil.rmtree(stale)
+    else:
+        os.replace(temporary, final)
+    return final
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load weights and optimizer state from ``folder`` in place; return its ``state.json``."""
+    device = next(model.parameters()).device
+    load_model(model, str(folder / MODEL_FILE), strict=True, device=str(device))
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    return json.loads((folder / STATE_FILE).read_text())

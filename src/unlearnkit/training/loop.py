@@ -1,0 +1,279 @@
+"""The training loop shared by every iterative unlearning method and by fine-tuning.
+
+One optimizer step, top to bottom:
+
+1. The sharding plan (:mod:`unlearnkit.training.sharding`) names this process's micro-batches.
+2. For each micro-batch: reseed the random generators from (seed, step, slot), build the forget (and retain)
+   batch, compute ``objective.loss`` under optional bf16 autocast, and backpropagate ``weight × loss``.
+3. Sum gradients, weighted losses and logs over processes (:mod:`unlearnkit.training.gradient_sync`); the
+   gradient is then the mean over the step's examples, whatever the number of processes.
+4. Stop with :class:`UnlearnkitError` if the loss or the gradient norm is not finite; else clip (optional),
+   ``AdamW.step``, ``scheduler.step``.
+
+Before the first step, ``objective.prepare`` sees the initial model and every forget example (also when resuming:
+the checkpoint weights are loaded afterwards). Checkpoints are written at the end of each epoch and at the end of
+training (:mod:`unlearnkit.training.checkpoint`).
+
+Processes: the loop uses ``accelerate``'s process state (one process, or several started by
+``accelerate launch``). It does not wrap the model in DDP (see :mod:`unlearnkit.training.gradient_sync`) and it
+does not own the process group: a multi-process script calls ``torch.distributed.destroy_process_group()`` when
+it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from accelerate import PartialState
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from transformers import get_scheduler
+
+from unlearnkit.data.formatting import Encoded
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
+from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, complete_checkpoints, latest_checkpoint,
+                                           load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
+from unlearnkit.training.config import TrainConfig
+from unlearnkit.training.gradient_sync import (broadcast_parameters, is_distributed, sum_across_processes,
+                                               sum_gradients)
+from unlearnkit.training.sharding import ShardingPlan, derived_seed
+
+SCHEDULER_NAMES = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}
+
+
+@dataclass
+class TrainResult:
+    """What a run did: ``steps`` optimizer steps, one log dict per step, the folder of the last checkpoint."""
+
+    steps: int
+    logs: list[dict] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+
+
+def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], retain: list[Encoded] | None,
+          idk: list[Encoded] | None, pad_token_id: int, config: TrainConfig, output_dir: Path,
+          resume: bool = False, progress: bool = True,
+          reference_model_factory: Callable[[], nn.Module] | None = None) -> TrainResult:
+    """Train ``model`` in place with ``objective`` on the forget (and retain) stream; return what happened.
+
+    ``idk[i]`` is forget question ``i`` with its refusal answer (needed when ``objective.uses_idk``).
+    ``reference_model_factory`` builds the frozen reference model, called only when
+    ``objective.needs_reference_model``. With ``resume=True`` the run continues from the latest complete checkpoint
+    under ``output_dir`` (and starts afresh if there is none); the result equals an uninterrupted run.
+    """
+    config.validate()
+    _check_inputs(objective, forget, retain, idk, reference_model_factory)
+    output_dir = Path(output_dir)
+    if not resume and complete_checkpoints(output_dir):
+        raise UnlearnkitError(f"{output_dir} already holds checkpoints of a run: pass resume=True to continue it, "
+                              "or choose an empty output folder")
+    state = PartialState(cpu=not torch.cuda.is_available())
+    device = state.device
+    if state.is_main_process:
+        remove_unfinished_checkpoints(output_dir)
+    plan = ShardingPlan(len(forget), config.batch_size, config.gradient_accumulation_steps, state.num_processes,
+                        config.seed, len(retain) if objective.uses_retain else None)
+    total_steps = config.total_steps(plan.steps_per_epoch)
+    idk_rows = idk if objective.uses_idk else None
+
+    was_training = model.training
+    model.to(device)
+    broadcast_parameters(model)
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=rng_devices), _frozen_except_trainable(model, objective) as trainable:
+            torch.manual_seed(derived_seed(config.seed, "prepare"))
+            _prepare_objective(objective, model, forget, idk_rows, pad_token_id, config, device,
+                               reference_model_factory)
+            parameters = trainable()
+            optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+            scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule], optimizer,
+                                      num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
+                                      num_training_steps=total_steps)
+            run = _Run(model, objective, forget, retain, idk_rows, pad_token_id, config, output_dir, state, plan,
+                       parameters, optimizer, scheduler)
+            start_step, logs, last_checkpoint = 0, [], None
+            if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
+                saved = load_checkpoint(last_checkpoint, model, optimizer)
+                _check_same_run(saved, config, objective, plan)
+                scheduler.load_state_dict(saved["scheduler"])
+                start_step, logs = saved["step"], saved["logs"]
+
+            model.train()
+            with _progress_bar(progress and state.is_main_process, total_steps, start_step) as advance:
+                for step in range(start_step, total_steps):
+                    logs.append(run.optimizer_step(step))
+                    advance(logs[-1]["loss"])
+                    epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
+                    epoch_done = step_in_epoch == plan.steps_per_epoch - 1
+                    if step + 1 == total_steps or (epoch_done and config.save_every_epoch):
+                        name = f"epoch-{epoch + 1}" if epoch_done else f"step-{step + 1}"
+                        last_checkpoint = run.save(name, steps_done=step + 1, logs=logs)
+    finally:
+        model.train(was_training)
+    return TrainResult(steps=len(logs), logs=logs, last_checkpoint=last_checkpoint)
+
+
+@dataclass
+class _Run:
+    """Everything fixed for the duration of one training run, and the two things done with it: a step, a save."""
+
+    model: nn.Module
+    objective: UnlearningMethod
+    forget: list[Encoded]
+    retain: list[Encoded] | None
+    idk: list[Encoded] | None
+    pad_token_id: int
+    config: TrainConfig
+    output_dir: Path
+    state: PartialState
+    plan: ShardingPlan
+    parameters: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def optimizer_step(self, step: int) -> dict:
+        """Run this process's micro-batches of ``step`` (0-based), sum over processes, check, update; return the log."""
+        config, device = self.config, self.state.device
+        epoch, step_in_epoch = divmod(step, self.plan.steps_per_epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        weighted: dict[str, list[float]] = {}  # key -> [Σ weight·value, Σ weight]
+        for micro in self.plan.micro_batches(epoch, step_in_epoch, self.state.process_index):
+            torch.manual_seed(derived_seed(config.seed, "micro-batch", step, micro.slot))
+            forget_rows = forget_batch(self.forget, micro.forget, self.pad_token_id, self.idk, device)
+            retain_rows = (retain_batch(self.retain, micro.retain, self.pad_token_id, device)
+                           if self.objective.uses_retain else None)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                loss, method_logs = self.objective.loss(self.model, forget_rows, retain_rows)
+            (loss * micro.weight).backward()
+            for key, value in {**method_logs, "loss": loss.detach()}.items():
+                total = weighted.setdefault(key, [0.0, 0.0])
+                total[0] += micro.weight * float(value)
+                total[1] += micro.weight
+        means = _mean_over_processes(weighted, device)
+        sum_gradients(self.parameters)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm or math.inf))
+        for what, value in (("loss", means["loss"]), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):
+                self.optimizer.zero_grad(set_to_none=True)
+                kept = latest_checkpoint(self.output_dir)
+                where = f"the last good checkpoint is kept at {kept}" if kept else "no checkpoint was saved before it"
+                raise UnlearnkitError(f"training diverged: {what} is {value} at step {step + 1} (epoch {epoch + 1}); "
+                                      f"{where}; lower learning_rate or enable max_grad_norm")
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        return {**means, "step": step + 1, "epoch": epoch + 1, "loss": means["loss"], "lr": learning_rate,
+                "grad_norm": grad_norm}
+
+    def save(self, name: str, steps_done: int, logs: list[dict]) -> Path:
+        """Checkpoint ``name`` written by the main process; every process waits for it and gets its path."""
+        folder = self.output_dir / CHECKPOINTS_DIR / name
+        if self.state.is_main_process:
+            save_checkpoint(self.output_dir, name, self.model, self.optimizer, {
+                "step": steps_done,
+                "epoch": steps_done / self.plan.steps_per_epoch,
+                "config": self.config.to_dict(),
+                "processes": self.plan.processes,
+                "micro_batch_slots": self.plan.slots,
+                "objective": {"name": self.objective.name, "params": self.objective.params()},
+                "scheduler": self.scheduler.state_dict(),
+                "logs": logs,
+            })
+        self.state.wait_for_everyone()
+        return folder
+
+
+def _mean_over_processes(weighted: dict[str, list[float]], device) -> dict[str, float]:
+    """Example-weighted means of the loss and the method's logs over every micro-batch of the step, all processes."""
+    keys = sorted(weighted)
+    if is_distributed():
+        gathered: list[list[str]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
+        torch.distributed.all_gather_object(gathered, keys)
+        keys = sorted(set().union(*gathered))
+    sums = torch.tensor([weighted.get(k, [0.0, 0.0]) for k in keys], dtype=torch.float64, device=device)
+    sums = sum_across_processes(sums.reshape(-1)).reshape(-1, 2).tolist()
+    return {k: (total / weight if weight > 0 else math.nan) for k, (total, weight) in zip(keys, sums)}
+
+
+def _prepare_objective(objective, model, forget, idk, pad_token_id: int, config: TrainConfig, device,
+                       reference_model_factory) -> None:
+    """``objective.prepare`` on the initial model (eval mode, same autocast as training) and every forget example."""
+    reference = None
+    if objective.needs_reference_model:
+        reference = reference_model_factory()
+        reference.to(device).eval().requires_grad_(False)
+        broadcast_parameters(reference)
+    batches = all_forget_batches(forget, config.batch_size, pad_token_id, idk, device)
+    model.eval()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        objective.prepare(model, batches, reference)
+
+
+@contextlib.contextmanager
+def _frozen_except_trainable(model: nn.Module, objective: UnlearningMethod):
+    """Yield a function that returns the method's trainable parameters and freezes every other model parameter
+    (so no gradient is computed for them); the caller's ``requires_grad`` flags are restored on exit."""
+    frozen: list[nn.Parameter] = []
+
+    def trainable() -> list[nn.Parameter]:
+        chosen = list(objective.trainable_parameters(model))
+        if not chosen:
+            raise UnlearnkitError(f"method {objective.name!r} selected no trainable parameters: check its layer "
+                                  "or parameter settings against the model")
+        chosen_ids = {id(p) for p in chosen}
+        for p in model.parameters():
+            if id(p) not in chosen_ids and p.requires_grad:
+                p.requires_grad_(False)
+                frozen.append(p)
+        return chosen
+
+    try:
+        yield trainable
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _check_same_run(saved: dict, config: TrainConfig, objective: UnlearningMethod, plan: ShardingPlan) -> None:
+    """A resumed run must see the same batches and the same loss as the one that wrote the checkpoint."""
+    ignore = {"gradient_accumulation_steps"}  # only the product with the number of processes matters (the slots)
+    now = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    then = {k: v for k, v in saved["config"].items() if k not in ignore}
+    differ = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if saved["micro_batch_slots"] != plan.slots:
+        differ.append("processes × gradient_accumulation_steps")
+    if saved["objective"] != {"name": objective.name, "params": objective.params()}:
+        differ.append("method or method parameters")
+    if differ:
+        raise UnlearnkitError(f"cannot resume: the checkpoint was written with different {', '.join(differ)}; "
+                              "use the original settings, or a new output folder to start over")
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, total: int, done: int):
+    """Yield ``advance(loss)``; draws a rich progress bar when ``show``."""
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                   TimeRemainingColumn(), disable=not show)
+    with bar:
+        task = bar.add_task("", total=total, completed=done)
+        yield lambda loss: bar.update(task, advance=1, description=f"loss {loss:.4f}")
+
+
+def _check_inputs(objective: UnlearningMethod, forget: Sequence[Encoded], retain, idk, reference_model_factory) -> None:
+    if not forget:
+        raise UnlearnkitError("the forget set is empty: give at least one example to train on")
+    if objective.uses_retain and not retain:
+        raise UnlearnkitError(f"method {objective.name!r} needs a retain set, but none was given: add retain examples")
+    if objective.uses_idk and (idk is None or len(idk) != len(forget)):
+        raise UnlearnkitError(f"method {objective.name!r} needs one refusal example per forget example "
+                              f"(got {0 if idk is None else len(idk)} for {len(forget)}): build them with assign_idk")
+    if objective.needs_reference_model and reference_model_factory is None:
+        raise UnlearnkitError(f"method {objective.name!r} needs a reference model: pass reference_model_factory")
