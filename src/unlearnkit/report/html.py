@@ -55,7 +55,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 retain model's (the model never trained on the forget set), while model utility stays at the target's.</p>
 <table><tr><th>metric</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}<th>meaning</th></tr>
 {% for row in rows %}<tr class="{{ 'head' if row.headline else '' }}"><td>{{ row.name }}</td>
-{% for v in row.values %}<td class="num">{{ v }}</td>{% endfor %}<td class="note">{{ row.note }}</td></tr>{% endfor %}
+{% for v in row.cells %}<td class="num">{{ v }}</td>{% endfor %}<td class="note">{{ row.note }}</td></tr>{% endfor %}
 </table>
 {% if curve %}<h2>Training loss</h2>{{ curve | safe }}{% endif %}
 {% if samples %}<h2>Forget set: sample answers</h2>
@@ -107,7 +107,7 @@ def render_report(results: dict, config_text: str = "") -> str:
         names += [k for k in models[name]["aggregates"] if k not in names]
     ordered = [n for n in HEADLINE if n in names] + [n for n in names if n not in HEADLINE]
     rows = [{"name": n, "headline": n in HEADLINE, "note": METRIC_NOTES.get(n, ""),
-             "values": [_fmt(models[c]["aggregates"].get(n)) for c in columns]} for n in ordered]
+             "cells": [_fmt(models[c]["aggregates"].get(n)) for c in columns]} for n in ordered]
     samples = []
     forget_gens = {c: models[c].get("generations", {}).get("forget", []) for c in columns}
     questions = results.get("forget_samples", [])

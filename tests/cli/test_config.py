@@ -1,0 +1,43 @@
+"""The run config: unknown keys and bad values are one-line errors; overrides reach nested keys."""
+
+import pytest
+
+from unlearnkit.config import dump_config, load_config, parse_config
+from unlearnkit.errors import UnlearnkitError
+
+
+def test_defaults_are_the_offline_demo_shape():
+    cfg = parse_config({})
+    assert (cfg.task.source, cfg.model.base, cfg.method.name) == ("synthetic", "tiny", "npo")
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"trian": {}}, "'trian'"),
+    ({"train": {"epoch": 3}}, "'train.epoch'"),
+    ({"model": {"bsae": "tiny"}}, "'model.bsae'"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"task": {"source": "wikipedia"}}, "task.source"),
+])
+def test_bad_config_is_a_clear_error(data, needle):
+    with pytest.raises(UnlearnkitError, match=needle.replace(".", r"\.")):
+        parse_config(data)
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(UnlearnkitError) as err:
+        parse_config({"eval": {"batchsize": 3}})
+    assert "batch_size" in str(err.value) and "max_new_tokens" in str(err.value)
+
+
+def test_yaml_round_trip_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(parse_config({"method": {"name": "simnpo"}})))
+    cfg = load_config(path, {"train.learning_rate": 3e-4, "method.params.beta": 2.0})
+    assert cfg.method.name == "simnpo" and cfg.train.learning_rate == 3e-4 and cfg.method.params == {"beta": 2.0}
+
+
+def test_non_mapping_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(UnlearnkitError, match="mapping"):
+        load_config(path)
