@@ -162,7 +162,7 @@ def _truth_correct(example: QAExample, spec: SplitSpec) -> str | None:
     return getattr(example, spec.truth_correct_field)
 
 
-class _Plan:
+class TofuPlan:
     """The pairs and questions the requested metrics need, collected before the model runs."""
 
     def __init__(self) -> None:
@@ -173,8 +173,10 @@ class _Plan:
         self.pairs.append((question, answer))
 
 
-def _plan(task: Task, wanted: set[str]) -> _Plan:
-    plan = _Plan()
+def plan_tofu(task: Task, metrics: Iterable[str] | None = None) -> TofuPlan:
+    """Every (question, answer) pair to score and every question to answer for ``metrics`` (default: all)."""
+    wanted = resolve_metrics(metrics)
+    plan = TofuPlan()
     for spec in SPLITS:
         examples: list[QAExample] = getattr(task, spec.task_field)
         for ex in examples:
@@ -249,7 +251,7 @@ def evaluate_tofu(
     """
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
-    plan = _plan(task, wanted)
+    plan = plan_tofu(task, wanted)
     scores = score_pairs(model, formatter, plan.pairs, batch_size=batch_size, progress=progress) if plan.pairs else {}
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress)
