@@ -31,8 +31,12 @@ def _fail(message: str) -> None:
 
 def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("transformers", "accelerate", "datasets", "httpx"):
+    for noisy in ("transformers", "accelerate", "datasets", "httpx", "absl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # per-file load/save bars: noise next to our own progress bars
 
 
 def _overrides(sets: Optional[List[str]], **flags) -> dict:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from unlearnkit import __version__
 from unlearnkit.config import RunConfig, dump_config
@@ -88,6 +89,8 @@ def check_method_inputs(method: UnlearningMethod, task: Task) -> None:
 def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResult:
     """Run one unlearning job as configured; return the finished run directory and its results."""
     started = time.time()
+    if _world_size() > 1:  # join the process group first, so the ranks can agree before anything is written
+        PartialState(cpu=not torch.cuda.is_available())
     final = Path(cfg.output_dir)
     partial = final.with_name(final.name + ".partial")
     if final.exists():
@@ -106,7 +109,10 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     created = not partial.exists()
-    partial.mkdir(parents=True, exist_ok=True)
+    _barrier()  # every rank has checked the output folder before the main one creates it
+    if _is_main():
+        partial.mkdir(parents=True, exist_ok=True)
+    _barrier()
     try:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
@@ -125,7 +131,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         trained = train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
                         resume=resume, progress=progress, reference_model_factory=reference_model)
     except UnlearnkitError:
-        if created and not resume:
+        if created and not resume and _is_main():
             shutil.rmtree(partial, ignore_errors=True)
         raise
     _finish_distributed()
@@ -151,9 +157,16 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     return RunResult(final, results)
 
 
-def _finish_distributed() -> None:
+def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def _finish_distributed() -> None:
+    """Wait for every rank, then leave the process group: evaluation runs in the main process alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def task_summary(task: Task) -> dict:
