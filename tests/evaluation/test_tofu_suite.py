@@ -68,17 +68,8 @@ def make_task(**overrides):
     return Task(name="tiny-tofu", **splits)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run many times faster on one thread than on two contended ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def setup(one_thread):
+def setup():
     task = make_task()
     tokenizer = train_tokenizer(task.texts(), vocab_size=300)
     formatter = QAFormatter(tokenizer, max_length=96, template="plain")
