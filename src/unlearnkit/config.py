@@ -56,6 +56,25 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(200, ge=1)
 
 
+class BestConfig(Section):
+    """Which evaluated checkpoint to keep: the best ``metric`` among those meeting every bound."""
+
+    metric: str = "forget_quality"
+    mode: Literal["max", "min"] = "max"
+    at_least: dict[str, float] = Field(default_factory=dict)  # e.g. {model_utility: 0.4}
+    at_most: dict[str, float] = Field(default_factory=dict)
+
+
+class MonitorConfig(Section):
+    """Evaluation during training: a metric subset every N steps and/or each epoch; optionally keep the best."""
+
+    every_steps: int | None = Field(None, ge=1)
+    every_epoch: bool = True
+    metrics: list[str] = Field(default_factory=lambda: ["forget_quality", "model_utility", "forget_Q_A_Prob",
+                                                        "forget_Q_A_ROUGE"])
+    best: BestConfig | None = None
+
+
 class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -63,6 +82,7 @@ class RunConfig(Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    monitor: MonitorConfig | None = None
     output_dir: str = "runs/run"
     seed: int = 0
 

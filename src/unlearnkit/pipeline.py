@@ -7,6 +7,7 @@ its ``.partial`` folder with the epoch checkpoints; ``resume=True`` continues it
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,16 +25,18 @@ from unlearnkit.data.idk import assign_idk
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint
-from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, with_reference
+from unlearnkit.evaluation.cache import evaluate_cached
+from unlearnkit.evaluation.suite import evaluate_tofu, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
 from unlearnkit.models.prepare import PreparedModels, default_cache_dir, prepare_models
+from unlearnkit.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
+from unlearnkit.training.sharding import steps_per_epoch
 
 log = logging.getLogger("unlearnkit")
 
@@ -104,10 +107,14 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     train_settings.validate()
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
+    if cfg.monitor is not None:
+        check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target))
     models = resolve_models(cfg, task, progress)
-
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
+    settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+    baselines, reference = evaluate_baselines(cfg, task, formatter, models, settings, progress) if _is_main() else ({}, None)
+
     created = not partial.exists()
     _barrier()  # every rank has checked the output folder before the main one creates it
     if _is_main():
@@ -127,9 +134,19 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
             ref, _ = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
             return ref
 
+        monitor = None
+        if cfg.monitor is not None:
+            per_epoch = steps_per_epoch(len(forget), cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+                                        * _world_size())
+            monitor = TrainingMonitor(
+                cfg.monitor, per_epoch, train_settings.total_steps(per_epoch),
+                evaluate=lambda m: evaluate_tofu(m, formatter, task, reference=reference, metrics=set(cfg.monitor.metrics)
+                                                 | _best_metrics(cfg), progress=False, **settings).aggregates,
+                save_model=lambda m, folder: save_model(m, tokenizer, folder),
+                best_dir=partial / "best", is_main=_is_main())
         log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
         trained = train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
-                        resume=resume, progress=progress, reference_model_factory=reference_model)
+                        resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
     except UnlearnkitError:
         if created and not resume and _is_main():
             shutil.rmtree(partial, ignore_errors=True)
@@ -138,23 +155,40 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     if not _is_main():
         return RunResult(final, {})
 
+    selection = {"selected": "final"}
+    best_file = partial / "best" / BEST_FILE
+    if cfg.monitor is not None and cfg.monitor.best is not None:
+        if best_file.exists():
+            model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
+            selection = {"selected": "best", "best": json.loads(best_file.read_text())}
+        else:
+            selection = {"selected": "final", "best": None,
+                         "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
     model.eval()
     save_model(model, tokenizer, partial / "model")
-    results = evaluate_models(cfg, task, model, formatter, models, progress)
+    log.info("evaluating the unlearned model")
+    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress, **settings)
     results = {
         "unlearnkit_version": __version__,
         "task": task_summary(task),
         "method": {"name": method.name, "params": method.params(), "citation": method.citation},
         "training": {"steps": trained.steps, "logs": trained.logs},
+        "monitor": {"curve": monitor_curve(trained.logs), **selection} if cfg.monitor is not None else None,
         "forget_samples": [{"question": e.question, "answer": e.answer} for e in task.eval_forget[:10]],
-        **results,
+        "models": {"unlearned": unlearned.to_dict(), **baselines},
         "seconds": round(time.time() - started, 1),
     }
     write_json(partial / "results.json", results)
     write_report(partial / "report.html", results, cfg)
-    shutil.rmtree(partial / "checkpoints", ignore_errors=True)  # resumption state; the model is in model/
+    for scratch in ("checkpoints", "best"):  # resumption state; the kept model is in model/
+        shutil.rmtree(partial / scratch, ignore_errors=True)
     os.replace(partial, final)
     return RunResult(final, results)
+
+
+def _best_metrics(cfg: RunConfig) -> set[str]:
+    best = cfg.monitor.best if cfg.monitor is not None else None
+    return set() if best is None else {best.metric, *best.at_least, *best.at_most}
 
 
 def _barrier() -> None:
@@ -174,21 +208,17 @@ def task_summary(task: Task) -> dict:
             ("forget", "retain", "holdout", "eval_forget", "eval_retain", "real_authors", "world_facts")}}
 
 
-def evaluate_models(cfg: RunConfig, task: Task, unlearned, formatter: QAFormatter, models: PreparedModels,
-                    progress: bool = True) -> dict:
-    """Evaluate the unlearned model beside the target and retain models (those two cached per model)."""
-    settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-    out: dict = {"models": {}}
+def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, models: PreparedModels, settings: dict,
+                       progress: bool = True) -> tuple[dict, dict | None]:
+    """The retain and target models' results (cached per model) and the retain model's reference statistics."""
+    out: dict = {}
     reference = None
     if models.retain is not None:
         log.info("evaluating the retain model")
         retain_result = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code, progress)
         reference = retain_result.reference_stats()
-        out["models"]["retain"] = with_reference(retain_result, reference).to_dict()
+        out["retain"] = with_reference(retain_result, reference).to_dict()
     log.info("evaluating the target model")
     target_result = evaluate_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code, progress)
-    out["models"]["target"] = with_reference(target_result, reference).to_dict()
-    log.info("evaluating the unlearned model")
-    unlearned_result = evaluate_tofu(unlearned, formatter, task, reference=reference, progress=progress, **settings)
-    out["models"] = {"unlearned": unlearned_result.to_dict(), **out["models"]}
-    return out
+    out["target"] = with_reference(target_result, reference).to_dict()
+    return out, reference

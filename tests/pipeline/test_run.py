@@ -109,3 +109,29 @@ def test_tofu_forget01_with_the_tiny_base(tmp_path):
     assert results["task"]["real_authors"] == 100 and results["task"]["world_facts"] == 117
     for name in ("forget_quality", "model_utility", "privleak", "extraction_strength"):
         assert results["models"]["unlearned"]["aggregates"][name] is not None
+
+
+def test_evaluation_during_training_keeps_the_best_checkpoint(tmp_path):
+    """Monitor every 2 steps; keep the checkpoint with the lowest forget Q_A_Prob (gradient ascent lowers it
+    monotonically here, so the kept model is an evaluated one and its numbers are the curve's best)."""
+    cfg = small_config(tmp_path, method__name="ga", train__learning_rate=1e-3, train__epochs=2,
+                       monitor={"every_steps": 2, "every_epoch": False, "metrics": ["forget_Q_A_Prob", "model_utility"],
+                                "best": {"metric": "forget_Q_A_Prob", "mode": "min", "at_least": {"model_utility": 0.0}}})
+    results = unlearnkit.unlearn(cfg, progress=False).results
+    curve = results["monitor"]["curve"]
+    total = results["training"]["steps"]
+    assert [p["step"] for p in curve] == sorted({*range(2, total + 1, 2), total})
+    best = results["monitor"]["best"]
+    assert results["monitor"]["selected"] == "best"
+    assert best["value"] == min(p["forget_Q_A_Prob"] for p in curve)
+    kept = results["models"]["unlearned"]["aggregates"]["forget_Q_A_Prob"]
+    assert kept == pytest.approx(best["value"], abs=1e-6)  # the saved best model, re-evaluated, gives its number
+    assert "Evaluation during training" in (tmp_path / "run" / "report.html").read_text()
+    assert not (tmp_path / "run" / "best").exists()
+
+
+def test_monitor_with_an_unknown_metric_is_rejected_before_anything_is_written(tmp_path):
+    cfg = small_config(tmp_path, monitor={"metrics": ["forget_qualty"]})
+    with pytest.raises(UnlearnkitError, match="forget_qualty"):
+        unlearnkit.unlearn(cfg, progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()

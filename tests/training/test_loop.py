@@ -357,3 +357,21 @@ def test_a_half_written_checkpoint_is_ignored_and_cleaned(tmp_path):
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["epoch-1", "epoch-2"]
     assert result.steps == 4
     assert_same_weights(weights(resumed), weights(straight))
+
+
+def test_on_step_sees_every_step_and_its_result_is_logged_and_checkpointed(tmp_path):
+    """The hook runs after each optimizer step with the updated model; what it returns lands in the log."""
+    model, examples = tiny_llama(seed=0), make_examples(8, seed=0)
+    seen = []
+
+    def on_step(step, m, log):
+        seen.append((step, log["step"], m is model))
+        m.eval()  # the loop puts the model back in train mode
+        return {"probe": float(step) * 10}
+
+    config = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, seed=0)
+    result = train(model, FineTune(), examples, None, None, PAD, config, tmp_path, progress=False, on_step=on_step)
+    assert seen == [(s, s, True) for s in range(1, result.steps + 1)]
+    assert [log["probe"] for log in result.logs] == [10.0 * s for s in range(1, result.steps + 1)]
+    saved = json.loads((result.last_checkpoint / "state.json").read_text())
+    assert [log["probe"] for log in saved["logs"]] == [log["probe"] for log in result.logs]

@@ -58,6 +58,9 @@ retain model's (the model never trained on the forget set), while model utility 
 {% for v in row.cells %}<td class="num">{{ v }}</td>{% endfor %}<td class="note">{{ row.note }}</td></tr>{% endfor %}
 </table>
 {% if curve %}<h2>Training loss</h2>{{ curve | safe }}{% endif %}
+{% if monitor_plots %}<h2>Evaluation during training</h2>
+{% if selection %}<p>{{ selection }}</p>{% endif %}
+{% for svg in monitor_plots %}{{ svg | safe }}{% endfor %}{% endif %}
 {% if samples %}<h2>Forget set: sample answers</h2>
 <table class="small"><tr><th>question</th><th>true answer</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for s in samples %}<tr><td>{{ s.question }}</td><td>{{ s.answer }}</td>{% for g in s.generations %}<td>{{ g }}</td>{% endfor %}</tr>{% endfor %}
@@ -77,26 +80,36 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def loss_curve_svg(logs: list[dict], width: int = 700, height: int = 220) -> str:
-    """An inline SVG polyline of the per-step training loss."""
-    losses = [float(r["loss"]) for r in logs if "loss" in r and math.isfinite(float(r["loss"]))]
-    if len(losses) < 2:
+def line_svg(steps: list[float], values: list[float], label: str, width: int = 700, height: int = 220) -> str:
+    """An inline SVG polyline of ``values`` against ``steps`` (non-finite and missing values are left out)."""
+    points = [(x, float(v)) for x, v in zip(steps, values) if v is not None and math.isfinite(float(v))]
+    if len(points) < 2:
         return ""
-    lo, hi = min(losses), max(losses)
-    span = (hi - lo) or 1.0
-    pad = 40
-    pts = " ".join(
-        f"{pad + i * (width - 2 * pad) / (len(losses) - 1):.1f},{height - pad - (v - lo) / span * (height - 2 * pad):.1f}"
-        for i, v in enumerate(losses)
-    )
+    x_lo, x_hi = points[0][0], points[-1][0]
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    x_span, span, pad = (x_hi - x_lo) or 1.0, (hi - lo) or 1.0, 40
+    pts = " ".join(f"{pad + (x - x_lo) / x_span * (width - 2 * pad):.1f},"
+                   f"{height - pad - (v - lo) / span * (height - 2 * pad):.1f}" for x, v in points)
     return (
-        f'<svg width="{width}" height="{height}" role="img" aria-label="training loss per step">'
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(label)} per step">'
         f'<rect width="{width}" height="{height}" fill="#fff" stroke="#ddd"/>'
         f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
-        f'<text x="{pad}" y="{pad - 10}" font-size="12">loss {html.escape(_fmt(hi))}</text>'
-        f'<text x="{pad}" y="{height - 10}" font-size="12">min {html.escape(_fmt(lo))} · step 1 → {len(losses)}</text>'
+        f'<text x="{pad}" y="{pad - 10}" font-size="12">{html.escape(label)}: max {html.escape(_fmt(hi))}</text>'
+        f'<text x="{pad}" y="{height - 10}" font-size="12">min {html.escape(_fmt(lo))} · step {x_lo:g} → {x_hi:g}</text>'
         "</svg>"
     )
+
+
+def loss_curve_svg(logs: list[dict]) -> str:
+    """The per-step training loss."""
+    return line_svg([r["step"] for r in logs], [r.get("loss") for r in logs], "training loss")
+
+
+def monitor_svgs(monitor: dict | None) -> list[str]:
+    """One plot per metric evaluated during training."""
+    curve = (monitor or {}).get("curve") or []
+    names = [k for k in curve[0] if k != "step"] if curve else []
+    return [svg for name in names if (svg := line_svg([p["step"] for p in curve], [p.get(name) for p in curve], name))]
 
 
 def render_report(results: dict, config_text: str = "") -> str:
@@ -119,7 +132,18 @@ def render_report(results: dict, config_text: str = "") -> str:
         method=results.get("method", {"name": "?", "citation": ""}), task=results.get("task", {"name": "?"}),
         training=results.get("training", {"steps": 0}), seconds=results.get("seconds", "?"),
         version=results.get("unlearnkit_version", "?"), columns=columns, rows=rows,
-        curve=loss_curve_svg(results.get("training", {}).get("logs", [])), samples=samples, config=config_text)
+        curve=loss_curve_svg(results.get("training", {}).get("logs", [])), samples=samples, config=config_text,
+        monitor_plots=monitor_svgs(results.get("monitor")), selection=_selection_text(results.get("monitor")))
+
+
+def _selection_text(monitor: dict | None) -> str:
+    if not monitor or "best" not in monitor:
+        return ""
+    best = monitor.get("best")
+    if not best:
+        return monitor.get("note", "")
+    return (f"Kept the checkpoint of step {best['step']}: the best {best['metric']} "
+            f"({_fmt(best['value'])}) among evaluated checkpoints meeting the bounds.")
 
 
 def write_report(path: Path, results: dict, cfg: RunConfig | None = None) -> None:

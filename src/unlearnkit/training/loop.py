@@ -60,13 +60,19 @@ class TrainResult:
 def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], retain: list[Encoded] | None,
           idk: list[Encoded] | None, pad_token_id: int, config: TrainConfig, output_dir: Path,
           resume: bool = False, progress: bool = True,
-          reference_model_factory: Callable[[], nn.Module] | None = None) -> TrainResult:
+          reference_model_factory: Callable[[], nn.Module] | None = None,
+          on_step: Callable[[int, nn.Module, dict], dict | None] | None = None) -> TrainResult:
     """Train ``model`` in place with ``objective`` on the forget (and retain) stream; return what happened.
 
     ``idk[i]`` is forget question ``i`` with its refusal answer (needed when ``objective.uses_idk``).
     ``reference_model_factory`` builds the frozen reference model, called only when
     ``objective.needs_reference_model``. With ``resume=True`` the run continues from the latest complete checkpoint
     under ``output_dir`` (and starts afresh if there is none); the result equals an uninterrupted run.
+
+    ``on_step(step, model, log)`` runs in every process after each optimizer step (``step`` counted from 1) and
+    before that step's checkpoint; a dict it returns is merged into the step's log, so it is saved with the
+    checkpoint and survives a resume (evaluation during training uses this). It must leave the model's weights
+    and train/eval mode as it found them.
     """
     config.validate()
     _check_inputs(objective, forget, retain, idk, reference_model_factory)
@@ -110,6 +116,9 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
             with _progress_bar(progress and state.is_main_process, total_steps, start_step) as advance:
                 for step in range(start_step, total_steps):
                     logs.append(run.optimizer_step(step))
+                    if on_step is not None:
+                        logs[-1].update(on_step(step + 1, model, logs[-1]) or {})
+                        model.train()
                     advance(logs[-1]["loss"])
                     epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
                     epoch_done = step_in_epoch == plan.steps_per_epoch - 1

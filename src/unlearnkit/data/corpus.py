@@ -1,0 +1,206 @@
+"""Raw-text (MUSE-style) tasks: corpora of documents to forget and retain, with optional QA to probe knowledge.
+
+A :class:`CorpusTask` is the raw-text counterpart of :class:`~unlearnkit.data.types.Task`, shaped after MUSE
+("MUSE: Machine Unlearning Six-Way Evaluation for Language Models", Shi et al. 2024, arXiv:2407.06460):
+
+- ``forget`` / ``retain``: text corpora (the target model was trained on both, the retrained model on
+  ``retain`` only); ``holdout``: texts of the same kind that neither saw (PrivLeak's non-members).
+- ``forget_qa`` / ``retain_qa``: questions about the facts in the forget / retain texts (KnowMem), and
+  ``forget_qa_icl`` / ``retain_qa_icl``: the few-shot examples put in front of them (MUSE's ``*_qa_icl`` files).
+  Any of these may be empty; the metric that needs it is then skipped (no shots = zero-shot prompts).
+
+File formats read by :func:`load_corpus_task`:
+
+- ``.txt``: **the whole file is one document** (UTF-8). Long documents are cut into token windows by
+  :func:`chunk_texts` (MUSE trains on fixed-length token windows of its corpora); to give several separate
+  documents, use JSON Lines.
+- ``.jsonl`` / ``.json``: one JSON object a line with a non-empty ``"text"`` string (other keys are ignored;
+  blank lines are skipped), or a ``.json`` file holding one JSON array of such objects.
+- QA files (``forget_qa`` etc.) are the question/answer files of :mod:`unlearnkit.data.custom`.
+
+Every problem is raised as :class:`UnlearnkitError` naming the file, the 1-based line and the fix. Whether a
+text is long enough for VerbMem depends on the tokenizer, so it is checked there (short texts are skipped and
+counted, see :mod:`unlearnkit.evaluation.muse`), not here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from unlearnkit.data.custom import load_qa_file
+from unlearnkit.data.types import QAExample
+from unlearnkit.errors import UnlearnkitError
+
+TEXT_SUFFIXES = (".txt",)
+JSON_SUFFIXES = (".jsonl", ".json")
+TEXT_FIELD = "text"
+
+
+@dataclass
+class CorpusTask:
+    """The data of one raw-text unlearning request (see the module docstring)."""
+
+    name: str
+    forget: list[str]
+    retain: list[str]
+    holdout: list[str] = field(default_factory=list)
+    forget_qa: list[QAExample] = field(default_factory=list)
+    retain_qa: list[QAExample] = field(default_factory=list)
+    forget_qa_icl: list[QAExample] = field(default_factory=list)
+    retain_qa_icl: list[QAExample] = field(default_factory=list)
+
+    def require_holdout(self) -> list[str]:
+        """The holdout texts; raises when there are none (PrivLeak and other membership tests need them)."""
+        if not self.holdout:
+            raise UnlearnkitError(f"task {self.name!r} has no holdout texts, which PrivLeak needs: pass a holdout "
+                                  "file of texts no model was trained on, or leave privleak out of the metrics")
+        return self.holdout
+
+    def chunked(self, tokenizer, max_tokens: int) -> CorpusTask:
+        """A copy whose ``forget`` / ``retain`` / ``holdout`` texts are cut into windows of ``max_tokens`` tokens."""
+        return replace(
+            self,
+            forget=chunk_texts(self.forget, tokenizer, max_tokens),
+            retain=chunk_texts(self.retain, tokenizer, max_tokens),
+            holdout=chunk_texts(self.holdout, tokenizer, max_tokens),
+        )
+
+    def texts(self) -> list[str]:
+        """Every string of the task, e.g. to train a tokenizer on."""
+        out = self.forget + self.retain + self.holdout
+        for split in (self.forget_qa, self.retain_qa, self.forget_qa_icl, self.retain_qa_icl):
+            for ex in split:
+                out += [ex.question, ex.answer]
+        return out
+
+
+def chunk_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[str]:
+    """Each text cut into consecutive windows of at most ``max_tokens`` tokens, in order; no empty chunks.
+
+    A text is tokenized without special tokens and its token list split into windows of ``max_tokens``
+    (the last window of a text may be shorter). With a fast tokenizer a chunk is the original text from the end
+    of the previous window to the end of its last token, so the chunks of a text concatenate back to it exactly
+    and never split a character; a slow tokenizer's windows are decoded instead. Chunks are stripped of
+    surrounding whitespace; whitespace-only chunks are dropped. Re-tokenizing a chunk gives about
+    ``max_tokens`` tokens: a BPE can merge differently at the cut.
+    """
+    if max_tokens < 1:
+        raise UnlearnkitError(f"max_tokens must be at least 1, got {max_tokens}: pass a positive window length")
+    chunks: list[str] = []
+    for text in texts:
+        pieces = _fast_chunks(text, tokenizer, max_tokens) if tokenizer.is_fast else _decoded_chunks(
+            text, tokenizer, max_tokens)
+        chunks += [piece.strip() for piece in pieces if piece.strip()]
+    return chunks
+
+
+def _fast_chunks(text: str, tokenizer, max_tokens: int) -> Iterator[str]:
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    start = 0
+    for first in range(0, len(offsets), max_tokens):
+        window = offsets[first : first + max_tokens]
+        end = max(stop for _, stop in window)
+        if first + max_tokens >= len(offsets):
+            end = len(text)  # the last window takes any trailing text the tokenizer left out
+        yield text[start:end]
+        start = max(start, end)
+
+
+def _decoded_chunks(text: str, tokenizer, max_tokens: int) -> Iterator[str]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for first in range(0, len(ids), max_tokens):
+        yield tokenizer.decode(ids[first : first + max_tokens], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UnlearnkitError(f"{path}: file not found: check the path")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnlearnkitError(f"{path}: not UTF-8 text: save the file with UTF-8 encoding") from None
+
+
+def _json_items(path: Path, content: str) -> Iterator[tuple[int, Any]]:
+    """(1-based line or item number, parsed object) for a JSON Lines file or a ``.json`` array."""
+    if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as err:
+            raise UnlearnkitError(f"{path}, line {err.lineno}: unreadable JSON ({err.msg}): fix the JSON array, "
+                                  "or write one object per line") from None
+        yield from enumerate(items, start=1)
+        return
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UnlearnkitError(f"{path}, line {number}: unreadable JSON ({err.msg}): each line must be one "
+                                  'complete JSON object such as {"text": "..."}') from None
+
+
+def _text_of(item: Any, where: str) -> str:
+    if not isinstance(item, dict):
+        raise UnlearnkitError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
+                              f"{type(item).__name__}: write one object per line")
+    if TEXT_FIELD not in item or item[TEXT_FIELD] is None:
+        raise UnlearnkitError(f"{where}: missing field '{TEXT_FIELD}': every object needs the document in "
+                              f"'{TEXT_FIELD}'")
+    value = item[TEXT_FIELD]
+    if not isinstance(value, str):
+        raise UnlearnkitError(f"{where}: '{TEXT_FIELD}' must be a string, got {type(value).__name__}: put the "
+                              "document in quotes")
+    if not value.strip():
+        raise UnlearnkitError(f"{where}: empty '{TEXT_FIELD}': fill it in or delete the line")
+    return value
+
+
+def load_texts(path: str | Path) -> list[str]:
+    """The documents of one ``.txt`` file (the whole file, one document) or ``.jsonl`` / ``.json`` file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES + JSON_SUFFIXES:
+        raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .txt (the whole file is one "
+                              'document) or .jsonl (one {"text": "..."} object a line)')
+    content = _read_text(path)
+    if suffix in TEXT_SUFFIXES:
+        if not content.strip():
+            raise UnlearnkitError(f"{path}: the file is empty: write the document's text into it")
+        return [content]
+    texts = [_text_of(item, f"{path}, line {number}") for number, item in _json_items(path, content)]
+    if not texts:
+        raise UnlearnkitError(f'{path}: no documents: add {{"text": "..."}} lines to the file')
+    return texts
+
+
+def load_corpus_task(forget: str | Path, retain: str | Path, holdout: str | Path | None = None,
+                     forget_qa: str | Path | None = None, retain_qa: str | Path | None = None,
+                     forget_qa_icl: str | Path | None = None, retain_qa_icl: str | Path | None = None,
+                     name: str | None = None) -> CorpusTask:
+    """A raw-text task from your files (see the module docstring for the formats).
+
+    ``holdout`` (texts no model was trained on) enables PrivLeak; ``forget_qa`` / ``retain_qa`` enable KnowMem,
+    prompted with the ``*_qa_icl`` examples as few-shot demonstrations (zero-shot without them). The texts are
+    returned as loaded; cut them with :meth:`CorpusTask.chunked` once the tokenizer is known.
+    """
+    def qa(path: str | Path | None) -> list[QAExample]:
+        return load_qa_file(path) if path is not None else []
+
+    return CorpusTask(
+        name=name or f"corpus-{Path(forget).stem}",
+        forget=load_texts(forget),
+        retain=load_texts(retain),
+        holdout=load_texts(holdout) if holdout is not None else [],
+        forget_qa=qa(forget_qa),
+        retain_qa=qa(retain_qa),
+        forget_qa_icl=qa(forget_qa_icl),
+        retain_qa_icl=qa(retain_qa_icl),
+    )
