@@ -147,7 +147,7 @@ def next_token_moments(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
     For one position with p = softmax(logits) over the vocabulary: μ = Σ_v p_v log p_v and
     σ = sqrt(Σ_v p_v (log p_v − μ)²), which equals the reference's Σ_v p_v (log p_v)² − μ² (Min-K%++,
-    arXiv:2404.02936, Eq. 2; OpenUnlearning ``mia/min_k_plus_plus.py``) but is computed in the centred form, which
+    arXiv:2404.02936; OpenUnlearning ``mia/min_k_plus_plus.py``) but is computed in the centred form, which
     does not lose precision to cancellation. Tokens with p_v = 0 (logits of −inf) contribute 0, not NaN.
     ``logits``: shape (..., V); returns (μ, σ) of shape (...) in float32, or float64 for float64 logits. σ is not
     clamped here; :func:`min_k_plus_plus_score` applies the reference's clamp.

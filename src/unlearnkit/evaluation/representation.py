@@ -55,7 +55,7 @@ def rbf_cka(x, y) -> float:
     Kornblith et al. 2019 (arXiv:1905.00414) with the bandwidth rule of research/metrics.md §5 and UUEF's
     ``CKA/CKA.py`` (``rbf``, ``kernel_CKA`` with ``sigma=None``)::
 
-        K_ij = exp(−||x_i − x_j||² / (2σ_X²)),   σ_X² = median of the non-zero squared distances ||x_i − x_j||²
+        K_ij = exp(−||x_i − x_j||² / (2σ_X²)),   σ_X² = median over i ≠ j of the non-zero ||x_i − x_j||²
 
     and likewise L with σ_Y from Y; then CKA(K, L) as in :func:`linear_cka`. Kornblith's own ``gram_rbf`` differs:
     σ² = threshold² × the median over *all* N² entries of the distance matrix, zeros of the diagonal included;

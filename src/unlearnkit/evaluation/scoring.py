@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
 import torch
 
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.distributed import gather_dicts, my_batches
+from unlearnkit.evaluation.result_store import ResultStore, item_key
 
 
 @dataclass
@@ -117,6 +119,7 @@ def score_pairs(
     pairs: Sequence[tuple[str, str]],
     batch_size: int = 16,
     progress: bool = False,
+    store: ResultStore | None = None,
 ) -> dict[tuple[str, str], PairScore]:
     """Teacher-forced scores of every distinct (question, answer) pair, each computed once.
 
@@ -124,6 +127,10 @@ def score_pairs(
     batches of ``batch_size``; right padding never changes the logits of the real tokens of a causal model, so
     each pair's scores are those of the pair run alone (tested). Log-probabilities are taken in float32 from the
     model's logits and returned as Python floats.
+
+    With a ``store``, batches already stored are read instead of computed, and each finished batch is stored
+    (an interrupted evaluation resumes). In a process group the batches are dealt out across processes and the
+    results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`).
     """
     _check_batch_size(batch_size)
     unique_pairs = _unique([(q, a) for q, a in pairs])
@@ -131,20 +138,26 @@ def score_pairs(
     for pair, enc in encoded.items():
         if enc.prompt_length < 1:
             raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
+    stored = store.load() if store is not None else {}
+    done = {pair: PairScore(**stored[item_key(pair)]) for pair in unique_pairs if item_key(pair) in stored}
     ordered = sorted(unique_pairs, key=lambda p: len(encoded[p].input_ids), reverse=True)
+    batches = [b for b in _chunks(ordered, batch_size) if not all(p in done for p in b)]
+    mine = my_batches(batches)
     device = model_device(model)
-    scores: dict[tuple[str, str], PairScore] = {}
-    batches = list(_chunks(ordered, batch_size))
+    computed: dict[tuple[str, str], PairScore] = {}
     with evaluation_mode(model):
-        for batch_pairs in _progress(batches, len(batches), "scoring answers", progress):
+        for batch_pairs in _progress(mine, len(mine), "scoring answers", progress):
             examples = [encoded[p] for p in batch_pairs]
             batch = collate(examples, formatter.pad_token_id, padding_side="right")
             logits = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
-            for row, (pair, enc) in enumerate(zip(batch_pairs, examples)):
-                scores[pair] = _score_row(logits[row], enc, formatter.eos_token_id)
-    return scores
+            rows = {pair: _score_row(logits[row], enc, formatter.eos_token_id)
+                    for row, (pair, enc) in enumerate(zip(batch_pairs, examples))}
+            if store is not None:
+                store.append({item_key(pair): asdict(score) for pair, score in rows.items()})
+            computed.update(rows)
+    return {**done, **gather_dicts(computed)}
 
 
 def _score_row(logits: torch.Tensor, enc: Encoded, eos_token_id: int) -> PairScore:
@@ -177,26 +190,31 @@ def generate_answers(
     max_new_tokens: int = 200,
     batch_size: int = 16,
     progress: bool = False,
+    store: ResultStore | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions``, in order; each distinct question is generated once.
 
     Prompts are ``formatter.prompt_ids(question)``, left-padded in batches of similar length; decoding is greedy
-    (``do_sample=False``, one beam) for at most ``max_new_tokens`` tokens and stops at an end token. The answer is
-    the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
+    (``do_sample=False``, one beam, with the model's KV cache) for at most ``max_new_tokens`` tokens and stops at an
+    end token. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
     ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does.
+    ``store`` and process groups work as in :func:`score_pairs`.
     """
     _check_batch_size(batch_size)
     if max_new_tokens < 1:
         raise UnlearnkitError(f"max_new_tokens must be at least 1, got {max_new_tokens}: pass a positive number")
     unique_questions = _unique(list(questions))
     prompts = {q: formatter.prompt_ids(q) for q in unique_questions}
+    stored = store.load() if store is not None else {}
+    answers: dict[str, str] = {q: stored[item_key(q)]["text"] for q in unique_questions if item_key(q) in stored}
     ordered = sorted(unique_questions, key=lambda q: len(prompts[q]), reverse=True)
+    batches = [b for b in _chunks(ordered, batch_size) if not all(q in answers for q in b)]
+    mine = my_batches(batches)
     stop_ids = _stop_token_ids(model, formatter)
     device = model_device(model)
-    answers: dict[str, str] = {}
-    batches = list(_chunks(ordered, batch_size))
+    computed: dict[str, str] = {}
     with evaluation_mode(model):
-        for batch_questions in _progress(batches, len(batches), "generating answers", progress):
+        for batch_questions in _progress(mine, len(mine), "generating answers", progress):
             examples = [Encoded(prompts[q], [-100] * len(prompts[q]), len(prompts[q])) for q in batch_questions]
             batch = collate(examples, formatter.pad_token_id, padding_side="left")
             width = batch["input_ids"].shape[1]
@@ -212,8 +230,12 @@ def generate_answers(
                 eos_token_id=stop_ids,
                 pad_token_id=formatter.pad_token_id,
             )
-            for question, row in zip(batch_questions, output[:, width:].cpu().tolist()):
-                answers[question] = decode_until_stop(formatter.tokenizer, row, stop_ids)
+            texts = {q: decode_until_stop(formatter.tokenizer, row, stop_ids)
+                     for q, row in zip(batch_questions, output[:, width:].cpu().tolist())}
+            if store is not None:
+                store.append({item_key(q): {"text": t} for q, t in texts.items()})
+            computed.update(texts)
+    answers.update(gather_dicts(computed))
     return [answers[q] for q in questions]
 
 

@@ -33,6 +33,7 @@ and ``model_utility`` is ``None`` when any of its nine inputs is missing, rather
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -40,8 +41,13 @@ from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation import mia, tofu_metrics
+from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.result_store import ResultStore, model_fingerprint
 from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pairs
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
+
+
+SCORES_VERSION = 1  # bump when what a stored score or generation holds changes
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,7 @@ def evaluate_tofu(
     max_new_tokens: int = 200,
     metrics: set[str] | None = None,
     progress: bool = True,
+    store_root: Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on the TOFU metrics of ``task`` (all of :data:`METRIC_NAMES` unless ``metrics``).
 
@@ -248,13 +255,27 @@ def evaluate_tofu(
     ``torch.inference_mode()`` (its train/eval mode is restored afterwards). ``max_new_tokens`` bounds the greedy
     answers that ROUGE reads (TOFU's 200; OpenUnlearning's ``configs/generation/default.yaml`` sets 64, pass
     that to match its ROUGE numbers).
+
+    With ``store_root``, scores and generations are kept on disk per model fingerprint
+    (:mod:`unlearnkit.evaluation.result_store`): an interrupted evaluation resumes where it stopped and a second
+    evaluation of the same model only reads. In a ``torch.distributed`` process group the work is shared out across
+    processes and every process returns the same result.
     """
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
     plan = plan_tofu(task, wanted)
-    scores = score_pairs(model, formatter, plan.pairs, batch_size=batch_size, progress=progress) if plan.pairs else {}
+    score_store = generation_store = None
+    if store_root is not None:
+        rank = world()[0]
+        fingerprint = model_fingerprint(model, formatter)
+        score_store = ResultStore(store_root, fingerprint, "scores", {"version": SCORES_VERSION}, rank)
+        generation_store = ResultStore(store_root, fingerprint, "generations",
+                                       {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}, rank)
+    scores = (score_pairs(model, formatter, plan.pairs, batch_size=batch_size, progress=progress, store=score_store)
+              if plan.pairs else {})
     generated = (
-        generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress)
+        generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
+                         store=generation_store)
         if plan.questions
         else []
     )

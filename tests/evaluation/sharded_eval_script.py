@@ -1,0 +1,26 @@
+"""Run by test_stored_and_sharded_eval.py under `accelerate launch --multi_gpu --num_processes 2`: evaluate the
+fixture model in a process group and write rank 0's result (and each rank's share of the work) to OUT_DIR."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from store_fixture import EVAL, build
+from unlearnkit.evaluation import scoring
+from unlearnkit.evaluation.suite import evaluate_tofu
+
+torch.set_num_threads(1)
+state = PartialState(cpu=True)
+out = Path(sys.argv[1])
+model, formatter, task = build()
+rows = {"n": 0}
+model.register_forward_hook(lambda module, args, output: rows.__setitem__("n", rows["n"] + 1))
+result = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
+(out / f"forward-calls-{state.process_index}.json").write_text(json.dumps(rows["n"]))
+if state.is_main_process:
+    (out / "result.json").write_text(json.dumps(result.to_dict()))
+state.wait_for_everyone()
+torch.distributed.destroy_process_group()

@@ -1,0 +1,13 @@
+"""A small deterministic model + task for the stored and sharded evaluation tests (also run by the 2-process script)."""
+
+from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.synthetic import make_synthetic_task
+from unlearnkit.models.tiny import build_tiny
+
+EVAL = {"batch_size": 4, "max_new_tokens": 6}
+
+
+def build():
+    task = make_synthetic_task(n_people=6, forget_people=1, holdout_people=1)
+    model, tokenizer = build_tiny(task.texts(), seed=0, vocab_size=400, hidden_size=32, layers=2, heads=2)
+    return model, QAFormatter(tokenizer, max_length=64), task

@@ -1,0 +1,86 @@
+"""The scoring engine's disk store (resume, instant repeat) and sharding across processes (identical results)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from store_fixture import EVAL, build
+from unlearnkit.evaluation.result_store import model_fingerprint
+from unlearnkit.evaluation.suite import evaluate_tofu
+
+
+def count_forward_calls(model):
+    calls = {"n": 0}
+    model.register_forward_hook(lambda module, args, output: calls.__setitem__("n", calls["n"] + 1))
+    return calls
+
+
+def test_second_evaluation_of_the_same_model_reads_the_store(tmp_path):
+    model, formatter, task = build()
+    first = evaluate_tofu(model, formatter, task, progress=False, store_root=tmp_path, **EVAL)
+    calls = count_forward_calls(model)
+    again = evaluate_tofu(model, formatter, task, progress=False, store_root=tmp_path, **EVAL)
+    assert calls["n"] == 0
+    assert again.to_dict() == first.to_dict()
+    plain = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
+    assert plain.to_dict() == first.to_dict()
+
+
+def test_a_killed_evaluation_resumes_without_recomputing_finished_batches(tmp_path):
+    model, formatter, task = build()
+    reference = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
+    calls = count_forward_calls(model)
+    total_forward = None
+
+    def die_on_third_batch(module, args):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    handle = model.register_forward_pre_hook(die_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_tofu(model, formatter, task, progress=False, store_root=tmp_path, **EVAL)
+    handle.remove()
+    # a torn line from the kill must be ignored
+    part = next(tmp_path.glob("*/scores-*/part-0.jsonl"))
+    with open(part, "a") as f:
+        f.write('{"key": "half a li')
+
+    calls["n"] = 0
+    resumed = evaluate_tofu(model, formatter, task, progress=False, store_root=tmp_path, **EVAL)
+    resumed_calls = calls["n"]
+    calls["n"] = 0
+    evaluate_tofu(model, formatter, task, progress=False, store_root=tmp_path / "fresh", **EVAL)
+    total_forward = calls["n"]
+    assert resumed_calls == total_forward - 2  # the two finished scoring batches were read, not recomputed
+    assert resumed.to_dict() == reference.to_dict()
+
+
+def test_fingerprint_changes_with_any_weight():
+    model, formatter, _ = build()
+    before = model_fingerprint(model, formatter)
+    assert model_fingerprint(model, formatter) == before
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(model, formatter) != before
+
+
+def test_two_processes_give_exactly_the_single_process_result(tmp_path):
+    model, formatter, task = build()
+    calls = count_forward_calls(model)
+    single = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
+    single_calls = calls["n"]
+    script = Path(__file__).with_name("sharded_eval_script.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded = json.loads((tmp_path / "result.json").read_text())
+    assert sharded == json.loads(json.dumps(single.to_dict()))  # same values, same order, bit for bit
+    per_rank = [json.loads((tmp_path / f"forward-calls-{r}.json").read_text()) for r in (0, 1)]
+    assert min(per_rank) > 0 and sum(per_rank) <= single_calls  # the work was shared, none of it repeated
