@@ -6,6 +6,7 @@ NLL with ``torch.nn.functional.cross_entropy``, generates one question at a time
 """
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.scoring import generate_answers, score_pairs
-from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu, with_reference
+from unlearnkit.evaluation.suite import DEFAULT_METRICS, METRIC_NAMES, EvalResult, evaluate_tofu, with_reference
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 MAX_NEW_TOKENS = 16
@@ -169,11 +170,34 @@ def naive_metrics(model, formatter, task):
         lp = sorted(naive_scores(model, formatter, ex.question, ex.answer)[1][:-1])
         return -float(np.mean(lp[: max(1, int(len(lp) * 0.4))]))
 
-    forget_mk, holdout_mk = [min_k(ex) for ex in task.eval_forget], [min_k(ex) for ex in task.holdout]
-    # AUC with forget = 0 and holdout = 1: share of (forget, holdout) pairs where holdout scores higher
-    wins = [1.0 if h > f else 0.5 if h == f else 0.0 for f in forget_mk for h in holdout_mk]
-    out["mia_min_k"] = float(np.mean(wins))
-    per["mia_min_k_forget"], per["mia_min_k_holdout"] = forget_mk, holdout_mk
+    def min_k_plus_plus(ex):
+        """Min-K%++ written out: moments of log p under the full next-token distribution at each position."""
+        enc = formatter.encode(ex.question, ex.answer)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0].double()
+        zs = []
+        for t in range(enc.prompt_length, len(enc.input_ids) - 1):  # without the EOS prediction
+            logp = torch.log_softmax(logits[t - 1], -1)
+            p = logp.exp()
+            mu = float((p * logp).sum())
+            var = float((p * logp * logp).sum()) - mu * mu
+            zs.append((float(logp[enc.input_ids[t]]) - mu) / math.sqrt(max(var, 1e-6)))
+        zs.sort()
+        return -float(np.mean(zs[: max(1, int(len(zs) * 0.4))]))
+
+    def loss(ex):
+        return naive_scores(model, formatter, ex.question, ex.answer)[0]
+
+    def zlib_stat(ex):
+        return loss(ex) / len(zlib.compress(ex.answer.encode("utf-8")))
+
+    for metric, statistic in (("mia_min_k", min_k), ("mia_min_k_plus_plus", min_k_plus_plus), ("mia_loss", loss),
+                              ("mia_zlib", zlib_stat)):
+        forget_s, holdout_s = [statistic(ex) for ex in task.eval_forget], [statistic(ex) for ex in task.holdout]
+        # AUC with forget = 0 and holdout = 1: share of (forget, holdout) pairs where holdout scores higher
+        wins = [1.0 if h > f else 0.5 if h == f else 0.0 for f in forget_s for h in holdout_s]
+        out[metric] = float(np.mean(wins))
+        per[f"{metric}_forget"], per[f"{metric}_holdout"] = forget_s, holdout_s
     nine = [out[n] for n in ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised",
                              "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE",
                              "wf_Truth_Ratio")]
@@ -232,7 +256,7 @@ def test_every_metric_equals_the_naive_computation(setup):
     assert result.aggregates["exact_memorization"] > 0  # the naive check compared some argmax matches
     # no retain model given: the comparisons to it are skipped
     assert result.aggregates["forget_quality"] is None and result.aggregates["privleak"] is None
-    assert set(result.aggregates) == set(METRIC_NAMES)
+    assert set(result.aggregates) == set(DEFAULT_METRICS)  # everything but the opt-in gradnorm
     assert result.generations["forget"] == [naive_generate(model, formatter, ex.question) for ex in FORGET]
 
 
@@ -308,3 +332,33 @@ def test_user_errors_name_the_fix(setup):
         evaluate_tofu(model, formatter, task, reference={"truth": [1.0]}, metrics={"forget_Q_A_Prob"}, progress=False)
     with pytest.raises(UnlearnkitError, match="batch_size"):
         score_pairs(model, formatter, [("q", "a")], batch_size=0)
+
+
+def test_reference_model_mia_statistic_is_the_loss_difference(setup):
+    """mia_reference per example = ℓ̄_model − ℓ̄_retain (OpenUnlearning mia/reference.py), written out here with a
+    second, differently initialised model as the retain model."""
+    model, formatter, task = setup
+    torch.manual_seed(1)
+    other = LlamaForCausalLM(model.config).eval()
+    reference = evaluate_tofu(other, formatter, task, metrics={"mia_loss"}, progress=False).reference_stats()
+    result = evaluate_tofu(model, formatter, task, reference=reference, metrics={"mia_reference"}, progress=False)
+    for split, examples in (("forget", task.eval_forget), ("holdout", task.holdout)):
+        expected = [naive_scores(model, formatter, ex.question, ex.answer)[0]
+                    - naive_scores(other, formatter, ex.question, ex.answer)[0] for ex in examples]
+        assert result.per_example[f"mia_reference_{split}"] == pytest.approx(expected, abs=TOL)
+    f, h = result.per_example["mia_reference_forget"], result.per_example["mia_reference_holdout"]
+    wins = [1.0 if b > a else 0.5 if b == a else 0.0 for a in f for b in h]
+    assert result.aggregates["mia_reference"] == pytest.approx(float(np.mean(wins)))
+    without = evaluate_tofu(model, formatter, task, metrics={"mia_reference"}, progress=False)
+    assert without.aggregates["mia_reference"] is None
+
+
+def test_gradnorm_is_opt_in(setup):
+    model, formatter, task = setup
+    assert "mia_gradnorm" not in evaluate_tofu(model, formatter, task, metrics=None, max_new_tokens=2,
+                                               progress=False).aggregates
+    result = evaluate_tofu(model, formatter, task, metrics={"mia_gradnorm"}, progress=False)
+    f, h = result.per_example["mia_gradnorm_forget"], result.per_example["mia_gradnorm_holdout"]
+    assert len(f) == len(task.eval_forget) and len(h) == len(task.holdout) and all(v > 0 for v in f + h)
+    from sklearn.metrics import roc_auc_score
+    assert result.aggregates["mia_gradnorm"] == pytest.approx(roc_auc_score([0] * len(f) + [1] * len(h), f + h))

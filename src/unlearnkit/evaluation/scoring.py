@@ -34,6 +34,7 @@ import torch
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.distributed import gather_dicts, my_batches
+from unlearnkit.evaluation.mia import next_token_moments
 from unlearnkit.evaluation.result_store import ResultStore, item_key
 
 
@@ -49,6 +50,8 @@ class PairScore:
     token_logprobs: list[float]
     argmax_match: list[bool]
     ends_with_eos: bool
+    token_mu: list[float] | None = None  # Min-K%++ moments of the model's next-token distribution, same positions
+    token_sigma: list[float] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -120,6 +123,7 @@ def score_pairs(
     batch_size: int = 16,
     progress: bool = False,
     store: ResultStore | None = None,
+    moments: bool = False,
 ) -> dict[tuple[str, str], PairScore]:
     """Teacher-forced scores of every distinct (question, answer) pair, each computed once.
 
@@ -130,7 +134,9 @@ def score_pairs(
 
     With a ``store``, batches already stored are read instead of computed, and each finished batch is stored
     (an interrupted evaluation resumes). In a process group the batches are dealt out across processes and the
-    results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`).
+    results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`). ``moments`` adds, in the same
+    pass, the mean and standard deviation of log p under the model's next-token distribution at each answer
+    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++).
     """
     _check_batch_size(batch_size)
     unique_pairs = _unique([(q, a) for q, a in pairs])
@@ -140,6 +146,8 @@ def score_pairs(
             raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
     stored = store.load() if store is not None else {}
     done = {pair: PairScore(**stored[item_key(pair)]) for pair in unique_pairs if item_key(pair) in stored}
+    if moments:  # stored scores without moments cannot serve this request
+        done = {pair: score for pair, score in done.items() if score.token_mu is not None}
     ordered = sorted(unique_pairs, key=lambda p: len(encoded[p].input_ids), reverse=True)
     batches = [b for b in _chunks(ordered, batch_size) if not all(p in done for p in b)]
     mine = my_batches(batches)
@@ -152,7 +160,7 @@ def score_pairs(
             logits = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
-            rows = {pair: _score_row(logits[row], enc, formatter.eos_token_id)
+            rows = {pair: _score_row(logits[row], enc, formatter.eos_token_id, moments)
                     for row, (pair, enc) in enumerate(zip(batch_pairs, examples))}
             if store is not None:
                 store.append({item_key(pair): asdict(score) for pair, score in rows.items()})
@@ -160,17 +168,23 @@ def score_pairs(
     return {**done, **gather_dicts(computed)}
 
 
-def _score_row(logits: torch.Tensor, enc: Encoded, eos_token_id: int) -> PairScore:
+def _score_row(logits: torch.Tensor, enc: Encoded, eos_token_id: int, moments: bool = False) -> PairScore:
     """Scores of one example from its row of logits: position t-1 predicts token t."""
     start, end = enc.prompt_length, len(enc.input_ids)
     step_logits = logits[start - 1 : end - 1].float()
     targets = torch.tensor(enc.input_ids[start:end], device=step_logits.device)
     logprobs = torch.log_softmax(step_logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     matches = step_logits.argmax(dim=-1) == targets
+    mu = sigma = None
+    if moments:
+        mu_t, sigma_t = next_token_moments(step_logits)
+        mu, sigma = mu_t.double().cpu().tolist(), sigma_t.double().cpu().tolist()
     return PairScore(
         token_logprobs=logprobs.double().cpu().tolist(),
         argmax_match=matches.cpu().tolist(),
         ends_with_eos=enc.input_ids[-1] == eos_token_id,
+        token_mu=mu,
+        token_sigma=sigma,
     )
 
 

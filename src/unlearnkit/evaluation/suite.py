@@ -86,14 +86,21 @@ DERIVED_DEPENDENCIES = {
     "forget_quality_log10": ("forget_quality", "forget_Truth_Ratio"),
     "model_utility": MODEL_UTILITY_INPUTS,
     "privleak": ("mia_min_k",),
+    "mia_reference": ("mia_loss",),
 }
+# Membership inference, forget vs holdout: metric name -> statistic of mia.example_statistics (AUC aggregate)
+MIA_STATISTICS = {"mia_loss": "loss", "mia_zlib": "zlib", "mia_min_k": "min_k", "mia_min_k_plus_plus": "min_k_plus_plus",
+                  "mia_reference": "reference"}
+OPT_IN_METRICS = ("mia_gradnorm",)  # one backward pass per example: only when asked for by name
 METRIC_NAMES = (
     tuple(name for s in SPLITS for name in (s.prob_metric, s.rouge_metric, s.truth_metric))
     + MEMORIZATION_METRICS
-    + ("mia_min_k",)
+    + tuple(MIA_STATISTICS)
+    + OPT_IN_METRICS
     + tuple(DERIVED_DEPENDENCIES)
 )
-REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc")
+DEFAULT_METRICS = tuple(name for name in METRIC_NAMES if name not in OPT_IN_METRICS)
+REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc", "mia_loss_forget", "mia_loss_holdout")
 
 
 @dataclass
@@ -122,6 +129,9 @@ class EvalResult:
             stats["forget_truth_ratios"] = ratios
         if self.aggregates.get("mia_min_k") is not None:
             stats["mia_min_k_auc"] = self.aggregates["mia_min_k"]
+        for key in ("mia_loss_forget", "mia_loss_holdout"):  # for the reference-model MIA statistic
+            if key in self.per_example:
+                stats[key] = self.per_example[key]
         if not stats:
             raise UnlearnkitError(
                 "this result has neither forget truth ratios nor a Min-K% AUC: evaluate the retain model with "
@@ -136,7 +146,7 @@ class EvalResult:
 def resolve_metrics(metrics: Iterable[str] | None) -> set[str]:
     """The requested metric names plus everything they depend on; all metrics when ``metrics`` is None."""
     if metrics is None:
-        return set(METRIC_NAMES)
+        return set(DEFAULT_METRICS)
     wanted = set(metrics)
     unknown = sorted(wanted - set(METRIC_NAMES))
     if unknown:
@@ -197,9 +207,10 @@ def plan_tofu(task: Task, metrics: Iterable[str] | None = None) -> TofuPlan:
                     plan.pair(ex.question, wrong)
             if spec.rouge_metric in wanted:
                 plan.questions.append(ex.question)
-    if wanted & {*MEMORIZATION_METRICS, "mia_min_k"}:
+    mia_wanted = wanted & {*MIA_STATISTICS, *OPT_IN_METRICS}
+    if wanted & {*MEMORIZATION_METRICS, *mia_wanted}:
         plan.pairs += [(ex.question, ex.answer) for ex in task.eval_forget]
-    if "mia_min_k" in wanted:
+    if mia_wanted:
         plan.pairs += [(ex.question, ex.answer) for ex in task.holdout]
     return plan
 
@@ -264,15 +275,13 @@ def evaluate_tofu(
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
     plan = plan_tofu(task, wanted)
-    score_store = generation_store = None
+    generation_store = None
     if store_root is not None:
         rank = world()[0]
         fingerprint = model_fingerprint(model, formatter)
-        score_store = ResultStore(store_root, fingerprint, "scores", {"version": SCORES_VERSION}, rank)
         generation_store = ResultStore(store_root, fingerprint, "generations",
                                        {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}, rank)
-    scores = (score_pairs(model, formatter, plan.pairs, batch_size=batch_size, progress=progress, store=score_store)
-              if plan.pairs else {})
+    scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root)
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
                          store=generation_store)
@@ -301,22 +310,68 @@ def evaluate_tofu(
         aggregates[name] = value.aggregate
         per_example[name] = value.per_example
 
-    if "mia_min_k" in wanted:
-        forget_mink = [mia.min_k_percent_score(s.logprobs_before_eos) for s in forget_answers]
-        holdout_mink = [mia.min_k_percent_score(scores[(ex.question, ex.answer)].logprobs_before_eos)
-                        for ex in task.holdout]
-        per_example["mia_min_k_forget"], per_example["mia_min_k_holdout"] = forget_mink, holdout_mink
-        aggregates["mia_min_k"] = mia.mia_auc(forget_mink, holdout_mink)
-    aggregates.update(_reference_aggregates(aggregates, per_example, ref, wanted))
+    if wanted & {*MIA_STATISTICS, *OPT_IN_METRICS} and forget_answers and task.holdout:
+        per_example.update(_mia_statistics(model, formatter, task, scores, wanted))
+        for metric in (*MIA_STATISTICS, *OPT_IN_METRICS):
+            if metric in wanted and f"{metric}_forget" in per_example:
+                aggregates[metric] = mia.mia_auc(per_example[f"{metric}_forget"], per_example[f"{metric}_holdout"])
+    reference_aggregates, reference_per_example = _reference_aggregates(aggregates, per_example, ref, wanted)
+    aggregates.update(reference_aggregates)
+    per_example.update(reference_per_example)
     if "model_utility" in wanted:
         aggregates["model_utility"] = tofu_metrics.model_utility(aggregates)
     return EvalResult(aggregates, per_example, result_generations)
 
 
-def _reference_aggregates(aggregates: dict, per_example: dict, ref: dict, wanted: set[str]) -> dict:
-    """forget_quality, forget_quality_log10 and privleak: the metrics that compare with the retain model."""
-    out: dict[str, float | None] = {name: None for name in ("forget_quality", "forget_quality_log10", "privleak")
-                                    if name in wanted}
+def _score_planned(model, formatter: QAFormatter, task: Task, plan: TofuPlan, wanted: set[str], batch_size: int,
+                   progress: bool, store_root: Path | None) -> dict[tuple[str, str], PairScore]:
+    """Score the plan's pairs once; forget and holdout answers also get Min-K%++ moments when that is wanted."""
+    with_moments: list[tuple[str, str]] = []
+    if "mia_min_k_plus_plus" in wanted:
+        with_moments = [(ex.question, ex.answer) for ex in (*task.eval_forget, *task.holdout)]
+    chosen = set(with_moments)
+    plain = [pair for pair in plan.pairs if pair not in chosen]
+    scores: dict[tuple[str, str], PairScore] = {}
+    for pairs, moments in ((with_moments, True), (plain, False)):
+        if not pairs:
+            continue
+        store = None
+        if store_root is not None:
+            store = ResultStore(store_root, model_fingerprint(model, formatter), "scores",
+                                {"version": SCORES_VERSION, "moments": moments}, world()[0])
+        scores.update(score_pairs(model, formatter, pairs, batch_size=batch_size, progress=progress, store=store,
+                                  moments=moments))
+    return scores
+
+
+def _mia_statistics(model, formatter: QAFormatter, task: Task, scores: dict, wanted: set[str]) -> dict[str, list]:
+    """Per-example membership statistics of the forget and holdout answers: ``<metric>_forget``, ``<metric>_holdout``."""
+    out: dict[str, list] = {}
+    for split, examples in (("forget", task.eval_forget), ("holdout", task.holdout)):
+        split_scores = [scores[(ex.question, ex.answer)] for ex in examples]
+        stats = [mia.example_statistics(s.token_logprobs, s.ends_with_eos, text=ex.answer, mu=s.token_mu,
+                                        sigma=s.token_sigma) for ex, s in zip(examples, split_scores)]
+        for metric, statistic in MIA_STATISTICS.items():
+            if metric in wanted and statistic in stats[0]:
+                out[f"{metric}_{split}"] = [st[statistic] for st in stats]
+        if "mia_gradnorm" in wanted:
+            out[f"mia_gradnorm_{split}"] = mia.gradient_norms(model, formatter, [(ex.question, ex.answer) for ex in examples])
+    return out
+
+
+def _reference_aggregates(aggregates: dict, per_example: dict, ref: dict, wanted: set[str]) -> tuple[dict, dict]:
+    """The metrics that compare with the retain model: forget_quality(_log10), privleak and the reference-model MIA.
+
+    mia_reference per example is ℓ̄_model − ℓ̄_retain (mia.reference_score) from the two models' per-example losses.
+    """
+    out: dict[str, float | None] = {name: None for name in ("forget_quality", "forget_quality_log10", "privleak",
+                                                             "mia_reference") if name in wanted}
+    examples: dict[str, list] = {}
+    if "mia_reference" in wanted and "mia_loss_forget" in per_example and "mia_loss_forget" in ref:
+        for split in ("forget", "holdout"):
+            examples[f"mia_reference_{split}"] = [a - b for a, b in zip(per_example[f"mia_loss_{split}"],
+                                                                         ref[f"mia_loss_{split}"])]
+        out["mia_reference"] = mia.mia_auc(examples["mia_reference_forget"], examples["mia_reference_holdout"])
     if "privleak" in wanted and aggregates.get("mia_min_k") is not None and "mia_min_k_auc" in ref:
         out["privleak"] = mia.privleak(aggregates["mia_min_k"], float(ref["mia_min_k_auc"]))
     if "forget_quality" in wanted and "forget_truth_ratios" in ref:
@@ -325,7 +380,7 @@ def _reference_aggregates(aggregates: dict, per_example: dict, ref: dict, wanted
     if "forget_quality_log10" in wanted and out.get("forget_quality") is not None:
         p = out["forget_quality"]
         out["forget_quality_log10"] = math.log10(p) if p > 0 else float("-inf")
-    return out
+    return out, examples
 
 
 def with_reference(result: EvalResult, reference: dict | None) -> EvalResult:
@@ -337,5 +392,7 @@ def with_reference(result: EvalResult, reference: dict | None) -> EvalResult:
     """
     ref = _check_reference(reference)
     aggregates = dict(result.aggregates)
-    aggregates.update(_reference_aggregates(aggregates, result.per_example, ref, set(aggregates)))
-    return EvalResult(aggregates, dict(result.per_example), dict(result.generations))
+    reference_aggregates, reference_per_example = _reference_aggregates(aggregates, result.per_example, ref,
+                                                                        set(aggregates))
+    aggregates.update(reference_aggregates)
+    return EvalResult(aggregates, {**result.per_example, **reference_per_example}, dict(result.generations))
