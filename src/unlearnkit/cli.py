@@ -186,6 +186,34 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
 
 
 @app.command()
+def compare(run_a: Path = typer.Argument(..., help="first run directory"),
+            run_b: Path = typer.Argument(..., help="second run directory"),
+            model: str = typer.Option("unlearned", help="which model's results: unlearned, target or retain"),
+            output: Optional[Path] = typer.Option(None, help="write the comparison JSON here")):
+    """Paired difference A − B of two runs' metrics on the same examples, with a 95% interval and p-value."""
+
+    def go():
+        from unlearnkit.report.compare import compare_results, load_results
+        from unlearnkit.runio import write_json
+
+        table = compare_results(load_results(run_a), load_results(run_b), model=model)
+        if output is not None:
+            write_json(output, table)
+        return table
+
+    table = _guard(go)
+
+    def fmt(v):
+        return "—" if v is None else f"{v:.4g}"
+
+    typer.echo(f"{'metric':<26}{'A':>10}{'B':>10}{'A − B':>10}  {'95% interval':<22}{'p':>8}")
+    for name, row in table.items():
+        interval = f"[{fmt(row['low'])}, {fmt(row['high'])}]" if "low" in row else ""
+        typer.echo(f"{name:<26}{fmt(row['a']):>10}{fmt(row['b']):>10}{fmt(row.get('difference')):>10}  "
+                   f"{interval:<22}{fmt(row.get('p_value')):>8}")
+
+
+@app.command()
 def methods():
     """List the unlearning methods: name, what it does, citation."""
     from unlearnkit.methods.registry import available

@@ -26,7 +26,8 @@ from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.cache import evaluate_cached
-from unlearnkit.evaluation.suite import evaluate_tofu, with_reference
+from unlearnkit.evaluation.intervals import aggregate_intervals
+from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
@@ -167,7 +168,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model.eval()
     save_model(model, tokenizer, partial / "model")
     log.info("evaluating the unlearned model")
-    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress, **settings)
+    unlearned = with_intervals(evaluate_tofu(model, formatter, task, reference=reference, progress=progress,
+                                             **settings), reference)
     results = {
         "unlearnkit_version": __version__,
         "task": task_summary(task),
@@ -208,6 +210,12 @@ def task_summary(task: Task) -> dict:
             ("forget", "retain", "holdout", "eval_forget", "eval_retain", "real_authors", "world_facts")}}
 
 
+def with_intervals(result: EvalResult, reference: dict | None) -> EvalResult:
+    """``result`` with a 95% bootstrap confidence interval for every aggregate (seeded: reproducible)."""
+    result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
+    return result
+
+
 def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, models: PreparedModels, settings: dict,
                        progress: bool = True) -> tuple[dict, dict | None]:
     """The retain and target models' results (cached per model) and the retain model's reference statistics."""
@@ -217,8 +225,8 @@ def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, model
         log.info("evaluating the retain model")
         retain_result = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code, progress)
         reference = retain_result.reference_stats()
-        out["retain"] = with_reference(retain_result, reference).to_dict()
+        out["retain"] = with_intervals(with_reference(retain_result, reference), reference).to_dict()
     log.info("evaluating the target model")
     target_result = evaluate_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code, progress)
-    out["target"] = with_reference(target_result, reference).to_dict()
+    out["target"] = with_intervals(with_reference(target_result, reference), reference).to_dict()
     return out, reference

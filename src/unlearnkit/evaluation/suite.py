@@ -116,6 +116,7 @@ class EvalResult:
     aggregates: dict[str, float | None]
     per_example: dict[str, list] = field(default_factory=dict)
     generations: dict[str, list[str]] = field(default_factory=dict)
+    intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
 
     def reference_stats(self) -> dict:
         """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
@@ -140,7 +141,8 @@ class EvalResult:
         return stats
 
     def to_dict(self) -> dict:
-        return {"aggregates": self.aggregates, "per_example": self.per_example, "generations": self.generations}
+        return {"aggregates": self.aggregates, "intervals": self.intervals, "per_example": self.per_example,
+                "generations": self.generations}
 
 
 def resolve_metrics(metrics: Iterable[str] | None) -> set[str]:

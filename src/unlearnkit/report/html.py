@@ -51,7 +51,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 <b>Task:</b> {{ task.name }} ({{ task.forget }} forget, {{ task.retain }} retain, {{ task.holdout }} holdout examples)<br>
 <b>Training:</b> {{ training.steps }} optimizer steps · <b>time:</b> {{ seconds }} s · unlearnkit {{ version }}</p>
 <h2>Metrics</h2>
-<p class="note">Unlearning succeeds when the forget-set numbers of the unlearned model move from the target's to the
+<p class="note">Brackets: 95% percentile-bootstrap confidence interval over the evaluation examples.
+Unlearning succeeds when the forget-set numbers of the unlearned model move from the target's to the
 retain model's (the model never trained on the forget set), while model utility stays at the target's.</p>
 <table><tr><th>metric</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}<th>meaning</th></tr>
 {% for row in rows %}<tr class="{{ 'head' if row.headline else '' }}"><td>{{ row.name }}</td>
@@ -78,6 +79,13 @@ def _fmt(value) -> str:
             return str(value)
         return f"{value:.3e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
     return str(value)
+
+
+def _cell(model: dict, name: str) -> str:
+    """The aggregate with its 95% bootstrap interval underneath, when there is one."""
+    value = _fmt(model["aggregates"].get(name))
+    interval = (model.get("intervals") or {}).get(name)
+    return value if not interval else f"{value} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
 
 
 def line_svg(steps: list[float], values: list[float], label: str, width: int = 700, height: int = 220) -> str:
@@ -120,7 +128,7 @@ def render_report(results: dict, config_text: str = "") -> str:
         names += [k for k in models[name]["aggregates"] if k not in names]
     ordered = [n for n in HEADLINE if n in names] + [n for n in names if n not in HEADLINE]
     rows = [{"name": n, "headline": n in HEADLINE, "note": METRIC_NOTES.get(n, ""),
-             "cells": [_fmt(models[c]["aggregates"].get(n)) for c in columns]} for n in ordered]
+             "cells": [_cell(models[c], n) for c in columns]} for n in ordered]
     samples = []
     forget_gens = {c: models[c].get("generations", {}).get("forget", []) for c in columns}
     questions = results.get("forget_samples", [])

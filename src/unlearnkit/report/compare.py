@@ -1,0 +1,57 @@
+"""``unlearnkit compare RUN_A RUN_B``: the paired difference of two runs' metrics on the same evaluation examples.
+
+For every metric whose per-example values both runs hold for the same examples — probabilities, ROUGE, truth-ratio
+aggregates, extraction strength, exact memorization — the difference d = metric(A) − metric(B) with a 95% bootstrap
+interval (examples resampled jointly) and a sign-flip permutation p-value
+(:func:`unlearnkit.evaluation.statistics.paired_difference`). Metrics computed across splits or models
+(model_utility, forget_quality, AUCs) have no single paired per-example sample and are listed without a test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation import tofu_metrics
+from unlearnkit.evaluation.statistics import paired_difference
+
+PAIRED_SUFFIXES = ("_Q_A_Prob", "_Q_A_Prob_normalised", "_Q_A_ROUGE", "_Truth_Ratio")
+PAIRED_NAMES = ("extraction_strength", "exact_memorization")
+
+
+def load_results(run_dir: Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise UnlearnkitError(f"{run_dir} has no results.json: pass a finished run directory (written by `unlearnkit run`)")
+    return json.loads(path.read_text())
+
+
+def _aggregate_for(name: str):
+    if name == "forget_Truth_Ratio":
+        return tofu_metrics.closer_to_1_better
+    if name.endswith("_Truth_Ratio"):
+        return tofu_metrics.true_better
+    return np.mean
+
+
+def compare_results(a: dict, b: dict, model: str = "unlearned", seed: int = 0) -> dict[str, dict]:
+    """Per metric: ``{"a", "b", "difference", "low", "high", "p_value"}`` (the last four only when paired)."""
+    try:
+        ma, mb = a["models"][model], b["models"][model]
+    except KeyError:
+        raise UnlearnkitError(f"both runs need results of the {model!r} model: choose --model unlearned, target or retain") from None
+    if a.get("task", {}).get("name") != b.get("task", {}).get("name"):
+        raise UnlearnkitError(f"the runs evaluated different tasks ({a.get('task', {}).get('name')} vs "
+                              f"{b.get('task', {}).get('name')}): compare runs of the same task")
+    out: dict[str, dict] = {}
+    for name in ma["aggregates"]:
+        row = {"a": ma["aggregates"].get(name), "b": mb["aggregates"].get(name)}
+        paired = name.endswith(PAIRED_SUFFIXES) or name in PAIRED_NAMES
+        va, vb = ma["per_example"].get(name), mb["per_example"].get(name)
+        if paired and va and vb and len(va) == len(vb) and None not in va and None not in vb:
+            row.update(paired_difference(va, vb, aggregate=_aggregate_for(name), seed=seed))
+        out[name] = row
+    return out
