@@ -186,6 +186,62 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
 
 
 @app.command()
+def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
+           attacks: Optional[str] = typer.Option(None, "--attack", help="comma-separated: relearn,quantize (default: "
+                                                 "the run config's attacks: block, else both)"),
+           sets: Optional[List[str]] = typer.Option(None, "--set", help="override an attack setting, e.g. "
+                                                    "--set relearn.steps=20 (repeatable)"),
+           quiet: bool = typer.Option(False)):
+    """Attack a run's unlearned model (beside its target and retain models): does the knowledge come back?"""
+    _setup_logging(quiet)
+
+    def go():
+        from unlearnkit.attacks.suite import load_run, run_attacks
+        from unlearnkit.config import AttacksConfig, set_dotted
+
+        cfg, _ = load_run(run_dir)
+        data = (cfg.attacks or AttacksConfig()).model_dump()
+        if attacks:
+            data["run"] = [a.strip() for a in attacks.split(",") if a.strip()]
+        for key, value in _overrides(sets).items():
+            set_dotted(data, key, value)
+        from pydantic import ValidationError
+
+        try:
+            chosen = AttacksConfig.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UnlearnkitError(f"attack settings: {'.'.join(map(str, err['loc']))}: {err['msg']} "
+                                  f"(got {err.get('input')!r})") from None
+        return run_attacks(run_dir, chosen, progress=not quiet)
+
+    from unlearnkit.errors import UnlearnkitError
+
+    robustness = _guard(go)
+    _print_robustness(robustness)
+    typer.echo(f"updated {run_dir / 'results.json'} and {run_dir / 'report.html'}")
+
+
+def _print_robustness(robustness: dict) -> None:
+    if "relearn" in robustness:
+        typer.echo("relearning: recovered fraction of what unlearning removed (per forget metric)")
+        for who, metrics in robustness["relearn"]["recovered_fraction"].items():
+            cells = ", ".join(f"{name}={'undefined' if v['value'] is None else _num(v['value'])}"
+                              for name, v in metrics.items())
+            typer.echo(f"  {who:<10} {cells}")
+    if "quantize" in robustness:
+        typer.echo("quantization: forget_Q_A_Prob / model_utility")
+        for who, schemes in robustness["quantize"].items():
+            cells = ", ".join(f"{scheme}: {_num(r['aggregates'].get('forget_Q_A_Prob'))} / "
+                              f"{_num(r['aggregates'].get('model_utility'))}" for scheme, r in schemes.items())
+            typer.echo(f"  {who:<10} {cells}")
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+@app.command()
 def compare(run_a: Path = typer.Argument(..., help="first run directory"),
             run_b: Path = typer.Argument(..., help="second run directory"),
             model: str = typer.Option("unlearned", help="which model's results: unlearned, target or retain"),

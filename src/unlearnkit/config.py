@@ -75,6 +75,31 @@ class MonitorConfig(Section):
     best: BestConfig | None = None
 
 
+class RelearnAttackConfig(Section):
+    """Fine-tune on k forget examples for n steps (Microscope protocol defaults: 100 steps, batch 4, lr 2e-5)."""
+
+    examples: int = Field(8, ge=1)
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    eval_every: int = Field(10, ge=1)
+    control: bool = True  # also relearn the unlearned model on retain examples (what generic fine-tuning restores)
+
+
+class QuantizeAttackConfig(Section):
+    schemes: list[Literal["int8", "fp4", "nf4"]] = Field(default_factory=lambda: ["int8", "fp4"])
+
+
+class AttacksConfig(Section):
+    """``unlearnkit attack`` (or a run's ``attacks:`` block): which attacks, and each one's budget."""
+
+    run: list[Literal["relearn", "quantize"]] = Field(default_factory=lambda: ["relearn", "quantize"])
+    relearn: RelearnAttackConfig = Field(default_factory=RelearnAttackConfig)
+    quantize: QuantizeAttackConfig = Field(default_factory=QuantizeAttackConfig)
+    metrics: list[str] = Field(default_factory=lambda: ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
+                                                        "extraction_strength", "model_utility"])
+
+
 class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -83,6 +108,7 @@ class RunConfig(Section):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig | None = None
+    attacks: AttacksConfig | None = None
     output_dir: str = "runs/run"
     seed: int = 0
 

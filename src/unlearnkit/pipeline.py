@@ -185,6 +185,10 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     for scratch in ("checkpoints", "best"):  # resumption state; the kept model is in model/
         shutil.rmtree(partial / scratch, ignore_errors=True)
     os.replace(partial, final)
+    if cfg.attacks is not None:
+        from unlearnkit.attacks.suite import run_attacks
+
+        results["robustness"] = run_attacks(final, cfg.attacks, progress=progress)
     return RunResult(final, results)
 
 

@@ -66,6 +66,7 @@ retain model's (the model never trained on the forget set), while model utility 
 <table class="small"><tr><th>question</th><th>true answer</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for s in samples %}<tr><td>{{ s.question }}</td><td>{{ s.answer }}</td>{% for g in s.generations %}<td>{{ g }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endif %}
+{% if robustness %}<h2>Robustness: does the forgotten knowledge come back?</h2>{{ robustness | safe }}{% endif %}
 <h2>Configuration</h2><pre>{{ config }}</pre>
 </body></html>
 """
@@ -141,7 +142,48 @@ def render_report(results: dict, config_text: str = "") -> str:
         training=results.get("training", {"steps": 0}), seconds=results.get("seconds", "?"),
         version=results.get("unlearnkit_version", "?"), columns=columns, rows=rows,
         curve=loss_curve_svg(results.get("training", {}).get("logs", [])), samples=samples, config=config_text,
-        monitor_plots=monitor_svgs(results.get("monitor")), selection=_selection_text(results.get("monitor")))
+        monitor_plots=monitor_svgs(results.get("monitor")), selection=_selection_text(results.get("monitor")),
+        robustness=robustness_html(results.get("robustness")))
+
+
+def robustness_html(robustness: dict | None) -> str:
+    """Tables of the attacks: relearning's recovered fractions, and each quantization scheme's metrics."""
+    if not robustness:
+        return ""
+    parts = []
+    relearn = robustness.get("relearn")
+    if relearn:
+        s = relearn.get("settings", {})
+        parts.append(f"<h3>Relearning</h3><p class='note'>Fine-tuned on {s.get('examples', '?')} forget examples for "
+                     f"{s.get('steps', '?')} steps (lr {s.get('learning_rate', '?')}). Recovered fraction = "
+                     "(after − before) / (target − before): 0 = nothing came back, 1 = back to the target. The retain "
+                     "model (never trained on the forget set) is the honest baseline; the control relearns the "
+                     "unlearned model on retain examples.</p>")
+        rows = []
+        blocks = dict(relearn["recovered_fraction"])
+        if relearn.get("control"):
+            blocks["unlearned (control: retain examples)"] = relearn["control"]["recovered_fraction"]["unlearned"]
+        for who, metrics in blocks.items():
+            for name, v in metrics.items():
+                fraction = v["reason"] if v["value"] is None else _fmt(v["value"])
+                rows.append(f"<tr><td>{html.escape(who)}</td><td>{html.escape(name)}</td><td class='num'>"
+                            f"{_fmt(v['before'])}</td><td class='num'>{_fmt(v['after'])}</td><td class='num'>"
+                            f"{_fmt(v['target'])}</td><td class='num'>{html.escape(fraction)}</td></tr>")
+        parts.append("<table><tr><th>model</th><th>metric</th><th>before</th><th>after</th><th>target</th>"
+                     "<th>recovered</th></tr>" + "".join(rows) + "</table>")
+    quantize = robustness.get("quantize")
+    if quantize:
+        names = sorted({n for schemes in quantize.values() for r in schemes.values() for n in r["aggregates"]})
+        header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        rows = []
+        for who, schemes in quantize.items():
+            for scheme, r in schemes.items():
+                cells = "".join(f"<td class='num'>{_fmt(r['aggregates'].get(n))}</td>" for n in names)
+                rows.append(f"<tr><td>{html.escape(who)}</td><td>{html.escape(r['description'])}</td>{cells}</tr>")
+        parts.append("<h3>Quantization</h3><p class='note'>Each model reloaded at each scheme (bitsandbytes) and "
+                     "re-evaluated: forgetting and utility together.</p><table><tr><th>model</th><th>precision</th>"
+                     + header + "</tr>" + "".join(rows) + "</table>")
+    return "".join(parts)
 
 
 def _selection_text(monitor: dict | None) -> str:

@@ -1,0 +1,100 @@
+"""Run the robustness attacks on a finished run: does the forgotten knowledge come back?
+
+For each attack, the unlearned model is attacked beside the target and the retain model (the honest baseline: what
+the retain model also "relearns" that fast is not evidence of leftover memory), and the results go into the run's
+``results.json`` under ``robustness`` and into its ``report.html``.
+
+- relearn: fine-tune on k forget examples; curves of the forget metrics and the recovered fraction
+  (after − before) / (target − before) per model; with ``control``, the unlearned model is also fine-tuned on k
+  retain examples.
+- quantize: reload at each scheme (bitsandbytes) and re-evaluate the forget metrics together with utility.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from unlearnkit.attacks.quantize import quantize_attack
+from unlearnkit.attacks.relearn import pick_examples, relearn, relearn_report
+from unlearnkit.config import AttacksConfig, RunConfig, parse_config
+from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.sources import load_task
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.cache import evaluate_cached
+from unlearnkit.evaluation.suite import resolve_metrics
+from unlearnkit.models.load import load_causal_lm
+from unlearnkit.report.html import write_report
+from unlearnkit.runio import write_json
+
+log = logging.getLogger("unlearnkit")
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "results.json", "model"):
+        if not (run_dir / name).exists():
+            raise UnlearnkitError(f"{run_dir} has no {name}: pass a finished run directory written by `unlearnkit run`")
+    cfg = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text()), where=str(run_dir / "config.yaml"))
+    return cfg, json.loads((run_dir / "results.json").read_text())
+
+
+def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) -> dict:
+    """Attack the run's unlearned model (and its target and retain models); update results.json and report.html."""
+    from unlearnkit.pipeline import resolve_models  # the run's own target/retain models, from the cache
+
+    cfg, results = load_run(run_dir)
+    resolve_metrics(set(attacks.metrics))  # unknown metric names fail before any work
+    task = load_task(cfg.task.source, **cfg.task.options)
+    models = resolve_models(cfg, task, progress)
+    unlearned, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
+    formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
+    settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+    reference = None
+    if models.retain is not None:
+        reference = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                    progress).reference_stats()
+    subjects = {"unlearned": unlearned, "target": load_causal_lm(models.target)[0]}
+    if models.retain is not None:
+        subjects["retain"] = load_causal_lm(models.retain)[0]
+    metrics = set(attacks.metrics)
+
+    robustness: dict = {}
+    if "relearn" in attacks.run:
+        r = attacks.relearn
+        examples = pick_examples(task.forget, min(r.examples, len(task.forget)), seed=cfg.seed)
+
+        def attack(model, data):
+            return relearn(model, formatter, task, data, steps=r.steps, batch_size=r.batch_size,
+                           learning_rate=r.learning_rate, eval_every=r.eval_every, metrics=sorted(metrics),
+                           seed=cfg.seed, reference=reference, eval_batch_size=settings["batch_size"],
+                           max_new_tokens=settings["max_new_tokens"], progress=progress)
+
+        runs = {}
+        for who, model in subjects.items():
+            log.info("relearning attack on the %s model (%d forget examples, %d steps)", who, len(examples), r.steps)
+            runs[who] = attack(model, examples)
+        report = relearn_report(runs["unlearned"], runs["target"], runs.get("retain"))
+        if r.control:
+            control = pick_examples(task.retain, min(r.examples, len(task.retain)), seed=cfg.seed)
+            log.info("relearning control: the unlearned model fine-tuned on %d retain examples", len(control))
+            report["control"] = relearn_report(attack(unlearned, control), runs["target"])
+        report["settings"] = r.model_dump()
+        robustness["relearn"] = report
+    if "quantize" in attacks.run:
+        quantized = {}
+        for who, model in subjects.items():
+            log.info("quantization attack on the %s model (%s)", who, ", ".join(attacks.quantize.schemes))
+            outcome = quantize_attack(model, formatter, task, schemes=attacks.quantize.schemes, metrics=metrics,
+                                      reference=reference, progress=progress, **settings)
+            quantized[who] = {scheme: {"description": q.description, "aggregates": q.result.aggregates}
+                              for scheme, q in outcome.items()}
+        robustness["quantize"] = quantized
+
+    results["robustness"] = robustness
+    write_json(Path(run_dir) / "results.json", results)
+    write_report(Path(run_dir) / "report.html", results, cfg)
+    return robustness
