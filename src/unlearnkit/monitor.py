@@ -4,7 +4,8 @@ A :class:`TrainingMonitor` is the training loop's ``on_step`` hook. At each due 
 :func:`unlearnkit.evaluation.suite.evaluate_tofu` (only the chosen metrics and what they depend on) and returns the
 values, which the loop stores in the step's log and its checkpoints. With a ``best`` criterion — e.g. the highest
 forget_quality among checkpoints whose model_utility is at least 0.4 — the best model so far is written to
-``best_dir`` (with ``best.json``), so a resumed run continues the same selection. Evaluation runs in the main process.
+``best_dir`` (with ``best.json``), so a resumed run continues the same selection. Evaluation runs in every process
+(it shares its work out across them and every process gets the same numbers); only the main one writes.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class TrainingMonitor:
         return by_steps or by_epoch or last
 
     def __call__(self, step: int, model, log: dict) -> dict | None:
-        if not self.is_main or not self.due(step):
+        if not self.due(step):
             return None
         aggregates = self.evaluate(model)
         values = {name: aggregates.get(name) for name in self.cfg.metrics}
@@ -85,9 +86,10 @@ class TrainingMonitor:
             if meets_bounds(candidate, best) and is_better(candidate[best.metric],
                                                            self.best["value"] if self.best else None, best.mode):
                 self.best = {"step": step, "metric": best.metric, "value": candidate[best.metric], "values": candidate}
-                with atomic_dir(self.best_dir) as tmp:
-                    self.save_model(model, tmp)
-                    write_json(tmp / BEST_FILE, self.best)
+                if self.is_main:
+                    with atomic_dir(self.best_dir) as tmp:
+                        self.save_model(model, tmp)
+                        write_json(tmp / BEST_FILE, self.best)
                 record["best_so_far"] = True
         return record
 

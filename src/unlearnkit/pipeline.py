@@ -114,7 +114,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-    baselines, reference = evaluate_baselines(cfg, task, formatter, models, settings, progress) if _is_main() else ({}, None)
+    baselines, reference = evaluate_baselines(cfg, task, formatter, models, settings, progress)
 
     created = not partial.exists()
     _barrier()  # every rank has checked the output folder before the main one creates it
@@ -152,10 +152,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         if created and not resume and _is_main():
             shutil.rmtree(partial, ignore_errors=True)
         raise
-    _finish_distributed()
-    if not _is_main():
-        return RunResult(final, {})
-
+    _barrier()  # the main process has written the last checkpoint (and the best model) before anyone reads them
     selection = {"selected": "final"}
     best_file = partial / "best" / BEST_FILE
     if cfg.monitor is not None and cfg.monitor.best is not None:
@@ -166,10 +163,13 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
             selection = {"selected": "final", "best": None,
                          "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
     model.eval()
-    save_model(model, tokenizer, partial / "model")
     log.info("evaluating the unlearned model")
-    unlearned = with_intervals(evaluate_tofu(model, formatter, task, reference=reference, progress=progress,
-                                             **settings), reference)
+    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress, **settings)
+    _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
+    if not _is_main():
+        return RunResult(final, {})
+    unlearned = with_intervals(unlearned, reference)
+    save_model(model, tokenizer, partial / "model")
     results = {
         "unlearnkit_version": __version__,
         "task": task_summary(task),

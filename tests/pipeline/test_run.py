@@ -135,3 +135,28 @@ def test_monitor_with_an_unknown_metric_is_rejected_before_anything_is_written(t
     with pytest.raises(UnlearnkitError, match="forget_qualty"):
         unlearnkit.unlearn(cfg, progress=False)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_two_processes_through_the_cli_equal_one_process_with_accumulation(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m unlearnkit run` (gloo on CPU) against one process with
+    gradient accumulation 2: same training steps, same evaluation (shared across the two processes)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    single = unlearnkit.unlearn(small_config(tmp_path, "one", train__gradient_accumulation_steps=2),
+                                progress=False).results  # also prepares the models in the shared cache
+    cfg = small_config(tmp_path, "two")
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "unlearnkit", "run", str(tmp_path / "two.yaml"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    double = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert [round(log["loss"], 5) for log in double["training"]["logs"]] == \
+        [round(log["loss"], 5) for log in single["training"]["logs"]]
+    for name, value in single["models"]["unlearned"]["aggregates"].items():
+        assert double["models"]["unlearned"]["aggregates"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
+from unlearnkit.evaluation.distributed import world
 from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.models.load import load_causal_lm
@@ -44,5 +45,6 @@ def evaluate_cached(model_dir: Path, task: Task, formatter: QAFormatter, setting
         return EvalResult(**json.loads(path.read_text()))
     model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
     result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, **settings)
-    write_json(path, result.to_dict())
+    if world()[0] == 0:  # in a process group every rank computed the same result; one writes it
+        write_json(path, result.to_dict())
     return result
