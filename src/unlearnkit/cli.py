@@ -187,7 +187,7 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
 
 @app.command()
 def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
-           attacks: Optional[str] = typer.Option(None, "--attack", help="comma-separated: relearn,quantize (default: "
+           attacks: Optional[str] = typer.Option(None, "--attack", help="comma-separated: relearn,quantize,latent (default: "
                                                  "the run config's attacks: block, else both)"),
            sets: Optional[List[str]] = typer.Option(None, "--set", help="override an attack setting, e.g. "
                                                     "--set relearn.steps=20 (repeatable)"),
@@ -235,6 +235,11 @@ def _print_robustness(robustness: dict) -> None:
             cells = ", ".join(f"{scheme}: {_num(r['aggregates'].get('forget_Q_A_Prob'))} / "
                               f"{_num(r['aggregates'].get('model_utility'))}" for scheme, r in schemes.items())
             typer.echo(f"  {who:<10} {cells}")
+    if "latent" in robustness:
+        typer.echo("latent perturbation: forget answer probability per ε")
+        for who, probe in robustness["latent"].items():
+            eps = probe.get("epsilon_fractions") or probe["epsilons"]
+            typer.echo(f"  {who:<10} " + ", ".join(f"ε={e:g}: {_num(p)}" for e, p in zip(eps, probe["prob"])))
 
 
 def _num(value) -> str:

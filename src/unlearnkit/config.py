@@ -90,12 +90,24 @@ class QuantizeAttackConfig(Section):
     schemes: list[Literal["int8", "fp4", "nf4"]] = Field(default_factory=lambda: ["int8", "fp4"])
 
 
+class LatentAttackConfig(Section):
+    """Residual-stream probe: ε as fractions of the layer's mean hidden-state norm (relative) by default."""
+
+    layer: int | None = None  # None: the middle layer
+    epsilons: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])
+    relative: bool = True
+    steps: int = Field(20, ge=1)
+    scope: Literal["universal", "per_example"] = "universal"
+
+
 class AttacksConfig(Section):
     """``unlearnkit attack`` (or a run's ``attacks:`` block): which attacks, and each one's budget."""
 
-    run: list[Literal["relearn", "quantize"]] = Field(default_factory=lambda: ["relearn", "quantize"])
+    run: list[Literal["relearn", "quantize", "latent"]] = Field(
+        default_factory=lambda: ["relearn", "quantize", "latent"])
     relearn: RelearnAttackConfig = Field(default_factory=RelearnAttackConfig)
     quantize: QuantizeAttackConfig = Field(default_factory=QuantizeAttackConfig)
+    latent: LatentAttackConfig = Field(default_factory=LatentAttackConfig)
     metrics: list[str] = Field(default_factory=lambda: ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
                                                         "extraction_strength", "model_utility"])
 

@@ -8,6 +8,8 @@ the retain model also "relearns" that fast is not evidence of leftover memory), 
   (after − before) / (target − before) per model; with ``control``, the unlearned model is also fine-tuned on k
   retain examples.
 - quantize: reload at each scheme (bitsandbytes) and re-evaluate the forget metrics together with utility.
+- latent: the strongest ‖δ‖ ≤ ε shift of one layer's residual stream toward the forget answers, per ε; the
+  likelihood it recovers, also as a fraction of what unlearning removed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from unlearnkit.attacks.latent import latent_probe
 from unlearnkit.attacks.quantize import quantize_attack
 from unlearnkit.attacks.relearn import pick_examples, relearn, relearn_report
 from unlearnkit.config import AttacksConfig, RunConfig, parse_config
@@ -93,6 +96,21 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
             quantized[who] = {scheme: {"description": q.description, "aggregates": q.result.aggregates}
                               for scheme, q in outcome.items()}
         robustness["quantize"] = quantized
+
+    if "latent" in attacks.run:
+        settings_latent = attacks.latent
+        layer = settings_latent.layer
+        if layer is None:
+            layer = unlearned.config.num_hidden_layers // 2
+        target_prob = results["models"]["target"]["aggregates"].get("forget_Q_A_Prob")
+        probes = {}
+        for who, model in subjects.items():
+            log.info("latent perturbation probe on the %s model (layer %d)", who, layer)
+            probe = latent_probe(model, formatter, task.eval_forget, layer, epsilons=settings_latent.epsilons,
+                                 steps=settings_latent.steps, batch_size=settings["batch_size"],
+                                 scope=settings_latent.scope, relative=settings_latent.relative)
+            probes[who] = probe.to_dict(target_prob=target_prob if who != "target" else None)
+        robustness["latent"] = probes
 
     results["robustness"] = robustness
     write_json(Path(run_dir) / "results.json", results)

@@ -183,6 +183,20 @@ def robustness_html(robustness: dict | None) -> str:
         parts.append("<h3>Quantization</h3><p class='note'>Each model reloaded at each scheme (bitsandbytes) and "
                      "re-evaluated: forgetting and utility together.</p><table><tr><th>model</th><th>precision</th>"
                      + header + "</tr>" + "".join(rows) + "</table>")
+    latent = robustness.get("latent")
+    if latent:
+        parts.append("<h3>Latent perturbation</h3><p class='note'>Mean forget-answer probability with the strongest "
+                     "residual-stream shift of norm ≤ ε found by projected gradient steps (ε relative to the layer's "
+                     "mean hidden-state norm). The retain model shows what any model reaches with such a shift.</p>")
+        for who, probe in latent.items():
+            eps = probe.get("epsilon_fractions") or probe["epsilons"]
+            head = "".join(f"<th>ε={_fmt(float(e))}</th>" for e in eps)
+            fractions = probe.get("recovered_fraction")
+            row = "".join(f"<td class='num'>{_fmt(p)}</td>" for p in probe["prob"])
+            frac_row = ("<tr><td>recovered fraction</td>" + "".join(f"<td class='num'>{_fmt(f)}</td>" for f in fractions)
+                        + "</tr>") if fractions else ""
+            parts.append(f"<p><b>{html.escape(who)}</b> (layer {probe['layer']})</p><table><tr><th></th>{head}</tr>"
+                         f"<tr><td>forget answer probability</td>{row}</tr>{frac_row}</table>")
     return "".join(parts)
 
 
