@@ -75,6 +75,13 @@ class MonitorConfig(Section):
     best: BestConfig | None = None
 
 
+class RepresentationConfig(Section):
+    """Representation-level evaluation: features at one layer (hidden_states index; None = the middle)."""
+
+    layer: int | None = None
+    pool: Literal["answer", "all"] = "answer"
+
+
 class RelearnAttackConfig(Section):
     """Fine-tune on k forget examples for n steps (Microscope protocol defaults: 100 steps, batch 4, lr 2e-5)."""
 
@@ -120,6 +127,7 @@ class RunConfig(Section):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     monitor: MonitorConfig | None = None
+    representation: RepresentationConfig | None = None
     attacks: AttacksConfig | None = None
     output_dir: str = "runs/run"
     seed: int = 0

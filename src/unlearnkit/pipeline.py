@@ -27,6 +27,7 @@ from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.cache import evaluate_cached
 from unlearnkit.evaluation.intervals import aggregate_intervals
+from unlearnkit.evaluation.representation_run import evaluate_representations
 from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
@@ -169,6 +170,12 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     if not _is_main():
         return RunResult(final, {})
     unlearned = with_intervals(unlearned, reference)
+    representation = None
+    if cfg.representation is not None and models.retain is not None:
+        log.info("representation metrics")
+        subjects = {"unlearned": model, "target": load_causal_lm(models.target)[0],
+                    "retain": load_causal_lm(models.retain)[0]}
+        representation = evaluate_representations(subjects, formatter, task, cfg.representation, cfg.eval.batch_size)
     save_model(model, tokenizer, partial / "model")
     results = {
         "unlearnkit_version": __version__,
@@ -178,6 +185,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "monitor": {"curve": monitor_curve(trained.logs), **selection} if cfg.monitor is not None else None,
         "forget_samples": [{"question": e.question, "answer": e.answer} for e in task.eval_forget[:10]],
         "models": {"unlearned": unlearned.to_dict(), **baselines},
+        "representation": representation,
         "seconds": round(time.time() - started, 1),
     }
     write_json(partial / "results.json", results)

@@ -62,6 +62,16 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     assert "forget_quality" in html and "model_utility" in html and "<svg" in html
 
 
+def test_representation_metrics_of_a_run(tmp_path):
+    results = unlearnkit.unlearn(small_config(tmp_path, representation={"layer": 2}), progress=False).results
+    rep = results["representation"]
+    assert rep["layer"] == 2 and set(rep) == {"layer", "pool", "unlearned", "target"}
+    for who in ("unlearned", "target"):
+        for split in ("forget", "retain", "holdout"):
+            assert 0.0 <= rep[who][f"cka_linear_{split}"] <= 1.0 + 1e-9
+    assert "Representations" in (tmp_path / "run" / "report.html").read_text()
+
+
 def test_same_config_twice_gives_identical_numbers_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
     first = unlearnkit.unlearn(small_config(tmp_path, "a"), progress=False).results
 

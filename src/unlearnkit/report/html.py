@@ -66,6 +66,7 @@ retain model's (the model never trained on the forget set), while model utility 
 <table class="small"><tr><th>question</th><th>true answer</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for s in samples %}<tr><td>{{ s.question }}</td><td>{{ s.answer }}</td>{% for g in s.generations %}<td>{{ g }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endif %}
+{% if representation %}<h2>Representations</h2>{{ representation | safe }}{% endif %}
 {% if robustness %}<h2>Robustness: does the forgotten knowledge come back?</h2>{{ robustness | safe }}{% endif %}
 <h2>Configuration</h2><pre>{{ config }}</pre>
 </body></html>
@@ -143,7 +144,23 @@ def render_report(results: dict, config_text: str = "") -> str:
         version=results.get("unlearnkit_version", "?"), columns=columns, rows=rows,
         curve=loss_curve_svg(results.get("training", {}).get("logs", [])), samples=samples, config=config_text,
         monitor_plots=monitor_svgs(results.get("monitor")), selection=_selection_text(results.get("monitor")),
-        robustness=robustness_html(results.get("robustness")))
+        robustness=robustness_html(results.get("robustness")),
+        representation=representation_html(results.get("representation")))
+
+
+def representation_html(representation: dict | None) -> str:
+    """CKA against the retain model and forget-vs-other separability, unlearned beside target."""
+    if not representation:
+        return ""
+    columns = [who for who in ("unlearned", "target") if who in representation]
+    names = sorted({n for who in columns for n in representation[who]})
+    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(
+        f"<td class='num'>{_fmt(representation[who].get(n))}</td>" for who in columns) + "</tr>" for n in names)
+    return (f"<p class='note'>Mean-pooled hidden states at layer {representation['layer']} ({representation['pool']} "
+            "tokens). cka_*: similarity to the retain model's representation (1 = same up to rotation and scale); "
+            "*_forget_vs_*: how well a k-NN / linear probe tells forget examples from the others (compare with the "
+            "retain model's and with chance).</p><table><tr><th>metric</th>"
+            + "".join(f"<th>{who}</th>" for who in columns) + "</tr>" + rows + "</table>")
 
 
 def robustness_html(robustness: dict | None) -> str:
