@@ -187,7 +187,7 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
 
 @app.command()
 def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
-           attacks: Optional[str] = typer.Option(None, "--attack", help="comma-separated: relearn,quantize,latent (default: "
+           attacks: Optional[str] = typer.Option(None, "--attack", help="comma-separated: relearn,quantize,suffix,latent (default: "
                                                  "the run config's attacks: block, else both)"),
            sets: Optional[List[str]] = typer.Option(None, "--set", help="override an attack setting, e.g. "
                                                     "--set relearn.steps=20 (repeatable)"),
@@ -235,6 +235,11 @@ def _print_robustness(robustness: dict) -> None:
             cells = ", ".join(f"{scheme}: {_num(r['aggregates'].get('forget_Q_A_Prob'))} / "
                               f"{_num(r['aggregates'].get('model_utility'))}" for scheme, r in schemes.items())
             typer.echo(f"  {who:<10} {cells}")
+    if "suffix" in robustness:
+        typer.echo(f"GCG suffix {robustness['suffix']['search']['suffix_text']!r}: forget_Q_A_Prob with suffix / paraphrased")
+        for who, r in robustness["suffix"]["models"].items():
+            typer.echo(f"  {who:<10} {_num(r['with_suffix'].get('forget_Q_A_Prob'))} / "
+                       f"{_num(r['paraphrased'].get('forget_Q_A_Prob'))}")
     if "latent" in robustness:
         typer.echo("latent perturbation: forget answer probability per ε")
         for who, probe in robustness["latent"].items():

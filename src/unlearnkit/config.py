@@ -107,14 +107,26 @@ class LatentAttackConfig(Section):
     scope: Literal["universal", "per_example"] = "universal"
 
 
+class SuffixAttackConfig(Section):
+    """GCG universal suffix (Zou et al. 2023) over k forget questions, optimised on one model and evaluated on all."""
+
+    examples: int = Field(8, ge=1)
+    suffix_length: int = Field(10, ge=1)
+    steps: int = Field(50, ge=1)
+    top_k: int = Field(64, ge=1)
+    candidates: int = Field(64, ge=1)
+    optimize_on: Literal["unlearned", "target"] = "unlearned"  # "target": the transfer setting
+
+
 class AttacksConfig(Section):
     """``unlearnkit attack`` (or a run's ``attacks:`` block): which attacks, and each one's budget."""
 
-    run: list[Literal["relearn", "quantize", "latent"]] = Field(
-        default_factory=lambda: ["relearn", "quantize", "latent"])
+    run: list[Literal["relearn", "quantize", "suffix", "latent"]] = Field(
+        default_factory=lambda: ["relearn", "quantize", "latent"])  # suffix: minutes even on the tiny model, opt-in
     relearn: RelearnAttackConfig = Field(default_factory=RelearnAttackConfig)
     quantize: QuantizeAttackConfig = Field(default_factory=QuantizeAttackConfig)
     latent: LatentAttackConfig = Field(default_factory=LatentAttackConfig)
+    suffix: SuffixAttackConfig = Field(default_factory=SuffixAttackConfig)
     metrics: list[str] = Field(default_factory=lambda: ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
                                                         "extraction_strength", "model_utility"])
 

@@ -24,7 +24,10 @@ def test_attack_command_updates_results_and_report(tmp_path):
     result = CliRunner().invoke(app, ["attack", str(run_dir), "--quiet", "--set", "relearn.examples=4",
                                       "--set", "relearn.steps=4", "--set", "relearn.eval_every=2",
                                       "--set", "relearn.learning_rate=1e-3", "--set", "quantize.schemes=[int8]",
-                                      "--set", "latent.epsilons=[0,1]", "--set", "latent.steps=3"])
+                                      "--set", "latent.epsilons=[0,1]", "--set", "latent.steps=3",
+                                      "--attack", "relearn,quantize,suffix,latent", "--set", "suffix.examples=2",
+                                      "--set", "suffix.steps=2", "--set", "suffix.candidates=4",
+                                      "--set", "suffix.suffix_length=3"])
     assert result.exit_code == 0, result.output
     robustness = json.loads((run_dir / "results.json").read_text())["robustness"]
     fractions = robustness["relearn"]["recovered_fraction"]
@@ -38,6 +41,10 @@ def test_attack_command_updates_results_and_report(tmp_path):
     assert set(robustness["quantize"]["unlearned"]) == {"full", "int8"}
     full = robustness["quantize"]["unlearned"]["full"]["aggregates"]["forget_Q_A_Prob"]
     assert full == pytest.approx(ran["forget_Q_A_Prob"], rel=1e-5)
+    suffix = robustness["suffix"]
+    assert suffix["search"]["nll_after"] <= suffix["search"]["losses"][0]
+    assert set(suffix["models"]) == {"unlearned", "target", "retain"}
+    assert "forget_Q_A_Prob" in suffix["models"]["unlearned"]["paraphrased"]
     latent = robustness["latent"]["unlearned"]
     assert latent["nll"][1] <= latent["nll"][0] and len(latent["recovered_fraction"]) == 2
     assert "Robustness" in (run_dir / "report.html").read_text()

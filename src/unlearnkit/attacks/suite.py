@@ -8,6 +8,8 @@ the retain model also "relearns" that fast is not evidence of leftover memory), 
   (after − before) / (target − before) per model; with ``control``, the unlearned model is also fine-tuned on k
   retain examples.
 - quantize: reload at each scheme (bitsandbytes) and re-evaluate the forget metrics together with utility.
+- suffix: a universal adversarial suffix optimised GCG-style on the unlearned (or the target) model over k forget
+  questions, then the forget metrics of every model with the suffix; also TOFU's paraphrased questions.
 - latent: the strongest ‖δ‖ ≤ ε shift of one layer's residual stream toward the forget answers, per ε; the
   likelihood it recovers, also as a fraction of what unlearning removed.
 """
@@ -23,6 +25,7 @@ import yaml
 from unlearnkit.attacks.latent import latent_probe
 from unlearnkit.attacks.quantize import quantize_attack
 from unlearnkit.attacks.relearn import pick_examples, relearn, relearn_report
+from unlearnkit.attacks.suffix import evaluate_paraphrased, evaluate_with_suffix, optimize_suffix
 from unlearnkit.config import AttacksConfig, RunConfig, parse_config
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
@@ -97,6 +100,20 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
                               for scheme, q in outcome.items()}
         robustness["quantize"] = quantized
 
+    if "suffix" in attacks.run:
+        sc = attacks.suffix
+        examples = pick_examples(task.forget, min(sc.examples, len(task.forget)), seed=cfg.seed)
+        log.info("GCG suffix attack: optimising on the %s model over %d forget questions", sc.optimize_on, len(examples))
+        found = optimize_suffix(subjects[sc.optimize_on], formatter, examples, suffix_length=sc.suffix_length,
+                                steps=sc.steps, top_k=sc.top_k, candidates=sc.candidates,
+                                batch_size=settings["batch_size"], seed=cfg.seed, progress=progress)
+        evaluated = {}
+        for who, model in subjects.items():
+            with_suffix = evaluate_with_suffix(model, formatter, task, found.suffix_ids, reference=reference, **settings)
+            paraphrased = evaluate_paraphrased(model, formatter, task, **settings)
+            evaluated[who] = {"with_suffix": with_suffix.aggregates, "paraphrased": paraphrased.aggregates}
+        robustness["suffix"] = {"optimised_on": sc.optimize_on, "search": found.to_dict(), "models": evaluated,
+                                "settings": sc.model_dump()}
     if "latent" in attacks.run:
         settings_latent = attacks.latent
         layer = settings_latent.layer

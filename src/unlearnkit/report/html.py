@@ -200,6 +200,19 @@ def robustness_html(robustness: dict | None) -> str:
         parts.append("<h3>Quantization</h3><p class='note'>Each model reloaded at each scheme (bitsandbytes) and "
                      "re-evaluated: forgetting and utility together.</p><table><tr><th>model</th><th>precision</th>"
                      + header + "</tr>" + "".join(rows) + "</table>")
+    suffix = robustness.get("suffix")
+    if suffix:
+        search = suffix["search"]
+        parts.append(f"<h3>Adversarial suffix (GCG)</h3><p class='note'>Universal suffix "
+                     f"<code>{html.escape(search['suffix_text'])}</code> optimised on the {suffix['optimised_on']} "
+                     f"model (answer NLL {_fmt(search['nll_before'])} → {_fmt(search['nll_after'])}); every model "
+                     "evaluated with it after each forget question, and with the paraphrased questions.</p>")
+        names = sorted({n for r in suffix["models"].values() for part in r.values() for n in part})
+        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{what}</td>" + "".join(
+            f"<td class='num'>{_fmt(r[what].get(n))}</td>" for n in names) + "</tr>"
+            for who, r in suffix["models"].items() for what in ("with_suffix", "paraphrased"))
+        parts.append("<table><tr><th>model</th><th>prompt</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+                     + "</tr>" + rows + "</table>")
     latent = robustness.get("latent")
     if latent:
         parts.append("<h3>Latent perturbation</h3><p class='note'>Mean forget-answer probability with the strongest "
