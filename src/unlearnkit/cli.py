@@ -5,7 +5,6 @@ Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.e
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys

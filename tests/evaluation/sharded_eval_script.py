@@ -9,7 +9,6 @@ import torch
 from accelerate import PartialState
 
 from store_fixture import EVAL, build
-from unlearnkit.evaluation import scoring
 from unlearnkit.evaluation.suite import evaluate_tofu
 
 torch.set_num_threads(1)

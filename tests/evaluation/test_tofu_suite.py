@@ -20,7 +20,7 @@ from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.scoring import generate_answers, score_pairs
-from unlearnkit.evaluation.suite import DEFAULT_METRICS, METRIC_NAMES, EvalResult, evaluate_tofu, with_reference
+from unlearnkit.evaluation.suite import DEFAULT_METRICS, EvalResult, evaluate_tofu, with_reference
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 MAX_NEW_TOKENS = 16

@@ -52,7 +52,8 @@ def aggregate_intervals(aggregates: dict, per_example: dict, reference: dict | N
 
 
 def _interval(name: str, aggregates: dict, per_example: dict, ref: dict, settings: dict):
-    if name.endswith(MEAN_METRICS_SUFFIXES) or name in ("extraction_strength", "exact_memorization"):
+    if name.endswith(MEAN_METRICS_SUFFIXES) or name in ("extraction_strength", "exact_memorization", "verbmem_f",
+                                                          "knowmem_f", "knowmem_r"):
         values = _present(per_example.get(name))
         return bootstrap_ci(values, np.mean, **settings) if values else None
     if name.endswith("_Truth_Ratio"):

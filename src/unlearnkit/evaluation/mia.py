@@ -230,7 +230,7 @@ def example_statistics(
 Reduction = Literal["mean", "global"]
 
 
-def _encode_item(formatter: QAFormatter, item) -> Encoded:
+def encode_item(formatter: QAFormatter, item) -> Encoded:
     """A (question, answer) pair → ``formatter.encode``; a raw text → its tokens, every token after the first scored.
 
     Raw text is tokenized with the tokenizer's own special tokens (a BOS when it adds one), truncated to
@@ -287,7 +287,7 @@ def gradient_norms(
     try:
         with torch.enable_grad():
             for item in items:
-                loss = _example_loss(model, formatter, _encode_item(formatter, item), drop_eos, device)
+                loss = _example_loss(model, formatter, encode_item(formatter, item), drop_eos, device)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 per_tensor = torch.stack([g.detach().float().norm(p=p) for g in grads if g is not None])
                 total = per_tensor.mean() if reduction == "mean" else torch.linalg.vector_norm(per_tensor, ord=p)

@@ -6,6 +6,8 @@ Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). Th
 - :func:`score_pairs` de-duplicates the pairs, sorts them by tokenized length, and runs them in right-padded
   batches of similar length. For each pair it keeps, per answer token (the EOS token included), the log-probability
   of the label under teacher forcing and whether the teacher-forced argmax equals the label.
+- :func:`score_texts` does the same for raw texts (MUSE-style corpora): every token after the first is scored.
+  Both run through one batching loop (:func:`_score_encoded`), with the same store and process-group sharding.
 - :func:`generate_answers` runs left-padded greedy decoding (``do_sample=False``), stops each row at the EOS token,
   and decodes only the new tokens, without special tokens.
 
@@ -27,15 +29,17 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Hashable, Iterator, Sequence, TypeVar
 
 import torch
 
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.distributed import gather_dicts, my_batches
-from unlearnkit.evaluation.mia import next_token_moments
+from unlearnkit.evaluation.mia import encode_item, next_token_moments
 from unlearnkit.evaluation.result_store import ResultStore, item_key
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -139,31 +143,80 @@ def score_pairs(
     position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++).
     """
     _check_batch_size(batch_size)
-    unique_pairs = _unique([(q, a) for q, a in pairs])
-    encoded = {pair: formatter.encode(*pair) for pair in unique_pairs}
+    encoded = {pair: formatter.encode(*pair) for pair in _unique([(q, a) for q, a in pairs])}
     for pair, enc in encoded.items():
         if enc.prompt_length < 1:
             raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, "scoring answers")
+
+
+def score_texts(
+    model,
+    formatter: QAFormatter,
+    texts: Sequence[str],
+    batch_size: int = 16,
+    progress: bool = False,
+    store: ResultStore | None = None,
+    moments: bool = False,
+) -> dict[str, PairScore]:
+    """Teacher-forced scores of every token after the first of each distinct raw text, each text scored once.
+
+    A text is tokenized with the tokenizer's own special tokens (a BOS when it adds one), truncated to
+    ``formatter.max_length`` tokens, and no EOS is appended (:func:`unlearnkit.evaluation.mia.encode_item`, the
+    same encoding the gradnorm statistic uses); token t is scored from tokens 0..t-1, so a text of T tokens gets
+    T − 1 scores: ``token_logprobs[t-1]`` = log p(x_t | x_<t) for t = 1..T−1. This is what MUSE's PrivLeak reads
+    (swj0419/muse_bench, Min-K% over the log-probs of ``input_ids[0][1:]``) and OpenUnlearning's MIA on raw
+    text. ``ends_with_eos`` is True only if the tokenizer itself appends an EOS token (the membership statistics then
+    drop that prediction, as for answers). A text that encodes to fewer than two tokens raises
+    :class:`UnlearnkitError`. Batching, ``store``, process groups and ``moments`` work as in :func:`score_pairs`
+    (one shared loop); the keys of the result are the texts.
+    """
+    _check_batch_size(batch_size)
+    texts = _unique(list(texts))
+    for text in texts:
+        if not isinstance(text, str):
+            raise UnlearnkitError(f"score_texts takes raw text strings, got {type(text).__name__}: pass str texts "
+                                  "(score (question, answer) pairs with score_pairs)")
+    encoded = {text: encode_item(formatter, text) for text in texts}
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, "scoring texts")
+
+
+def _score_encoded(
+    model,
+    formatter: QAFormatter,
+    encoded: dict[K, Encoded],
+    batch_size: int,
+    progress: bool,
+    store: ResultStore | None,
+    moments: bool,
+    desc: str,
+) -> dict[K, PairScore]:
+    """Scores of every encoded item (its tokens from ``prompt_length`` on): the one batching loop of this module.
+
+    Items are sorted by length (longest first) and run in right-padded batches; batches whose items are all in the
+    ``store`` are read, the others computed (dealt out across a process group) and appended to the store batch by
+    batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's key.
+    """
     stored = store.load() if store is not None else {}
-    done = {pair: PairScore(**stored[item_key(pair)]) for pair in unique_pairs if item_key(pair) in stored}
+    done = {key: PairScore(**stored[item_key(key)]) for key in encoded if item_key(key) in stored}
     if moments:  # stored scores without moments cannot serve this request
-        done = {pair: score for pair, score in done.items() if score.token_mu is not None}
-    ordered = sorted(unique_pairs, key=lambda p: len(encoded[p].input_ids), reverse=True)
-    batches = [b for b in _chunks(ordered, batch_size) if not all(p in done for p in b)]
+        done = {key: score for key, score in done.items() if score.token_mu is not None}
+    ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
+    batches = [b for b in _chunks(ordered, batch_size) if not all(key in done for key in b)]
     mine = my_batches(batches)
     device = model_device(model)
-    computed: dict[tuple[str, str], PairScore] = {}
+    computed: dict[K, PairScore] = {}
     with evaluation_mode(model):
-        for batch_pairs in _progress(mine, len(mine), "scoring answers", progress):
-            examples = [encoded[p] for p in batch_pairs]
+        for batch_keys in _progress(mine, len(mine), desc, progress):
+            examples = [encoded[key] for key in batch_keys]
             batch = collate(examples, formatter.pad_token_id, padding_side="right")
             logits = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
-            rows = {pair: _score_row(logits[row], enc, formatter.eos_token_id, moments)
-                    for row, (pair, enc) in enumerate(zip(batch_pairs, examples))}
+            rows = {key: _score_row(logits[row], enc, formatter.eos_token_id, moments)
+                    for row, (key, enc) in enumerate(zip(batch_keys, examples))}
             if store is not None:
-                store.append({item_key(pair): asdict(score) for pair, score in rows.items()})
+                store.append({item_key(key): asdict(score) for key, score in rows.items()})
             computed.update(rows)
     return {**done, **gather_dicts(computed)}
 

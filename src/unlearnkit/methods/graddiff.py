@@ -14,40 +14,26 @@ for "kl").
 
 from __future__ import annotations
 
-from typing import Iterable
 
 import torch
 from torch import nn
 
-from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.losses import check_retain_loss, forward_logits, mean_nll, require_reference, retain_term
+from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.losses import forward_logits, mean_nll
 from unlearnkit.methods.registry import register
 
 
 @register
-class GradDiff(UnlearningMethod):
+class GradDiff(RetainRegularised):
     """L = forget_weight * (-meanNLL(forget)) + retain_weight * (meanNLL or KL on retain)."""
 
     name = "graddiff"
     summary = "Gradient ascent on the forget set plus NLL (or KL to the original model) on the retain set."
     citation = "Liu, Liu and Stone, Continual Learning and Private Unlearning, 2022, arXiv:2203.12817"
-    uses_retain = True
+    retain_choices = ("nll", "kl")
 
     def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str = "nll"):
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, ("nll", "kl"), self.name)
-        self._reference_model: nn.Module | None = None
+        self._set_weights(forget_weight, retain_weight, retain_loss)
 
-    @property
-    def needs_reference_model(self) -> bool:
-        return self.retain_loss == "kl"
-
-    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
-        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
-
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
-        forget_loss = -mean_nll(forward_logits(model, forget_batch), forget_batch["labels"])
-        retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-        loss = self.forget_weight * forget_loss + self.retain_weight * retain_loss
-        return loss, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return -mean_nll(forward_logits(model, forget_batch), forget_batch["labels"]), {}

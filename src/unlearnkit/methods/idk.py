@@ -33,13 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.retain_regularised import RetainRegularised
 from unlearnkit.methods.losses import (
-    check_retain_loss,
     forward_logits,
     mean_nll,
-    require_reference,
-    retain_term,
     sequence_nll,
 )
 from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
@@ -54,86 +51,49 @@ def dpo_loss(chosen_ratio: torch.Tensor, rejected_ratio: torch.Tensor, beta: flo
 
 
 @register
-class IdkNLL(UnlearningMethod):
+class IdkNLL(RetainRegularised):
     """forget_weight * meanNLL(question, refusal) + retain_weight * retain term."""
 
     name = "idknll"
     summary = "Fine-tune the forget questions toward a refusal (\"I don't know\") while keeping the retain set."
     citation = TOFU_CITATION
-    uses_retain = True
     uses_idk = True
 
     def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str | None = "nll"):
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, (None, "nll", "kl"), self.name)
-        if retain_loss is None:
-            self.uses_retain = False
-        self._reference_model: nn.Module | None = None
+        self._set_weights(forget_weight, retain_weight, retain_loss)
 
-    @property
-    def needs_reference_model(self) -> bool:
-        return self.retain_loss == "kl"
-
-    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
-        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
-
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
-        forget_loss = mean_nll(forward_logits(model, forget_batch, "idk_"), forget_batch["idk_labels"])
-        loss = self.forget_weight * forget_loss
-        logs = {"forget_loss": forget_loss.item()}
-        if self.retain_loss is not None:
-            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-            loss = loss + self.retain_weight * retain_loss
-            logs["retain_loss"] = retain_loss.item()
-        return loss, logs
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return mean_nll(forward_logits(model, forget_batch, "idk_"), forget_batch["idk_labels"]), {}
 
 
 @register
-class IdkDPO(UnlearningMethod):
+class IdkDPO(RetainRegularised):
     """forget_weight * L_DPO(y_w = refusal, y_l = answer; beta) + retain_weight * retain term."""
 
     name = "idkdpo"
     summary = "DPO that prefers a refusal to the true forget answer, against the original model."
     citation = ("Rafailov et al., Direct Preference Optimization: Your Language Model is Secretly a Reward Model, "
                 "2023, arXiv:2305.18290; as an unlearning baseline: " + TOFU_CITATION)
-    uses_retain = True
     uses_idk = True
 
     def __init__(self, beta: float = 0.1, forget_weight: float = 1.0, retain_weight: float = 1.0,
                  retain_loss: str | None = "nll"):
         self.beta = beta
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, (None, "nll", "kl"), self.name)
-        if retain_loss is None:
-            self.uses_retain = False
-        self._reference_model: nn.Module | None = None
+        self._set_weights(forget_weight, retain_weight, retain_loss)
         self._reference_answer: torch.Tensor | None = None
         self._reference_refusal: torch.Tensor | None = None
-
-    @property
-    def needs_reference_model(self) -> bool:
-        return self.retain_loss == "kl"
 
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
         """Store log pi_ref of the true answer and of the refusal of every forget example (the untouched ``model``)."""
         tables = compute_reference_logprobs(model, forget_batches, prefixes=("", "idk_"))
         self._reference_answer, self._reference_refusal = tables[""], tables["idk_"]
-        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
+        super().prepare(model, forget_batches, reference_model)
 
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         answer = -sequence_nll(forward_logits(model, forget_batch), forget_batch["labels"])
         refusal = -sequence_nll(forward_logits(model, forget_batch, "idk_"), forget_batch["idk_labels"])
         index = forget_batch["index"]
         answer_ratio = answer - lookup_reference(self._reference_answer, index, answer.device)
         refusal_ratio = refusal - lookup_reference(self._reference_refusal, index, refusal.device)
-        forget_loss = dpo_loss(refusal_ratio, answer_ratio, self.beta)
-        loss = self.forget_weight * forget_loss
-        logs = {"forget_loss": forget_loss.item(), "refusal_log_ratio": refusal_ratio.mean().item(),
-                "answer_log_ratio": answer_ratio.mean().item()}
-        if self.retain_loss is not None:
-            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-            loss = loss + self.retain_weight * retain_loss
-            logs["retain_loss"] = retain_loss.item()
-        return loss, logs
+        return dpo_loss(refusal_ratio, answer_ratio, self.beta), {
+            "refusal_log_ratio": refusal_ratio.mean().item(), "answer_log_ratio": answer_ratio.mean().item()}

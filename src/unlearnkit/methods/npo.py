@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.losses import check_retain_loss, forward_logits, require_reference, retain_term, sequence_nll
+from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.losses import forward_logits, sequence_nll
 from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
 from unlearnkit.methods.registry import register
 
@@ -42,43 +42,26 @@ def npo_loss(logprob: torch.Tensor, reference_logprob: torch.Tensor, beta: float
 
 
 @register
-class NPO(UnlearningMethod):
+class NPO(RetainRegularised):
     """forget_weight * L_NPO(beta) + retain_weight * retain term (None, "nll" or "kl")."""
 
     name = "npo"
     summary = "Negative preference optimization: a bounded, reweighted gradient ascent against the original model."
     citation = ("Zhang, Lin, Bai and Mei, Negative Preference Optimization: From Catastrophic Collapse to "
                 "Effective Unlearning, 2024, arXiv:2404.05868")
-    uses_retain = True
 
     def __init__(self, beta: float = 0.1, forget_weight: float = 1.0, retain_weight: float = 1.0,
                  retain_loss: str | None = "nll"):
         self.beta = beta
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, (None, "nll", "kl"), self.name)
-        if retain_loss is None:
-            self.uses_retain = False
-        self._reference_model: nn.Module | None = None
+        self._set_weights(forget_weight, retain_weight, retain_loss)
         self._reference_logprobs: torch.Tensor | None = None
-
-    @property
-    def needs_reference_model(self) -> bool:
-        return self.retain_loss == "kl"
 
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
         """Store log pi_ref(y|x) of every forget example (the untouched ``model``), and the reference for "kl"."""
         self._reference_logprobs = compute_reference_logprobs(model, forget_batches)[""]
-        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
+        super().prepare(model, forget_batches, reference_model)
 
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logprob = -sequence_nll(forward_logits(model, forget_batch), forget_batch["labels"])
         reference = lookup_reference(self._reference_logprobs, forget_batch["index"], logprob.device)
-        forget_loss = npo_loss(logprob, reference, self.beta)
-        loss = self.forget_weight * forget_loss
-        logs = {"forget_loss": forget_loss.item(), "log_ratio": (logprob - reference).mean().item()}
-        if self.retain_loss is not None:
-            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-            loss = loss + self.retain_weight * retain_loss
-            logs["retain_loss"] = retain_loss.item()
-        return loss, logs
+        return npo_loss(logprob, reference, self.beta), {"log_ratio": (logprob - reference).mean().item()}

@@ -25,19 +25,15 @@ No reference model. Cost: 1 forward+backward on each of the forget and retain ba
 
 from __future__ import annotations
 
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.retain_regularised import RetainRegularised
 from unlearnkit.methods.losses import (
     answer_lengths,
-    check_retain_loss,
     forward_logits,
-    require_reference,
-    retain_term,
     sequence_nll,
 )
 from unlearnkit.methods.registry import register
@@ -49,41 +45,21 @@ def simnpo_loss(nll: torch.Tensor, lengths: torch.Tensor, beta: float, delta: fl
 
 
 @register
-class SimNPO(UnlearningMethod):
+class SimNPO(RetainRegularised):
     """forget_weight * L_SimNPO(beta, delta) + retain_weight * retain term."""
 
     name = "simnpo"
     summary = "Reference-free NPO on the length-normalised likelihood, with a margin."
     citation = ("Fan, Liu, Lin, Jia, Zhang, Mei and Liu, Simplicity Prevails: Rethinking Negative Preference "
                 "Optimization for LLM Unlearning, 2024, arXiv:2410.07163")
-    uses_retain = True
 
     def __init__(self, beta: float = 4.5, delta: float = 0.0, forget_weight: float = 0.125,
                  retain_weight: float = 1.0, retain_loss: str | None = "nll"):
         self.beta = beta
         self.delta = delta
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, (None, "nll", "kl"), self.name)
-        if retain_loss is None:
-            self.uses_retain = False
-        self._reference_model: nn.Module | None = None
+        self._set_weights(forget_weight, retain_weight, retain_loss)
 
-    @property
-    def needs_reference_model(self) -> bool:
-        return self.retain_loss == "kl"
-
-    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
-        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
-
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         labels = forget_batch["labels"]
         nll = sequence_nll(forward_logits(model, forget_batch), labels)
-        forget_loss = simnpo_loss(nll, answer_lengths(labels), self.beta, self.delta)
-        loss = self.forget_weight * forget_loss
-        logs = {"forget_loss": forget_loss.item()}
-        if self.retain_loss is not None:
-            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-            loss = loss + self.retain_weight * retain_loss
-            logs["retain_loss"] = retain_loss.item()
-        return loss, logs
+        return simnpo_loss(nll, answer_lengths(labels), self.beta, self.delta), {}

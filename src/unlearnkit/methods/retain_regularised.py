@@ -1,0 +1,50 @@
+"""The shape most unlearning losses share: ``forget_weight × forget objective + retain_weight × retain term``.
+
+The retain term is ``"nll"`` (the retain batch's mean NLL, as GradDiff) or ``"kl"`` (KL(π_ref ‖ π_θ) on the retain
+batch, :func:`unlearnkit.methods.losses.retain_kl`, which needs the frozen reference model), or ``None`` for the
+forget objective alone where the method allows it. Subclasses define ``forget_loss`` and may extend ``prepare``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import check_retain_loss, require_reference, retain_term
+
+
+class RetainRegularised(UnlearningMethod):
+    uses_retain = True
+    retain_choices: ClassVar[tuple[str | None, ...]] = (None, "nll", "kl")
+
+    def _set_weights(self, forget_weight: float, retain_weight: float, retain_loss: str | None) -> None:
+        self.forget_weight = forget_weight
+        self.retain_weight = retain_weight
+        self.retain_loss = check_retain_loss(retain_loss, self.retain_choices, self.name)
+        if retain_loss is None:
+            self.uses_retain = False
+        self._reference_model: nn.Module | None = None
+
+    @property
+    def needs_reference_model(self) -> bool:
+        return self.retain_loss == "kl"
+
+    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
+        self._reference_model = require_reference(self.needs_reference_model, reference_model, self.name)
+
+    def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's own objective on the forget batch, and extra values to log."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+        forget_loss, logs = self.forget_loss(model, forget_batch)
+        loss = self.forget_weight * forget_loss
+        logs = {"forget_loss": forget_loss.item(), **logs}
+        if self.retain_loss is not None:
+            retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
+            loss = loss + self.retain_weight * retain_loss
+            logs["retain_loss"] = retain_loss.item()
+        return loss, logs
