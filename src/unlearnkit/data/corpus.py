@@ -25,13 +25,13 @@ counted, see :mod:`unlearnkit.evaluation.muse`), not here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from unlearnkit.data.custom import load_qa_file
 from unlearnkit.data.types import QAExample
+from unlearnkit.data.json_records import json_records
 from unlearnkit.errors import UnlearnkitError
 
 TEXT_SUFFIXES = (".txt",)
@@ -127,26 +127,6 @@ def _read_text(path: Path) -> str:
         raise UnlearnkitError(f"{path}: not UTF-8 text: save the file with UTF-8 encoding") from None
 
 
-def _json_items(path: Path, content: str) -> Iterator[tuple[int, Any]]:
-    """(1-based line or item number, parsed object) for a JSON Lines file or a ``.json`` array."""
-    if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
-        try:
-            items = json.loads(content)
-        except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {err.lineno}: unreadable JSON ({err.msg}): fix the JSON array, "
-                                  "or write one object per line") from None
-        yield from enumerate(items, start=1)
-        return
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {number}: unreadable JSON ({err.msg}): each line must be one "
-                                  'complete JSON object such as {"text": "..."}') from None
-
-
 def _text_of(item: Any, where: str) -> str:
     if not isinstance(item, dict):
         raise UnlearnkitError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
@@ -175,7 +155,8 @@ def load_texts(path: str | Path) -> list[str]:
         if not content.strip():
             raise UnlearnkitError(f"{path}: the file is empty: write the document's text into it")
         return [content]
-    texts = [_text_of(item, f"{path}, line {number}") for number, item in _json_items(path, content)]
+    records = json_records(path, content, '{"text": "..."}')
+    texts = [_text_of(item, f"{path}, line {number}") for number, item in records]
     if not texts:
         raise UnlearnkitError(f'{path}: no documents: add {{"text": "..."}} lines to the file')
     return texts

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping
 
 from unlearnkit.data.idk import BUILTIN_IDK_ANSWERS
 from unlearnkit.data.types import QAExample, Task
+from unlearnkit.data.json_records import json_records
 from unlearnkit.errors import UnlearnkitError
 
 REQUIRED_COLUMNS = ("question", "answer")
@@ -70,26 +71,6 @@ def _perturbed_answers(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _json_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """(1-based line or item number, parsed object) for a JSON Lines file or a JSON array."""
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {err.lineno}: unreadable JSON ({err.msg}): fix the JSON array, "
-                                  "or write one object per line") from None
-        yield from enumerate(items, start=1)
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {number}: unreadable JSON ({err.msg}): each line must be one "
-                                  'complete JSON object such as {"question": "...", "answer": "..."}') from None
-
-
 def _json_list_cell(cell: str, where: str) -> Any:
     """A CSV cell holding a JSON-encoded list, decoded (its content is checked by ``qa_example_from_row``)."""
     try:
@@ -137,7 +118,8 @@ def load_qa_file(path: str | Path) -> list[QAExample]:
         raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .jsonl (one JSON object a line) "
                               "or .csv (a header row with question,answer)")
     text = _read_text(path)
-    rows = _csv_rows(path, text) if suffix in CSV_SUFFIXES else _json_rows(path, text)
+    rows = (_csv_rows(path, text) if suffix in CSV_SUFFIXES
+            else json_records(path, text, '{"question": "...", "answer": "..."}'))
     examples = [qa_example_from_row(row, f"{path}, line {number}") for number, row in rows]
     if not examples:
         raise UnlearnkitError(f"{path}: no rows: add question/answer rows to the file")

@@ -1,0 +1,32 @@
+"""Reading JSON Lines files (and ``.json`` arrays) one record at a time, with errors that name the file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from unlearnkit.errors import UnlearnkitError
+
+
+def json_records(path: Path, text: str, example: str) -> Iterator[tuple[int, Any]]:
+    """(1-based line or item number, parsed object) for a JSON Lines file or a ``.json`` array.
+
+    ``example`` shows the expected shape of one record in the error message, e.g. ``{"text": "..."}``.
+    """
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UnlearnkitError(f"{path}, line {err.lineno}: unreadable JSON ({err.msg}): fix the JSON array, "
+                                  "or write one object per line") from None
+        yield from enumerate(items, start=1)
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UnlearnkitError(f"{path}, line {number}: unreadable JSON ({err.msg}): each line must be one "
+                                  f"complete JSON object such as {example}") from None
