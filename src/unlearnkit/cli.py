@@ -151,27 +151,40 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
           retain: Optional[Path] = typer.Option(None, help="retain model folder (enables forget_quality, privleak)"),
           output: Optional[Path] = typer.Option(None, help="write the results JSON here"),
           sets: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt, quiet: bool = typer.Option(False)):
-    """Evaluate a model folder with the TOFU suite on the configured task."""
+    """Evaluate a model folder on the configured task: the TOFU suite, or the MUSE suite for corpus tasks."""
     _setup_logging(quiet)
 
     def go():
         from unlearnkit.data.formatting import QAFormatter
-        from unlearnkit.data.sources import load_task
+        from unlearnkit.data.sources import CORPUS_SOURCES, load_task
         from unlearnkit.evaluation.cache import evaluate_cached
+        from unlearnkit.evaluation.intervals import aggregate_intervals
         from unlearnkit.evaluation.suite import evaluate_tofu
         from unlearnkit.models.load import load_causal_lm
         from unlearnkit.runio import write_json
 
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir})
+        cfg = _config(config, sets, **({"task.options.data_dir": data_dir} if data_dir else {}))
         task = load_task(cfg.task.source, **cfg.task.options)
         loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
         settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-        reference = None
-        if retain is not None:
-            reference = evaluate_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                        not quiet).reference_stats()
-        result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet, **settings)
+        if cfg.task.source in CORPUS_SOURCES:  # MUSE-style suite on raw text
+            from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
+
+            reference = None
+            if retain is not None:
+                retain_model, _ = load_causal_lm(retain, trust_remote_code=cfg.model.trust_remote_code)
+                reference = evaluate_muse_suite(retain_model, formatter, task, batch_size=cfg.eval.batch_size,
+                                                progress=not quiet).reference_stats()
+            result = evaluate_muse_suite(loaded, formatter, task, reference=reference, batch_size=cfg.eval.batch_size,
+                                         progress=not quiet)
+        else:
+            reference = None
+            if retain is not None:
+                reference = evaluate_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                            not quiet).reference_stats()
+            result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet, **settings)
+        result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
         payload = {"model": str(model), "task": task.name, **result.to_dict()}
         if output is not None:
             write_json(output, payload)

@@ -20,7 +20,7 @@ class Section(BaseModel):
 
 
 class TaskConfig(Section):
-    source: Literal["synthetic", "tofu", "custom"] = "synthetic"
+    source: Literal["synthetic", "tofu", "custom", "corpus", "synthetic_corpus"] = "synthetic"
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -22,7 +22,7 @@ from unlearnkit import __version__
 from unlearnkit.config import RunConfig, dump_config
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.idk import assign_idk
-from unlearnkit.data.sources import load_task
+from unlearnkit.data.sources import CORPUS_SOURCES, load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.cache import evaluate_cached
@@ -107,6 +107,9 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
     train_settings.validate()
+    if cfg.task.source in CORPUS_SOURCES:
+        raise UnlearnkitError(f"task source {cfg.task.source!r} is a raw-text corpus: unlearning runs take QA tasks "
+                              "for now; evaluate a model on it with `unlearnkit eval --model DIR --config CONFIG`")
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
     if cfg.monitor is not None:

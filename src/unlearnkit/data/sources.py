@@ -11,18 +11,23 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+from unlearnkit.data.corpus import CorpusTask, load_corpus_task
 from unlearnkit.data.custom import load_custom_task
 from unlearnkit.data.synthetic import make_synthetic_task
+from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.data.tofu import load_tofu
 from unlearnkit.data.types import Task
 from unlearnkit.data.validation import validate_task
 from unlearnkit.errors import UnlearnkitError
 
-SOURCES: dict[str, Callable[..., Task]] = {
+SOURCES: dict[str, Callable[..., Task | CorpusTask]] = {
     "synthetic": make_synthetic_task,
     "tofu": load_tofu,
     "custom": load_custom_task,
+    "corpus": load_corpus_task,  # raw-text (MUSE-style) tasks: evaluated by `unlearnkit eval`
+    "synthetic_corpus": synthetic_corpus_task,
 }
+CORPUS_SOURCES = ("corpus", "synthetic_corpus")
 
 
 def source_options(source: str) -> dict[str, Any]:
@@ -32,8 +37,9 @@ def source_options(source: str) -> dict[str, Any]:
     return {name: p.default for name, p in inspect.signature(SOURCES[source]).parameters.items()}
 
 
-def load_task(source: str, **options: Any) -> Task:
-    """The validated :class:`Task` of ``source`` built with ``options`` (see each loader for its options)."""
+def load_task(source: str, **options: Any) -> Task | CorpusTask:
+    """The validated task of ``source`` built with ``options`` (see each loader for its options): a QA
+    :class:`Task`, or a raw-text :class:`CorpusTask` for the corpus sources."""
     accepted = source_options(source)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -44,5 +50,6 @@ def load_task(source: str, **options: Any) -> Task:
         raise UnlearnkitError(f"data source '{source}' needs the option(s) {', '.join(missing)}: add them to the "
                               "data options")
     task = SOURCES[source](**options)
-    validate_task(task)
+    if isinstance(task, Task):
+        validate_task(task)
     return task
