@@ -27,7 +27,8 @@ def test_attack_command_updates_results_and_report(tmp_path):
                                       "--set", "latent.epsilons=[0,1]", "--set", "latent.steps=3",
                                       "--attack", "relearn,quantize,suffix,latent", "--set", "suffix.examples=2",
                                       "--set", "suffix.steps=2", "--set", "suffix.candidates=4",
-                                      "--set", "suffix.suffix_length=3"])
+                                      "--set", "suffix.suffix_length=3",
+                                      "--set", "metrics=[forget_Q_A_Prob,forget_Q_A_ROUGE]"])
     assert result.exit_code == 0, result.output
     robustness = json.loads((run_dir / "results.json").read_text())["robustness"]
     fractions = robustness["relearn"]["recovered_fraction"]
