@@ -159,6 +159,7 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
         from unlearnkit.data.sources import CORPUS_SOURCES, load_task
         from unlearnkit.evaluation.cache import evaluate_cached
         from unlearnkit.evaluation.intervals import aggregate_intervals
+        from unlearnkit.models.prepare import default_cache_dir
         from unlearnkit.evaluation.suite import evaluate_tofu
         from unlearnkit.models.load import load_causal_lm
         from unlearnkit.runio import write_json
@@ -183,7 +184,8 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
             if retain is not None:
                 reference = evaluate_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
                                             not quiet).reference_stats()
-            result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet, **settings)
+            result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet,
+                                   store_root=default_cache_dir() / "scores", **settings)
         result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
         payload = {"model": str(model), "task": task.name, **result.to_dict()}
         if output is not None:

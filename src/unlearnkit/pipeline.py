@@ -168,7 +168,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
                          "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
     model.eval()
     log.info("evaluating the unlearned model")
-    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress, **settings)
+    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress,
+                              store_root=default_cache_dir() / "scores", **settings)
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
         return RunResult(final, {})

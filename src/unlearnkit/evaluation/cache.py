@@ -2,7 +2,8 @@
 
 The target and retain models of a task do not change between runs, so their TOFU evaluation is computed once and
 kept in ``<cache>/evals/<key>.json``; the key covers the model's files, the task's evaluation data, the formatting
-and the evaluation settings. A second run with the same models only evaluates the unlearned model.
+and the evaluation settings. A second run with the same models only evaluates the unlearned model. Underneath, the
+scores and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def evaluate_cached(model_dir: Path, task: Task, formatter: QAFormatter, setting
     if path.exists():
         return EvalResult(**json.loads(path.read_text()))
     model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
-    result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, **settings)
+    result = evaluate_tofu(model, formatter, task, reference=None, progress=progress,
+                           store_root=Path(cache_dir or default_cache_dir()) / "scores", **settings)
     if world()[0] == 0:  # in a process group every rank computed the same result; one writes it
         write_json(path, result.to_dict())
     return result
