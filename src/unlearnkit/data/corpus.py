@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 
 from unlearnkit.data.custom import load_qa_file
 from unlearnkit.data.types import QAExample
-from unlearnkit.data.json_records import json_records
+from unlearnkit.data.user_files import json_records, read_utf8
 from unlearnkit.errors import UnlearnkitError
 
 TEXT_SUFFIXES = (".txt",)
@@ -118,15 +118,6 @@ def _decoded_chunks(text: str, tokenizer, max_tokens: int) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UnlearnkitError(f"{path}: file not found: check the path")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UnlearnkitError(f"{path}: not UTF-8 text: save the file with UTF-8 encoding") from None
-
-
 def _text_of(item: Any, where: str) -> str:
     if not isinstance(item, dict):
         raise UnlearnkitError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
@@ -150,7 +141,7 @@ def load_texts(path: str | Path) -> list[str]:
     if suffix not in TEXT_SUFFIXES + JSON_SUFFIXES:
         raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .txt (the whole file is one "
                               'document) or .jsonl (one {"text": "..."} object a line)')
-    content = _read_text(path)
+    content = read_utf8(path)
     if suffix in TEXT_SUFFIXES:
         if not content.strip():
             raise UnlearnkitError(f"{path}: the file is empty: write the document's text into it")

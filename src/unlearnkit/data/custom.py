@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping
 
 from unlearnkit.data.idk import BUILTIN_IDK_ANSWERS
 from unlearnkit.data.types import QAExample, Task
-from unlearnkit.data.json_records import json_records
+from unlearnkit.data.user_files import json_records, read_utf8
 from unlearnkit.errors import UnlearnkitError
 
 REQUIRED_COLUMNS = ("question", "answer")
@@ -101,15 +101,6 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, str]]]:
                               "that line") from None
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UnlearnkitError(f"{path}: file not found: check the path")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UnlearnkitError(f"{path}: not UTF-8 text: save the file with UTF-8 encoding") from None
-
-
 def load_qa_file(path: str | Path) -> list[QAExample]:
     """The QA rows of one ``.jsonl``/``.json`` (JSON Lines) or ``.csv`` (header row) file, in file order."""
     path = Path(path)
@@ -117,7 +108,7 @@ def load_qa_file(path: str | Path) -> list[QAExample]:
     if suffix not in JSON_SUFFIXES + CSV_SUFFIXES:
         raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .jsonl (one JSON object a line) "
                               "or .csv (a header row with question,answer)")
-    text = _read_text(path)
+    text = read_utf8(path)
     rows = (_csv_rows(path, text) if suffix in CSV_SUFFIXES
             else json_records(path, text, '{"question": "...", "answer": "..."}'))
     examples = [qa_example_from_row(row, f"{path}, line {number}") for number, row in rows]
@@ -129,7 +120,7 @@ def load_qa_file(path: str | Path) -> list[QAExample]:
 def load_idk_file(path: str | Path) -> list[str]:
     """Refusal answers, one per line of a plain text file (as TOFU's idontknow.jsonl); blank lines skipped."""
     path = Path(path)
-    answers = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    answers = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     if not answers:
         raise UnlearnkitError(f"{path}: no refusal answers: write one refusal sentence per line")
     return answers

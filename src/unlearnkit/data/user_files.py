@@ -1,4 +1,5 @@
-"""Reading JSON Lines files (and ``.json`` arrays) one record at a time, with errors that name the file and line."""
+"""Reading the user's data files: UTF-8 text, and JSON Lines (or ``.json`` arrays) one record at a time, with
+errors that name the file and line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from unlearnkit.errors import UnlearnkitError
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path`` (a UTF-8 byte-order mark is dropped)."""
+    if not path.is_file():
+        raise UnlearnkitError(f"{path}: file not found: check the path")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnlearnkitError(f"{path}: not UTF-8 text: save the file with UTF-8 encoding") from None
 
 
 def json_records(path: Path, text: str, example: str) -> Iterator[tuple[int, Any]]:
