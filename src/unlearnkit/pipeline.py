@@ -99,7 +99,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     final = Path(cfg.output_dir)
     partial = final.with_name(final.name + ".partial")
     if final.exists():
-        raise UnlearnkitError(f"output directory {final} already exists: choose another output_dir or delete it")
+        raise UnlearnkitError(f"output directory {final} already exists: choose another (--output-dir) or delete it")
     if partial.exists() and not resume:
         raise UnlearnkitError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
 
