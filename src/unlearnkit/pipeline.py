@@ -27,7 +27,8 @@ from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.cache import evaluate_cached
 from unlearnkit.evaluation.intervals import aggregate_intervals
-from unlearnkit.evaluation.representation_run import evaluate_representations
+from unlearnkit.evaluation.pooling import FeatureSpec
+from unlearnkit.evaluation.representation_run import feature_spec, representation_results
 from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
@@ -118,7 +119,9 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-    baselines, reference = evaluate_baselines(cfg, task, formatter, models, settings, progress)
+    # representation features come out of each model's scoring pass (a bad layer is found before training)
+    spec = feature_spec(model.config, cfg.representation) if cfg.representation and models.retain else None
+    baselines, reference, features = evaluate_baselines(cfg, task, formatter, models, settings, progress, spec)
 
     created = not partial.exists()
     _barrier()  # every rank has checked the output folder before the main one creates it
@@ -169,17 +172,14 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model.eval()
     log.info("evaluating the unlearned model")
     unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress,
-                              store_root=default_cache_dir() / "scores", **settings)
+                              store_root=default_cache_dir() / "scores", features=spec, **settings)
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
         return RunResult(final, {})
     unlearned = with_intervals(unlearned, reference)
     representation = None
-    if cfg.representation is not None and models.retain is not None:
-        log.info("representation metrics")
-        subjects = {"unlearned": model, "target": load_causal_lm(models.target)[0],
-                    "retain": load_causal_lm(models.retain)[0]}
-        representation = evaluate_representations(subjects, formatter, task, cfg.representation, cfg.eval.batch_size)
+    if spec is not None:
+        representation = representation_results({"unlearned": unlearned.features, **features}, spec)
     save_model(model, tokenizer, partial / "model")
     results = {
         "unlearnkit_version": __version__,
@@ -233,16 +233,22 @@ def with_intervals(result: EvalResult, reference: dict | None) -> EvalResult:
 
 
 def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, models: PreparedModels, settings: dict,
-                       progress: bool = True) -> tuple[dict, dict | None]:
-    """The retain and target models' results (cached per model) and the retain model's reference statistics."""
+                       progress: bool = True, features: FeatureSpec | None = None) -> tuple[dict, dict | None, dict]:
+    """The retain and target models' results (cached per model), the retain model's reference statistics, and
+    each model's pooled representation features (empty unless ``features``)."""
     out: dict = {}
+    pooled: dict = {}
     reference = None
     if models.retain is not None:
         log.info("evaluating the retain model")
-        retain_result = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code, progress)
+        retain_result = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code, progress,
+                                        features=features)
         reference = retain_result.reference_stats()
         out["retain"] = with_intervals(with_reference(retain_result, reference), reference).to_dict()
+        pooled["retain"] = retain_result.features
     log.info("evaluating the target model")
-    target_result = evaluate_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code, progress)
+    target_result = evaluate_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code, progress,
+                                    features=features)
     out["target"] = with_intervals(with_reference(target_result, reference), reference).to_dict()
-    return out, reference
+    pooled["target"] = target_result.features
+    return out, reference, (pooled if features is not None else {})

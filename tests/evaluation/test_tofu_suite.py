@@ -362,3 +362,50 @@ def test_gradnorm_is_opt_in(setup):
     assert len(f) == len(task.eval_forget) and len(h) == len(task.holdout) and all(v > 0 for v in f + h)
     from sklearn.metrics import roc_auc_score
     assert result.aggregates["mia_gradnorm"] == pytest.approx(roc_auc_score([0] * len(f) + [1] * len(h), f + h))
+
+
+def test_features_come_from_the_scoring_pass_and_equal_one_example_at_a_time(setup, tmp_path):
+    """evaluate_tofu(features=...) pools hidden states in the pass that scores the answers (issue #3, part 5):
+    the model runs exactly as many forward passes as without features, the metrics are unchanged, and each
+    feature equals the mean of hidden_states[layer] over the answer tokens of the pair run alone."""
+    from unlearnkit.evaluation.pooling import FeatureSpec
+
+    model, formatter, task = setup
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        plain = evaluate_tofu(model, formatter, task, max_new_tokens=MAX_NEW_TOKENS, progress=False, batch_size=4,
+                              metrics={"forget_Q_A_Prob", "mia_min_k_plus_plus", "retain_Q_A_Prob"})
+        plain_calls = len(calls)
+        calls.clear()
+        spec = FeatureSpec(layer=1, pool="answer")
+        with_features = evaluate_tofu(model, formatter, task, max_new_tokens=MAX_NEW_TOKENS, progress=False,
+                                      batch_size=4, features=spec,
+                                      metrics={"forget_Q_A_Prob", "mia_min_k_plus_plus", "retain_Q_A_Prob"})
+    finally:
+        hook.remove()
+    assert len(calls) == plain_calls > 0
+    assert with_features.aggregates == plain.aggregates and with_features.per_example == plain.per_example
+    assert plain.features == {} and set(with_features.features) == {"forget", "retain", "holdout"}
+    for split, examples in (("forget", task.eval_forget), ("retain", task.eval_retain), ("holdout", task.holdout)):
+        assert with_features.features[split].shape == (len(examples), 32)
+        for row, ex in enumerate(examples):
+            enc = formatter.encode(ex.question, ex.answer)
+            with torch.no_grad():
+                hidden = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True).hidden_states[1][0]
+            np.testing.assert_allclose(with_features.features[split][row],
+                                       hidden[enc.prompt_length:].mean(dim=0).numpy(), atol=1e-5)
+
+    # stored: a second evaluation reads the features from the store without running the model
+    first = evaluate_tofu(model, formatter, task, max_new_tokens=MAX_NEW_TOKENS, progress=False, batch_size=4,
+                          features=spec, metrics={"forget_Q_A_Prob"}, store_root=tmp_path)
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    calls.clear()
+    try:
+        again = evaluate_tofu(model, formatter, task, max_new_tokens=MAX_NEW_TOKENS, progress=False, batch_size=4,
+                              features=spec, metrics={"forget_Q_A_Prob"}, store_root=tmp_path)
+    finally:
+        hook.remove()
+    assert calls == []
+    for split in first.features:
+        np.testing.assert_array_equal(again.features[split], first.features[split])

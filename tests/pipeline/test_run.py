@@ -63,13 +63,44 @@ def test_run_writes_a_complete_run_directory(tmp_path):
 
 
 def test_representation_metrics_of_a_run(tmp_path):
-    results = unlearnkit.unlearn(small_config(tmp_path, representation={"layer": 2}), progress=False).results
+    """The run's representation section, computed from features pooled in each model's scoring pass, equals the
+    report of features extracted afresh from the saved unlearned model and the prepared target and retain models."""
+    from unlearnkit.config import parse_config
+    from unlearnkit.data.formatting import QAFormatter
+    from unlearnkit.data.sources import load_task
+    from unlearnkit.evaluation.features import layer_features
+    from unlearnkit.evaluation.representation import representation_report
+    from unlearnkit.models.load import load_causal_lm
+    from unlearnkit.pipeline import resolve_models
+
+    config = small_config(tmp_path, representation={"layer": 2})
+    results = unlearnkit.unlearn(config, progress=False).results
     rep = results["representation"]
     assert rep["layer"] == 2 and set(rep) == {"layer", "pool", "unlearned", "target"}
+    assert "Representations" in (tmp_path / "run" / "report.html").read_text()
+
+    cfg = parse_config(config)
+    task = load_task(cfg.task.source, **cfg.task.options)
+    models = resolve_models(cfg, task, progress=False)
+    features = {}
+    for who, folder in (("unlearned", tmp_path / "run" / "model"), ("target", models.target),
+                        ("retain", models.retain)):
+        model, tokenizer = load_causal_lm(folder)
+        formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
+        features[who] = {split: layer_features(model, formatter, examples, layer=2, batch_size=1)
+                         for split, examples in (("forget", task.eval_forget), ("retain", task.eval_retain),
+                                                 ("holdout", task.holdout))}
     for who in ("unlearned", "target"):
+        expected = representation_report(features[who], features["retain"])
+        assert rep[who] == pytest.approx(expected, abs=1e-4)
         for split in ("forget", "retain", "holdout"):
             assert 0.0 <= rep[who][f"cka_linear_{split}"] <= 1.0 + 1e-9
-    assert "Representations" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_representation_layer_out_of_range_stops_the_run_before_training(tmp_path):
+    with pytest.raises(UnlearnkitError, match="layer 9 out of range.*use -5..4"):
+        unlearnkit.unlearn(small_config(tmp_path, representation={"layer": 9}), progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 
 def test_same_config_twice_gives_identical_numbers_and_resume_equals_uninterrupted(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 The target and retain models of a task do not change between runs, so their TOFU evaluation is computed once and
 kept in ``<cache>/evals/<key>.json``; the key covers the model's files, the task's evaluation data, the formatting
 and the evaluation settings. A second run with the same models only evaluates the unlearned model. Underneath, the
-scores and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes.
+scores and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes. Pooled
+representation features, when asked for, are kept beside the JSON in ``<key>.features.npz``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.models.load import load_causal_lm
@@ -29,24 +33,41 @@ def model_fingerprint(folder: Path) -> str:
     return f"{Path(folder).resolve()}:{folder_fingerprint(Path(folder))}"
 
 
-def eval_key(model_dir: Path, task: Task, formatter: QAFormatter, settings: dict) -> str:
+def eval_key(model_dir: Path, task: Task, formatter: QAFormatter, settings: dict,
+             features: FeatureSpec | None = None) -> str:
     splits = {name: [asdict(e) for e in getattr(task, name)]
               for name in ("eval_forget", "eval_retain", "real_authors", "world_facts", "holdout")}
     blob = json.dumps({"version": EVAL_CACHE_VERSION, "model": model_fingerprint(model_dir), "splits": splits,
-                       "template": formatter.use_chat, "max_length": formatter.max_length, "settings": settings},
+                       "template": formatter.use_chat, "max_length": formatter.max_length, "settings": settings,
+                       **({"features": features.settings()} if features is not None else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def evaluate_cached(model_dir: Path, task: Task, formatter: QAFormatter, settings: dict,
-                    trust_remote_code: bool = False, progress: bool = True, cache_dir: Path | None = None) -> EvalResult:
-    """``evaluate_tofu`` of the model saved in ``model_dir`` (no reference), from the cache when possible."""
-    path = Path(cache_dir or default_cache_dir()) / "evals" / f"{eval_key(model_dir, task, formatter, settings)}.json"
-    if path.exists():
-        return EvalResult(**json.loads(path.read_text()))
+                    trust_remote_code: bool = False, progress: bool = True, cache_dir: Path | None = None,
+                    features: FeatureSpec | None = None) -> EvalResult:
+    """``evaluate_tofu`` of the model saved in ``model_dir`` (no reference), from the cache when possible.
+
+    ``features`` also pools the representation splits' hidden states in the same pass (``EvalResult.features``).
+    """
+    cache = Path(cache_dir or default_cache_dir())
+    path = cache / "evals" / f"{eval_key(model_dir, task, formatter, settings, features)}.json"
+    arrays = path.with_suffix(".features.npz")
+    if path.exists() and (features is None or arrays.exists()):
+        result = EvalResult(**json.loads(path.read_text()))
+        if features is not None:
+            with np.load(arrays) as stored:
+                result.features = {split: stored[split] for split in stored.files}
+        return result
     model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
-    result = evaluate_tofu(model, formatter, task, reference=None, progress=progress,
-                           store_root=Path(cache_dir or default_cache_dir()) / "scores", **settings)
+    result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, store_root=cache / "scores",
+                           features=features, **settings)
     if world()[0] == 0:  # in a process group every rank computed the same result; one writes it
+        if features is not None:  # the arrays first: a JSON without its arrays is never read as complete
+            arrays.parent.mkdir(parents=True, exist_ok=True)
+            partial = arrays.with_name(arrays.name + ".partial.npz")
+            np.savez(partial, **result.features)
+            partial.replace(arrays)
         write_json(path, result.to_dict())
     return result

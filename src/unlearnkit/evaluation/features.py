@@ -25,24 +25,27 @@ tokenizer with its special tokens (truncated to ``formatter.max_length``). ``poo
   dominate a mean over all tokens;
 - ``"all"`` (the only choice, and the default, for raw texts): every non-padding token, prompt included.
 
-Examples run in right-padded batches sorted by length; a causal model's hidden states at the real tokens do not
-depend on the right padding, so each row equals the example run alone (tested against one-at-a-time runs).
-Features are pooled in float32 and returned in input order as a float32 array ``[N, hidden]``.
+Features come from the scoring pass (:func:`~unlearnkit.evaluation.scoring.score_pairs` /
+:func:`~unlearnkit.evaluation.scoring.score_texts` with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`): the
+same right-padded, length-sorted batches that yield the log-probs, so the TOFU suite computes them in its one pass
+(``evaluate_tofu(..., features=...)``); a causal model's hidden states at the real tokens do not depend on the right
+padding, so each row equals the example run alone (tested against one-at-a-time runs). Features are pooled in
+float32 and returned in input order as a float32 array ``[N, hidden]``. A raw text needs at least two tokens (as for
+scoring).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
-from unlearnkit.data.formatting import IGNORE_INDEX, Encoded, QAFormatter, collate
+from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.scoring import evaluation_mode, model_device
+from unlearnkit.evaluation.pooling import FeatureSpec, Pool
+from unlearnkit.evaluation.scoring import score_pairs, score_texts
 
-Pool = Literal["answer", "all"]
 Item = str | tuple[str, str] | QAExample
 
 
@@ -60,32 +63,6 @@ def layer_features(
     ``"answer"`` or ``"all"`` (``None``: ``"answer"`` for QA pairs, ``"all"`` for texts); see the module docstring
     for the meaning of ``layer`` and ``pool``. The model's train/eval mode is restored afterwards.
     """
-    if batch_size < 1:
-        raise UnlearnkitError(f"batch_size must be at least 1, got {batch_size}: pass a positive batch size")
-    encoded, pool = _encode(formatter, items, pool)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
-    device = model_device(model)
-    features: list[np.ndarray | None] = [None] * len(encoded)
-    with evaluation_mode(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            examples = [encoded[i] for i in rows]
-            batch = collate(examples, formatter.pad_token_id, padding_side="right")
-            outputs = model(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                output_hidden_states=True,
-            )
-            hidden = _select_layer(outputs, layer).float()
-            weights = _pool_mask(examples, pool, hidden.shape[1]).to(hidden.device)
-            pooled = (hidden * weights[:, :, None]).sum(dim=1) / weights.sum(dim=1, keepdim=True)
-            for row, vector in zip(rows, pooled.cpu().numpy()):
-                features[row] = vector
-    return np.stack(features).astype(np.float32, copy=False)
-
-
-def _encode(formatter: QAFormatter, items: Sequence[Item], pool: Pool | None) -> tuple[list[Encoded], Pool]:
-    """Encode every item; a text gets ``prompt_length = 0`` (it has no prompt)."""
     if len(items) == 0:
         raise UnlearnkitError("no examples to extract features from: pass at least one QA pair or text")
     if pool not in (None, "answer", "all"):
@@ -94,11 +71,14 @@ def _encode(formatter: QAFormatter, items: Sequence[Item], pool: Pool | None) ->
     if all(is_text):
         if pool == "answer":
             raise UnlearnkitError("pool='answer' needs QA pairs, but raw texts were given: use pool='all' for texts")
-        encoded = [_encode_text(formatter, text) for text in items]
-        return encoded, "all"
-    if any(is_text):
+        scores = score_texts(model, formatter, items, batch_size, features=FeatureSpec(layer, "all"))
+        keys: list = list(items)
+    elif any(is_text):
         raise UnlearnkitError("items mix raw texts and QA pairs: pass a list of (question, answer) pairs or of strings")
-    return [formatter.encode(*_pair(item)) for item in items], pool or "answer"
+    else:
+        keys = [_pair(item) for item in items]
+        scores = score_pairs(model, formatter, keys, batch_size, features=FeatureSpec(layer, pool or "answer"))
+    return np.asarray([scores[key].features for key in keys], dtype=np.float32)
 
 
 def _pair(item) -> tuple[str, str]:
@@ -109,35 +89,3 @@ def _pair(item) -> tuple[str, str]:
     raise UnlearnkitError(
         f"cannot read {item!r} as a QA pair: pass (question, answer) tuples of strings, QAExample objects or strings"
     )
-
-
-def _encode_text(formatter: QAFormatter, text: str) -> Encoded:
-    ids = formatter.tokenizer(text, add_special_tokens=True, truncation=True, max_length=formatter.max_length)
-    ids = list(ids["input_ids"])
-    if not ids:
-        raise UnlearnkitError(f"the text {text!r} encodes to no tokens: remove empty texts")
-    return Encoded(ids, [IGNORE_INDEX] * len(ids), 0)
-
-
-def _select_layer(outputs, layer: int) -> torch.Tensor:
-    hidden_states = getattr(outputs, "hidden_states", None)
-    if hidden_states is None:
-        raise UnlearnkitError(
-            "the model returned no hidden_states for output_hidden_states=True: use a Hugging Face causal LM"
-        )
-    count = len(hidden_states) - 1  # decoder blocks; entry 0 is the embeddings
-    if not -(count + 1) <= layer <= count:
-        raise UnlearnkitError(
-            f"layer {layer} out of range: the model has {count} layers; use {-(count + 1)}..{count} "
-            f"(0 = embeddings, l = output of the l-th block, {count} or -1 = the last one after the final norm)"
-        )
-    return hidden_states[layer]
-
-
-def _pool_mask(examples: Sequence[Encoded], pool: Pool, width: int) -> torch.Tensor:
-    """``[B, T]`` 0/1 weights of the pooled positions of right-padded ``examples``."""
-    mask = torch.zeros((len(examples), width), dtype=torch.float32)
-    for i, enc in enumerate(examples):
-        start = enc.prompt_length if pool == "answer" else 0
-        mask[i, start : len(enc.input_ids)] = 1.0
-    return mask

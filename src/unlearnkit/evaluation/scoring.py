@@ -8,6 +8,9 @@ Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). Th
   of the label under teacher forcing and whether the teacher-forced argmax equals the label.
 - :func:`score_texts` does the same for raw texts (MUSE-style corpora): every token after the first is scored.
   Both run through one batching loop (:func:`_score_encoded`), with the same store and process-group sharding.
+- with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`, the same forward pass also returns the hidden states
+  and each item keeps its mean-pooled feature vector at the chosen layer (the representation metrics' input), so
+  log-probs, Min-K%++ moments and features come from one pass per sequence.
 - :func:`generate_answers` runs left-padded greedy decoding (``do_sample=False``), stops each row at the EOS token,
   and decodes only the new tokens, without special tokens.
 
@@ -37,6 +40,7 @@ from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.distributed import gather_dicts, my_batches
 from unlearnkit.evaluation.mia import encode_item, next_token_moments
+from unlearnkit.evaluation.pooling import FeatureSpec, pooled_features
 from unlearnkit.evaluation.result_store import ResultStore, item_key
 
 K = TypeVar("K", bound=Hashable)
@@ -56,6 +60,7 @@ class PairScore:
     ends_with_eos: bool
     token_mu: list[float] | None = None  # Min-K%++ moments of the model's next-token distribution, same positions
     token_sigma: list[float] | None = None
+    features: list[float] | None = None  # mean-pooled hidden state at the requested layer (FeatureSpec)
 
     @property
     def n_tokens(self) -> int:
@@ -128,6 +133,7 @@ def score_pairs(
     progress: bool = False,
     store: ResultStore | None = None,
     moments: bool = False,
+    features: FeatureSpec | None = None,
 ) -> dict[tuple[str, str], PairScore]:
     """Teacher-forced scores of every distinct (question, answer) pair, each computed once.
 
@@ -140,14 +146,15 @@ def score_pairs(
     (an interrupted evaluation resumes). In a process group the batches are dealt out across processes and the
     results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`). ``moments`` adds, in the same
     pass, the mean and standard deviation of log p under the model's next-token distribution at each answer
-    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++).
+    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++). ``features`` adds, in the same
+    pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.pooling.FeatureSpec`).
     """
     _check_batch_size(batch_size)
     encoded = {pair: formatter.encode(*pair) for pair in _unique([(q, a) for q, a in pairs])}
     for pair, enc in encoded.items():
         if enc.prompt_length < 1:
             raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
-    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, "scoring answers")
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, features, "scoring answers")
 
 
 def score_texts(
@@ -158,6 +165,7 @@ def score_texts(
     progress: bool = False,
     store: ResultStore | None = None,
     moments: bool = False,
+    features: FeatureSpec | None = None,
 ) -> dict[str, PairScore]:
     """Teacher-forced scores of every token after the first of each distinct raw text, each text scored once.
 
@@ -168,17 +176,20 @@ def score_texts(
     (swj0419/muse_bench, Min-K% over the log-probs of ``input_ids[0][1:]``) and OpenUnlearning's MIA on raw
     text. ``ends_with_eos`` is True only if the tokenizer itself appends an EOS token (the membership statistics then
     drop that prediction, as for answers). A text that encodes to fewer than two tokens raises
-    :class:`UnlearnkitError`. Batching, ``store``, process groups and ``moments`` work as in :func:`score_pairs`
-    (one shared loop); the keys of the result are the texts.
+    :class:`UnlearnkitError`. Batching, ``store``, process groups, ``moments`` and ``features`` work as in
+    :func:`score_pairs` (one shared loop; a text's features pool every token, ``pool="all"``); the keys of the result
+    are the texts.
     """
     _check_batch_size(batch_size)
+    if features is not None and features.pool != "all":
+        raise UnlearnkitError("pool='answer' needs QA pairs, but raw texts were given: use pool='all' for texts")
     texts = _unique(list(texts))
     for text in texts:
         if not isinstance(text, str):
             raise UnlearnkitError(f"score_texts takes raw text strings, got {type(text).__name__}: pass str texts "
                                   "(score (question, answer) pairs with score_pairs)")
     encoded = {text: encode_item(formatter, text) for text in texts}
-    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, "scoring texts")
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, features, "scoring texts")
 
 
 def _score_encoded(
@@ -189,18 +200,22 @@ def _score_encoded(
     progress: bool,
     store: ResultStore | None,
     moments: bool,
+    features: FeatureSpec | None,
     desc: str,
 ) -> dict[K, PairScore]:
     """Scores of every encoded item (its tokens from ``prompt_length`` on): the one batching loop of this module.
 
     Items are sorted by length (longest first) and run in right-padded batches; batches whose items are all in the
     ``store`` are read, the others computed (dealt out across a process group) and appended to the store batch by
-    batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's key.
+    batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's key. With
+    ``features`` the forward pass also returns the hidden states, pooled per row in the same pass.
     """
     stored = store.load() if store is not None else {}
     done = {key: PairScore(**stored[item_key(key)]) for key in encoded if item_key(key) in stored}
     if moments:  # stored scores without moments cannot serve this request
         done = {key: score for key, score in done.items() if score.token_mu is not None}
+    if features is not None:  # nor can stored scores without features
+        done = {key: score for key, score in done.items() if score.features is not None}
     ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
     batches = [b for b in _chunks(ordered, batch_size) if not all(key in done for key in b)]
     mine = my_batches(batches)
@@ -210,11 +225,13 @@ def _score_encoded(
         for batch_keys in _progress(mine, len(mine), desc, progress):
             examples = [encoded[key] for key in batch_keys]
             batch = collate(examples, formatter.pad_token_id, padding_side="right")
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-            rows = {key: _score_row(logits[row], enc, formatter.eos_token_id, moments)
+            outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                            output_hidden_states=features is not None)
+            rows = {key: _score_row(outputs.logits[row], enc, formatter.eos_token_id, moments)
                     for row, (key, enc) in enumerate(zip(batch_keys, examples))}
+            if features is not None:
+                for key, vector in zip(batch_keys, pooled_features(outputs, examples, features).cpu().tolist()):
+                    rows[key].features = vector
             if store is not None:
                 store.append({item_key(key): asdict(score) for key, score in rows.items()})
             computed.update(rows)

@@ -28,6 +28,10 @@ extraction_strength, exact_memorization and mia_min_k share one pass), and every
 once. Differences from the reference, on purpose: the answer's EOS token is never masked (see
 ``data/formatting.py``); the splits are never truncated; a split that is empty skips its metrics (value ``None``),
 and ``model_utility`` is ``None`` when any of its nine inputs is missing, rather than a harmonic mean of fewer.
+
+With ``features=FeatureSpec(layer, pool)`` the same pass also pools the hidden states of the representation
+splits' answers (eval_forget, eval_retain and holdout (question, answer) pairs; :mod:`.representation`), so the
+representation metrics need no forward pass of their own.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation import mia, tofu_metrics
 from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.result_store import ResultStore, model_fingerprint
 from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pairs
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
@@ -100,6 +107,8 @@ METRIC_NAMES = (
     + tuple(DERIVED_DEPENDENCIES)
 )
 DEFAULT_METRICS = tuple(name for name in METRIC_NAMES if name not in OPT_IN_METRICS)
+# representation split → the task field whose (question, answer) pairs are pooled into features
+FEATURE_SPLITS = {"forget": "eval_forget", "retain": "eval_retain", "holdout": "holdout"}
 REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc", "mia_loss_forget", "mia_loss_holdout")
 
 
@@ -110,13 +119,15 @@ class EvalResult:
     ``aggregates``: metric name → value (``None`` when skipped: empty split, no reference, no holdout).
     ``per_example``: metric name → one value per example of its split, in split order (truth ratios are the raw
     R; ``mia_min_k_forget`` / ``mia_min_k_holdout`` are the Min-K% scores). ``generations``: split prefix → the
-    greedy answers ROUGE was computed on.
+    greedy answers ROUGE was computed on. ``features``: representation split (:data:`FEATURE_SPLITS`) → ``[N,
+    hidden]`` float32 pooled hidden states, when requested (not part of :meth:`to_dict`; large and not JSON).
     """
 
     aggregates: dict[str, float | None]
     per_example: dict[str, list] = field(default_factory=dict)
     generations: dict[str, list[str]] = field(default_factory=dict)
     intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def reference_stats(self) -> dict:
         """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
@@ -260,6 +271,7 @@ def evaluate_tofu(
     metrics: set[str] | None = None,
     progress: bool = True,
     store_root: Path | None = None,
+    features: FeatureSpec | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on the TOFU metrics of ``task`` (all of :data:`METRIC_NAMES` unless ``metrics``).
 
@@ -273,6 +285,9 @@ def evaluate_tofu(
     (:mod:`unlearnkit.evaluation.result_store`): an interrupted evaluation resumes where it stopped and a second
     evaluation of the same model only reads. In a ``torch.distributed`` process group the work is shared out across
     processes and every process returns the same result.
+
+    ``features`` also pools, in the same scoring pass, the hidden states of the eval_forget, eval_retain and holdout
+    answers (``EvalResult.features``).
     """
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
@@ -283,7 +298,7 @@ def evaluate_tofu(
         fingerprint = model_fingerprint(model, formatter)
         generation_store = ResultStore(store_root, fingerprint, "generations",
                                        {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}, rank)
-    scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root)
+    scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root, features)
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
                          store=generation_store)
@@ -322,27 +337,39 @@ def evaluate_tofu(
     per_example.update(reference_per_example)
     if "model_utility" in wanted:
         aggregates["model_utility"] = tofu_metrics.model_utility(aggregates)
-    return EvalResult(aggregates, per_example, result_generations)
+    pooled = {}
+    if features is not None:
+        pooled = {split: np.asarray([scores[(ex.question, ex.answer)].features for ex in getattr(task, field_name)],
+                                    dtype=np.float32)
+                  for split, field_name in FEATURE_SPLITS.items() if getattr(task, field_name)}
+    return EvalResult(aggregates, per_example, result_generations, features=pooled)
 
 
 def _score_planned(model, formatter: QAFormatter, task: Task, plan: TofuPlan, wanted: set[str], batch_size: int,
-                   progress: bool, store_root: Path | None) -> dict[tuple[str, str], PairScore]:
-    """Score the plan's pairs once; forget and holdout answers also get Min-K%++ moments when that is wanted."""
-    with_moments: list[tuple[str, str]] = []
+                   progress: bool, store_root: Path | None,
+                   features: FeatureSpec | None = None) -> dict[tuple[str, str], PairScore]:
+    """Score every pair once, each with what it needs in the same pass: the forget and holdout answers also get
+    Min-K%++ moments when that is wanted, the representation splits' answers also get ``features``."""
+    need_moments: set[tuple[str, str]] = set()
     if "mia_min_k_plus_plus" in wanted:
-        with_moments = [(ex.question, ex.answer) for ex in (*task.eval_forget, *task.holdout)]
-    chosen = set(with_moments)
-    plain = [pair for pair in plan.pairs if pair not in chosen]
+        need_moments = {(ex.question, ex.answer) for ex in (*task.eval_forget, *task.holdout)}
+    need_features: set[tuple[str, str]] = set()
+    if features is not None:
+        need_features = {(ex.question, ex.answer) for name in FEATURE_SPLITS.values() for ex in getattr(task, name)}
+    groups: dict[tuple[bool, bool], list[tuple[str, str]]] = {}
+    for pair in dict.fromkeys([*plan.pairs, *need_features]):
+        groups.setdefault((pair in need_moments, pair in need_features), []).append(pair)
     scores: dict[tuple[str, str], PairScore] = {}
-    for pairs, moments in ((with_moments, True), (plain, False)):
-        if not pairs:
-            continue
+    for (moments, with_features), pairs in sorted(groups.items()):
+        spec = features if with_features else None
         store = None
         if store_root is not None:
-            store = ResultStore(store_root, model_fingerprint(model, formatter), "scores",
-                                {"version": SCORES_VERSION, "moments": moments}, world()[0])
+            settings = {"version": SCORES_VERSION, "moments": moments}
+            if spec is not None:
+                settings["features"] = spec.settings()
+            store = ResultStore(store_root, model_fingerprint(model, formatter), "scores", settings, world()[0])
         scores.update(score_pairs(model, formatter, pairs, batch_size=batch_size, progress=progress, store=store,
-                                  moments=moments))
+                                  moments=moments, features=spec))
     return scores
 
 
