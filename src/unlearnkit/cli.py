@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Make a trained model forget specific data, and prove that it did.")
 
 HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
-            "privleak", "extraction_strength")
+            "verbmem_f", "knowmem_f", "knowmem_r", "mia_min_k", "privleak", "extraction_strength")  # TOFU or MUSE
 
 
 def _fail(message: str) -> None:
@@ -78,6 +78,8 @@ def _print_summary(results: dict) -> None:
     columns = [m for m in ("unlearned", "target", "retain") if m in models]
     typer.echo(f"{'metric':<22}" + "".join(f"{c:>14}" for c in columns))
     for name in HEADLINE:
+        if not any(name in models[c]["aggregates"] for c in columns):
+            continue  # a metric of the other suite (TOFU vs MUSE)
         cells = []
         for c in columns:
             v = models[c]["aggregates"].get(name)
@@ -156,12 +158,11 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
 
     def go():
         from unlearnkit.data.formatting import QAFormatter
-        from unlearnkit.data.sources import CORPUS_SOURCES, load_task
-        from unlearnkit.evaluation.cache import evaluate_cached
+        from unlearnkit.data.sources import load_task
         from unlearnkit.evaluation.intervals import aggregate_intervals
-        from unlearnkit.models.prepare import default_cache_dir
-        from unlearnkit.evaluation.suite import evaluate_tofu
+        from unlearnkit.evaluation.task_suite import evaluate_task, evaluate_task_cached
         from unlearnkit.models.load import load_causal_lm
+        from unlearnkit.models.prepare import default_cache_dir
         from unlearnkit.runio import write_json
 
         cfg = _config(config, sets, **({"task.options.data_dir": data_dir} if data_dir else {}))
@@ -169,23 +170,12 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
         loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
         settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-        if cfg.task.source in CORPUS_SOURCES:  # MUSE-style suite on raw text
-            from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
-
-            reference = None
-            if retain is not None:
-                retain_model, _ = load_causal_lm(retain, trust_remote_code=cfg.model.trust_remote_code)
-                reference = evaluate_muse_suite(retain_model, formatter, task, batch_size=cfg.eval.batch_size,
-                                                progress=not quiet).reference_stats()
-            result = evaluate_muse_suite(loaded, formatter, task, reference=reference, batch_size=cfg.eval.batch_size,
-                                         progress=not quiet)
-        else:
-            reference = None
-            if retain is not None:
-                reference = evaluate_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                            not quiet).reference_stats()
-            result = evaluate_tofu(loaded, formatter, task, reference=reference, progress=not quiet,
-                                   store_root=default_cache_dir() / "scores", **settings)
+        reference = None  # the TOFU suite, or the MUSE suite for raw-text tasks
+        if retain is not None:
+            reference = evaluate_task_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                             not quiet).reference_stats()
+        result = evaluate_task(loaded, formatter, task, reference, settings, progress=not quiet,
+                               store_root=default_cache_dir() / "scores")
         result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
         payload = {"model": str(model), "task": task.name, **result.to_dict()}
         if output is not None:

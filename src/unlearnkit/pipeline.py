@@ -1,5 +1,8 @@
 """One unlearning run, start to finish: task → models → unlearn → evaluate → results.json and report.html.
 
+The task is a QA task (TOFU suite) or a raw-text corpus (MUSE suite: the methods train on ``max_length`` token
+windows of the forget and retain texts; :mod:`unlearnkit.evaluation.task_suite`).
+
 A run is written into ``<output_dir>.partial`` and renamed to ``<output_dir>`` only when everything is written, so
 a finished run directory is always complete. Bad input is found before anything is created. A killed run leaves
 its ``.partial`` folder with the epoch checkpoints; ``resume=True`` continues it.
@@ -20,16 +23,17 @@ from accelerate import PartialState
 
 from unlearnkit import __version__
 from unlearnkit.config import RunConfig, dump_config
+from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.idk import assign_idk
-from unlearnkit.data.sources import CORPUS_SOURCES, load_task
+from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.cache import evaluate_cached
 from unlearnkit.evaluation.intervals import aggregate_intervals
 from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.representation_run import feature_spec, representation_results
-from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, with_reference
+from unlearnkit.evaluation.suite import EvalResult, with_reference
+from unlearnkit.evaluation.task_suite import evaluate_task, evaluate_task_cached, is_corpus, suite_metrics
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
@@ -54,7 +58,7 @@ def train_config(settings, seed: int) -> TrainConfig:
     return TrainConfig(**settings.model_dump(), seed=seed)
 
 
-def resolve_models(cfg: RunConfig, task: Task, progress: bool = True) -> PreparedModels:
+def resolve_models(cfg: RunConfig, task: Task | CorpusTask, progress: bool = True) -> PreparedModels:
     """The target and retain model folders: given in the config, or prepared (and cached) from the base."""
     if cfg.model.target and cfg.model.retain:
         return PreparedModels(Path(cfg.model.target), Path(cfg.model.retain), key="given")
@@ -69,7 +73,7 @@ def resolve_models(cfg: RunConfig, task: Task, progress: bool = True) -> Prepare
                           progress=progress, log=log.info)
 
 
-def _prepared_exists(cfg: RunConfig, task: Task, recipe) -> bool:
+def _prepared_exists(cfg: RunConfig, task: Task | CorpusTask, recipe) -> bool:
     from unlearnkit.models.prepare import default_recipe, prepare_key
 
     recipe = recipe or default_recipe(cfg.model.base)
@@ -86,7 +90,10 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_method_inputs(method: UnlearningMethod, task: Task) -> None:
+def check_method_inputs(method: UnlearningMethod, task: Task | CorpusTask) -> None:
+    if method.uses_idk and is_corpus(task):
+        raise UnlearnkitError(f"method {method.name!r} trains on refusal answers to questions, and a raw-text task has "
+                              "no questions: choose a method that works on text (ga, graddiff, npo, simnpo, rmu)")
     if method.uses_idk and not task.idk_answers:
         raise UnlearnkitError(f"method {method.name!r} needs refusal answers but the task has none: "
                               "give the task an idk file (task.options.idk)")
@@ -108,13 +115,12 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
     train_settings.validate()
-    if cfg.task.source in CORPUS_SOURCES:
-        raise UnlearnkitError(f"task source {cfg.task.source!r} is a raw-text corpus: unlearning runs take QA tasks "
-                              "for now; evaluate a model on it with `unlearnkit eval --model DIR --config CONFIG`")
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
+    check_corpus_run(cfg, task)
     if cfg.monitor is not None:
-        check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target))
+        check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target),
+                      known=suite_metrics(task))
     models = resolve_models(cfg, task, progress)
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
@@ -131,8 +137,9 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     try:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
-        forget = [formatter.encode(e.question, e.answer) for e in task.forget]
-        retain = [formatter.encode(e.question, e.answer) for e in task.retain]
+        forget, retain = training_items(task.forget, formatter), training_items(task.retain, formatter)
+        if not forget:
+            raise UnlearnkitError("the forget texts give no training window of two or more tokens: give longer texts")
         idk = None
         if method.uses_idk:
             refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
@@ -148,8 +155,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
                                         * _world_size())
             monitor = TrainingMonitor(
                 cfg.monitor, per_epoch, train_settings.total_steps(per_epoch),
-                evaluate=lambda m: evaluate_tofu(m, formatter, task, reference=reference, metrics=set(cfg.monitor.metrics)
-                                                 | _best_metrics(cfg), progress=False, **settings).aggregates,
+                evaluate=lambda m: evaluate_task(m, formatter, task, reference, settings, progress=False,
+                                                 metrics=set(cfg.monitor.metrics) | _best_metrics(cfg)).aggregates,
                 save_model=lambda m, folder: save_model(m, tokenizer, folder),
                 best_dir=partial / "best", is_main=_is_main())
         log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
@@ -171,8 +178,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
                          "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
     model.eval()
     log.info("evaluating the unlearned model")
-    unlearned = evaluate_tofu(model, formatter, task, reference=reference, progress=progress,
-                              store_root=default_cache_dir() / "scores", features=spec, **settings)
+    unlearned = evaluate_task(model, formatter, task, reference, settings, progress=progress,
+                              store_root=default_cache_dir() / "scores", features=spec)
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
         return RunResult(final, {})
@@ -187,7 +194,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "method": {"name": method.name, "params": method.params(), "citation": method.citation},
         "training": {"steps": trained.steps, "logs": trained.logs},
         "monitor": {"curve": monitor_curve(trained.logs), **selection} if cfg.monitor is not None else None,
-        "forget_samples": [{"question": e.question, "answer": e.answer} for e in task.eval_forget[:10]],
+        "forget_samples": forget_samples(task),
         "models": {"unlearned": unlearned.to_dict(), **baselines},
         "representation": representation,
         "seconds": round(time.time() - started, 1),
@@ -221,9 +228,27 @@ def _finish_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def task_summary(task: Task) -> dict:
-    return {"name": task.name, **{split: len(getattr(task, split)) for split in
-            ("forget", "retain", "holdout", "eval_forget", "eval_retain", "real_authors", "world_facts")}}
+def check_corpus_run(cfg: RunConfig, task: Task | CorpusTask) -> None:
+    """What a raw-text run cannot do yet is refused before anything is written."""
+    if not is_corpus(task):
+        return
+    for section, what in (("representation", "the representation metrics"), ("attacks", "the robustness attacks")):
+        if getattr(cfg, section) is not None:
+            raise UnlearnkitError(f"{what} read QA answers, and task source {cfg.task.source!r} is raw text: remove "
+                                  f"the {section}: section for this task (they run on QA tasks)")
+
+
+def task_summary(task: Task | CorpusTask) -> dict:
+    splits = (("forget", "retain", "holdout", "forget_qa", "retain_qa") if is_corpus(task) else
+              ("forget", "retain", "holdout", "eval_forget", "eval_retain", "real_authors", "world_facts"))
+    return {"name": task.name, "kind": "corpus" if is_corpus(task) else "qa",
+            **{split: len(getattr(task, split)) for split in splits}}
+
+
+def forget_samples(task: Task | CorpusTask) -> list[dict]:
+    """The questions shown in the report beside each model's answers (KnowMem's forget questions for a corpus)."""
+    examples = task.forget_qa if is_corpus(task) else task.eval_forget
+    return [{"question": e.question, "answer": e.answer} for e in examples[:10]]
 
 
 def with_intervals(result: EvalResult, reference: dict | None) -> EvalResult:
@@ -232,7 +257,7 @@ def with_intervals(result: EvalResult, reference: dict | None) -> EvalResult:
     return result
 
 
-def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, models: PreparedModels, settings: dict,
+def evaluate_baselines(cfg: RunConfig, task: Task | CorpusTask, formatter: QAFormatter, models: PreparedModels, settings: dict,
                        progress: bool = True, features: FeatureSpec | None = None) -> tuple[dict, dict | None, dict]:
     """The retain and target models' results (cached per model), the retain model's reference statistics, and
     each model's pooled representation features (empty unless ``features``)."""
@@ -241,14 +266,14 @@ def evaluate_baselines(cfg: RunConfig, task: Task, formatter: QAFormatter, model
     reference = None
     if models.retain is not None:
         log.info("evaluating the retain model")
-        retain_result = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code, progress,
-                                        features=features)
+        retain_result = evaluate_task_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                             progress, features=features)
         reference = retain_result.reference_stats()
         out["retain"] = with_intervals(with_reference(retain_result, reference), reference).to_dict()
         pooled["retain"] = retain_result.features
     log.info("evaluating the target model")
-    target_result = evaluate_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code, progress,
-                                    features=features)
+    target_result = evaluate_task_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code,
+                                         progress, features=features)
     out["target"] = with_intervals(with_reference(target_result, reference), reference).to_dict()
     pooled["target"] = target_result.features
     return out, reference, (pooled if features is not None else {})

@@ -27,9 +27,10 @@ def test_eval_on_a_corpus_task_runs_the_muse_suite_with_privleak(tmp_path):
     assert aggregates["privleak"] == 0.0  # the model against itself as the retain model
 
 
-def test_a_corpus_task_cannot_be_unlearned_yet(tmp_path):
+def test_a_corpus_run_with_a_method_that_needs_questions_is_refused(tmp_path):
+    """Raw-text runs work (tests/pipeline/test_corpus_run.py); a method that trains on refusals to questions does not."""
     config = tmp_path / "c.yaml"
     config.write_text("task: {source: synthetic_corpus}\noutput_dir: " + str(tmp_path / "run") + "\n")
-    result = CliRunner().invoke(app, ["run", str(config)])
-    assert result.exit_code == 2 and "unlearnkit eval" in result.stderr
+    result = CliRunner().invoke(app, ["run", str(config), "--method", "idknll"])
+    assert result.exit_code == 2 and "raw-text task has no questions" in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()

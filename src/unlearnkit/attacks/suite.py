@@ -27,6 +27,7 @@ from unlearnkit.attacks.quantize import quantize_attack
 from unlearnkit.attacks.relearn import pick_examples, relearn, relearn_report
 from unlearnkit.attacks.suffix import evaluate_paraphrased, evaluate_with_suffix, optimize_suffix
 from unlearnkit.config import AttacksConfig, RunConfig, parse_config
+from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
 from unlearnkit.errors import UnlearnkitError
@@ -55,6 +56,9 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
     cfg, results = load_run(run_dir)
     resolve_metrics(set(attacks.metrics))  # unknown metric names fail before any work
     task = load_task(cfg.task.source, **cfg.task.options)
+    if isinstance(task, CorpusTask):
+        raise UnlearnkitError(f"{run_dir} unlearned a raw-text task ({cfg.task.source!r}); the attacks read QA "
+                              "answers and run on QA tasks (tofu, synthetic, custom) only")
     models = resolve_models(cfg, task, progress)
     unlearned, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from unlearnkit.data.custom import load_qa_file
+from unlearnkit.data.formatting import Encoded, QAFormatter
 from unlearnkit.data.types import QAExample
 from unlearnkit.data.user_files import json_records, read_utf8
 from unlearnkit.errors import UnlearnkitError
@@ -68,6 +69,11 @@ class CorpusTask:
             holdout=chunk_texts(self.holdout, tokenizer, max_tokens),
         )
 
+    @property
+    def full(self) -> list[str]:
+        """What the target model is trained on: retain followed by forget texts (holdout excluded)."""
+        return self.retain + self.forget
+
     def texts(self) -> list[str]:
         """Every string of the task, e.g. to train a tokenizer on."""
         out = self.forget + self.retain + self.holdout
@@ -95,6 +101,24 @@ def chunk_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[str]:
             text, tokenizer, max_tokens)
         chunks += [piece.strip() for piece in pieces if piece.strip()]
     return chunks
+
+
+def encode_chunks(texts: Sequence[str], formatter: QAFormatter) -> list[Encoded]:
+    """Texts cut into windows that fit the formatter's ``max_length`` (:meth:`QAFormatter.text_window`,
+    :func:`chunk_texts`), each encoded as a language-modelling example (:meth:`QAFormatter.encode_text`: every token
+    after the first is a label) — what the target and retain models train on and what unlearning methods push away
+    from or hold on to. Windows of fewer than two tokens (nothing to predict) are dropped.
+    """
+    chunks = chunk_texts(texts, formatter.tokenizer, formatter.text_window())
+    return [formatter.encode_text(chunk) for chunk in chunks if len(formatter.tokenizer(chunk)["input_ids"]) >= 2]
+
+
+def training_items(examples: Sequence[QAExample] | Sequence[str], formatter: QAFormatter) -> list[Encoded]:
+    """What a model trains on: QA pairs → ``formatter.encode`` (the answer tokens are the labels); raw texts →
+    :func:`encode_chunks` (``max_length`` windows, every token a label)."""
+    if examples and all(isinstance(e, str) for e in examples):
+        return encode_chunks(examples, formatter)
+    return [formatter.encode(e.question, e.answer) for e in examples]
 
 
 def _fast_chunks(text: str, tokenizer, max_tokens: int) -> Iterator[str]:

@@ -15,6 +15,8 @@ from typing import Literal, Sequence
 
 import torch
 
+from unlearnkit.errors import UnlearnkitError
+
 IGNORE_INDEX = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
 
@@ -78,6 +80,21 @@ class QAFormatter:
         prompt = self.prompt_ids(question)
         answer_ids = self.answer_ids(answer)[: max(1, self.max_length - len(prompt))]
         return Encoded(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids, len(prompt))
+
+    def text_window(self) -> int:
+        """The longest raw-text window (in tokens) that fits ``max_length`` with the tokenizer's special tokens."""
+        return self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+
+    def encode_text(self, text: str) -> Encoded:
+        """A raw text as a language-modelling example: its tokens with the tokenizer's special tokens (a BOS when it
+        adds one), truncated to ``max_length``, no EOS appended; every token after the first is a label.
+
+        Raises ``UnlearnkitError`` for a text of fewer than two tokens (nothing to predict from).
+        """
+        ids = list(self.tokenizer(text)["input_ids"])[: self.max_length]
+        if len(ids) < 2:
+            raise UnlearnkitError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
+        return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
 
 
 def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Literal["right", "left"] = "right") -> dict:

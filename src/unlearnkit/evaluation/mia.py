@@ -239,10 +239,7 @@ def encode_item(formatter: QAFormatter, item) -> Encoded:
     if isinstance(item, Encoded):
         return item
     if isinstance(item, str):
-        ids = list(formatter.tokenizer(item)["input_ids"])[: formatter.max_length]
-        if len(ids) < 2:
-            raise UnlearnkitError(f"the text {item[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
-        return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
+        return formatter.encode_text(item)
     if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(s, str) for s in item):
         return formatter.encode(item[0], item[1])
     raise UnlearnkitError(

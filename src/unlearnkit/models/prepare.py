@@ -1,5 +1,9 @@
 """``unlearnkit prepare``: fine-tune a base into the target model (retain + forget) and the retain model (retain only).
 
+A QA task trains on its (question, answer) pairs (the answer tokens are the labels); a raw-text (MUSE-style)
+:class:`~unlearnkit.data.corpus.CorpusTask` trains on its texts cut into ``max_length`` windows, every token a label
+(:func:`~unlearnkit.data.corpus.encode_chunks`).
+
 The retain model is the gold standard of unlearning: the model that never saw the forget set. Both are cached in
 ``<cache>/prepared/<hash>/{target,retain}`` where the hash covers the base, the task's training data, the formatting
 and the fine-tuning hyper-parameters, so a second ``prepare`` with the same inputs is instant. A killed preparation
@@ -16,6 +20,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.models.bases import base_identity, load_base
@@ -50,11 +55,12 @@ class PreparedModels:
     key: str
 
 
-def _examples_fingerprint(examples: list[QAExample]) -> str:
-    return hashlib.sha256(json.dumps([(e.question, e.answer) for e in examples]).encode()).hexdigest()
+def _examples_fingerprint(examples: list[QAExample] | list[str]) -> str:
+    items = [e if isinstance(e, str) else (e.question, e.answer) for e in examples]
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def prepare_key(task: Task, base: str, recipe: TrainConfig, max_length: int, template: str, seed: int) -> str:
+def prepare_key(task: Task | CorpusTask, base: str, recipe: TrainConfig, max_length: int, template: str, seed: int) -> str:
     blob = json.dumps({
         "version": PREPARE_VERSION,
         "base": base_identity(base, task, seed),
@@ -68,7 +74,7 @@ def prepare_key(task: Task, base: str, recipe: TrainConfig, max_length: int, tem
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def prepare_models(task: Task, base: str = "tiny", recipe: TrainConfig | None = None, *, max_length: int = 256,
+def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainConfig | None = None, *, max_length: int = 256,
                    template: str = "auto", seed: int = 0, cache_dir: Path | None = None,
                    trust_remote_code: bool = False, progress: bool = True, log=print) -> PreparedModels:
     """Fine-tune (or find in the cache) the target and the retain model of ``task``."""
@@ -83,10 +89,10 @@ def prepare_models(task: Task, base: str = "tiny", recipe: TrainConfig | None = 
         if (folder / "config.json").exists():
             log(f"{role} model: cached at {folder}")
             continue
-        log(f"{role} model: fine-tuning {base} on {len(examples)} examples ({recipe.epochs} epochs)")
         model, tokenizer = load_base(base, task, seed, cache_dir, trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
-        encoded = [formatter.encode(e.question, e.answer) for e in examples]
+        encoded = training_items(examples, formatter)
+        log(f"{role} model: fine-tuning {base} on {len(encoded)} examples ({recipe.epochs} epochs)")
         work = root / f"work-{role}"
         train(model, FineTune(), encoded, None, None, formatter.pad_token_id, recipe, work, resume=True, progress=progress)
         with atomic_dir(folder) as tmp:

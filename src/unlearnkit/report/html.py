@@ -35,8 +35,15 @@ METRIC_NOTES = {
     "exact_memorization": "share of forget answer tokens predicted exactly",
     "mia_min_k": "Min-K% (k = 0.4) membership-inference AUC, forget vs holdout",
     "privleak": "relative Min-K% AUC gap to the retain model, in % (0 = ideal)",
+    "verbmem_f": "ROUGE-L F1 of the greedy continuation of forget-text prefixes (MUSE VerbMem; lower = forgotten)",
+    "knowmem_f": "ROUGE-L F1 of few-shot answers to questions on the forget texts (MUSE KnowMem)",
+    "knowmem_r": "ROUGE-L F1 of few-shot answers to questions on the retain texts (MUSE utility)",
+    "mia_loss": "loss membership-inference AUC, forget vs holdout",
+    "mia_zlib": "zlib-normalised loss membership-inference AUC, forget vs holdout",
+    "mia_min_k_plus_plus": "Min-K%++ (k = 0.4) membership-inference AUC, forget vs holdout",
 }
-HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "privleak")
+HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "verbmem_f", "knowmem_f",
+            "knowmem_r", "privleak")
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>unlearnkit report — {{ method.name }} on {{ task.name }}</title>
@@ -122,6 +129,12 @@ def monitor_svgs(monitor: dict | None) -> list[str]:
     return [svg for name in names if (svg := line_svg([p["step"] for p in curve], [p.get(name) for p in curve], name))]
 
 
+def _forget_generations(model: dict) -> list[str]:
+    """A model's answers to the forget questions: TOFU's forget split, or MUSE's KnowMem forget questions."""
+    generations = model.get("generations", {})
+    return generations.get("forget", generations.get("knowmem_f", []))
+
+
 def render_report(results: dict, config_text: str = "") -> str:
     models = results.get("models", {})
     columns = [name for name in ("unlearned", "target", "retain") if name in models]
@@ -132,7 +145,7 @@ def render_report(results: dict, config_text: str = "") -> str:
     rows = [{"name": n, "headline": n in HEADLINE, "note": METRIC_NOTES.get(n, ""),
              "cells": [_cell(models[c], n) for c in columns]} for n in ordered]
     samples = []
-    forget_gens = {c: models[c].get("generations", {}).get("forget", []) for c in columns}
+    forget_gens = {c: _forget_generations(models[c]) for c in columns}
     questions = results.get("forget_samples", [])
     for i, qa in enumerate(questions[:10]):
         samples.append({"question": qa["question"], "answer": qa["answer"],

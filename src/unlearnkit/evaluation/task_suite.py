@@ -1,0 +1,74 @@
+"""The evaluation suite of a task: TOFU's for QA tasks, MUSE's for raw-text (corpus) tasks.
+
+Runs, the training monitor and the cached baselines call these instead of choosing a suite themselves:
+:func:`suite_metrics` names what can be asked for, :func:`evaluate_task` evaluates a model, and
+:func:`evaluate_task_cached` evaluates a saved model once per (model, task, settings) — the target and retain
+models of a run — keeping the result under ``<cache>/evals``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+from unlearnkit.data.corpus import CorpusTask
+from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.types import Task
+from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint
+from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.muse_suite import MUSE_SUITE_METRICS, evaluate_muse_suite
+from unlearnkit.evaluation.pooling import FeatureSpec
+from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu
+from unlearnkit.models.load import load_causal_lm
+from unlearnkit.models.prepare import default_cache_dir
+from unlearnkit.runio import write_json
+
+MUSE_CACHE_VERSION = 1
+
+
+def is_corpus(task: Task | CorpusTask) -> bool:
+    return isinstance(task, CorpusTask)
+
+
+def suite_metrics(task: Task | CorpusTask) -> tuple[str, ...]:
+    """Every metric name the task's suite computes."""
+    return tuple(MUSE_SUITE_METRICS) if is_corpus(task) else tuple(METRIC_NAMES)
+
+
+def evaluate_task(model, formatter: QAFormatter, task: Task | CorpusTask, reference: dict | None, settings: dict,
+                  metrics: Iterable[str] | None = None, progress: bool = True, store_root: Path | None = None,
+                  features: FeatureSpec | None = None) -> EvalResult:
+    """``evaluate_tofu`` or ``evaluate_muse_suite``; ``settings``: ``batch_size`` and (TOFU) ``max_new_tokens``.
+
+    MUSE's generations have their own lengths (VerbMem 128, KnowMem 32 new tokens), so ``max_new_tokens`` is
+    TOFU's only; ``features`` are TOFU's only (the representation metrics read QA answers).
+    """
+    metrics = set(metrics) if metrics is not None else None
+    if is_corpus(task):
+        return evaluate_muse_suite(model, formatter, task, reference=reference, metrics=metrics,
+                                   batch_size=settings["batch_size"], progress=progress, store_root=store_root)
+    return evaluate_tofu(model, formatter, task, reference=reference, metrics=metrics, progress=progress,
+                         store_root=store_root, features=features, **settings)
+
+
+def evaluate_task_cached(model_dir: Path, task: Task | CorpusTask, formatter: QAFormatter, settings: dict,
+                         trust_remote_code: bool = False, progress: bool = True,
+                         features: FeatureSpec | None = None) -> EvalResult:
+    """The saved model's suite result without reference, computed once and then read from ``<cache>/evals``."""
+    if not is_corpus(task):
+        return evaluate_cached(model_dir, task, formatter, settings, trust_remote_code, progress, features=features)
+    cache = default_cache_dir()
+    blob = json.dumps({"version": MUSE_CACHE_VERSION, "suite": "muse", "model": model_fingerprint(model_dir),
+                       "task": asdict(task), "template": formatter.use_chat, "max_length": formatter.max_length,
+                       "batch_size": settings["batch_size"]}, sort_keys=True)
+    path = cache / "evals" / f"muse-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    if path.exists():
+        return EvalResult(**json.loads(path.read_text()))
+    model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
+    result = evaluate_task(model, formatter, task, None, settings, progress=progress, store_root=cache / "scores")
+    if world()[0] == 0:
+        write_json(path, result.to_dict())
+    return result
