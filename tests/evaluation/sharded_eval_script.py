@@ -1,5 +1,6 @@
 """Run by test_stored_and_sharded_eval.py under `accelerate launch --multi_gpu --num_processes 2`: evaluate the
-fixture model in a process group and write rank 0's result (and each rank's share of the work) to OUT_DIR."""
+fixture models (TOFU suite, then MUSE suite on a raw-text task) in a process group and write rank 0's results
+(and each rank's share of the work) to OUT_DIR."""
 
 import json
 import sys
@@ -8,7 +9,8 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from store_fixture import EVAL, build
+from store_fixture import EVAL, MUSE_EVAL, build, build_corpus
+from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
 from unlearnkit.evaluation.suite import evaluate_tofu
 
 torch.set_num_threads(1)
@@ -21,5 +23,13 @@ result = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
 (out / f"forward-calls-{state.process_index}.json").write_text(json.dumps(rows["n"]))
 if state.is_main_process:
     (out / "result.json").write_text(json.dumps(result.to_dict()))
+
+model, formatter, task = build_corpus()
+calls = {"n": 0}
+model.register_forward_hook(lambda module, args, output: calls.__setitem__("n", calls["n"] + 1))
+muse = evaluate_muse_suite(model, formatter, task, progress=False, **MUSE_EVAL)
+(out / f"muse-forward-calls-{state.process_index}.json").write_text(json.dumps(calls["n"]))
+if state.is_main_process:
+    (out / "muse.json").write_text(json.dumps(muse.to_dict()))
 state.wait_for_everyone()
 torch.distributed.destroy_process_group()

@@ -193,6 +193,15 @@ def test_whole_suite_on_the_synthetic_corpus(task, tokenizer, model, tmp_path):
     again = evaluate_muse_suite(model, formatter, task, reference=reference, metrics=["mia_min_k_plus_plus"],
                                 chunk_tokens=CHUNK, progress=False, store_root=tmp_path)
     assert again.aggregates["mia_min_k_plus_plus"] == result.aggregates["mia_min_k_plus_plus"]
+    # ... and the whole suite again, generations included, reads everything without running the model
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        repeated = evaluate_muse_suite(model, formatter, task, reference=reference, chunk_tokens=CHUNK, batch_size=8,
+                                       progress=False, store_root=tmp_path, **GENERATION)
+    finally:
+        hook.remove()
+    assert calls == [] and repeated.to_dict() == result.to_dict()
 
 
 def test_missing_holdout_is_a_clear_error_only_when_needed(task, tokenizer, model):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from store_fixture import EVAL, build
+from store_fixture import EVAL, MUSE_EVAL, build, build_corpus
+from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
 from unlearnkit.evaluation.result_store import model_fingerprint
 from unlearnkit.evaluation.suite import evaluate_tofu
 
@@ -84,3 +85,11 @@ def test_two_processes_give_exactly_the_single_process_result(tmp_path):
     assert sharded == json.loads(json.dumps(single.to_dict()))  # same values, same order, bit for bit
     per_rank = [json.loads((tmp_path / f"forward-calls-{r}.json").read_text()) for r in (0, 1)]
     assert min(per_rank) > 0 and sum(per_rank) <= single_calls  # the work was shared, none of it repeated
+
+    # the MUSE suite on a raw-text task: generations (VerbMem, KnowMem) and chunk scores shared out the same way
+    model, formatter, task = build_corpus()
+    calls = count_forward_calls(model)
+    single_muse = evaluate_muse_suite(model, formatter, task, progress=False, **MUSE_EVAL)
+    assert json.loads((tmp_path / "muse.json").read_text()) == json.loads(json.dumps(single_muse.to_dict()))
+    per_rank = [json.loads((tmp_path / f"muse-forward-calls-{r}.json").read_text()) for r in (0, 1)]
+    assert min(per_rank) > 0 and sum(per_rank) <= calls["n"]

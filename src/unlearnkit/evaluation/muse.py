@@ -30,6 +30,12 @@ stripped only after the stop-string cut (ROUGE ignores whitespace, so the score 
 the stop strings are also passed to ``generate`` (``stop_strings`` with the tokenizer), which ends a row once
 its text contains one; the text after a stop string is cut anyway, so this only saves time. Tests check every
 per-example value against unbatched ``generate`` plus ``rouge_score`` one example at a time.
+
+As for the TOFU suite's generations (:func:`unlearnkit.evaluation.scoring.generate_answers`), a ``store``
+(:class:`~unlearnkit.evaluation.result_store.ResultStore`) keeps every finished batch's continuations on disk, keyed by
+(prompt ids, ``max_new_tokens``, stop strings), so an interrupted evaluation resumes and a repeated one only reads;
+in a ``torch.distributed`` process group the batches are dealt out across processes and the continuations gathered
+on every process (:mod:`unlearnkit.evaluation.distributed`), the same as one process's.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from rouge_score import rouge_scorer
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.distributed import gather_dicts, my_batches
+from unlearnkit.evaluation.result_store import ResultStore, item_key
 from unlearnkit.evaluation.scoring import evaluation_mode, model_device
 
 VERBMEM_PREFIX_TOKENS = 32
@@ -115,19 +123,25 @@ def _pad_id(tokenizer) -> int:
 
 
 def _greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
-                          stop_strings: Sequence[str] = ()) -> list[str]:
-    """Greedy continuation of each prompt (token ids), decoded up to the first end token; in prompt order."""
+                          stop_strings: Sequence[str] = (), store: ResultStore | None = None) -> list[str]:
+    """Greedy continuation of each prompt (token ids), decoded up to the first end token; in prompt order.
+
+    Batches already in ``store`` are read; the others are computed (dealt out across a process group) and stored.
+    """
     if batch_size < 1:
         raise UnlearnkitError(f"batch_size must be at least 1, got {batch_size}: pass a positive batch size")
     if max_new_tokens < 1:
         raise UnlearnkitError(f"max_new_tokens must be at least 1, got {max_new_tokens}: pass a positive number")
     end_ids, pad_id, device = _end_ids(model, tokenizer), _pad_id(tokenizer), model_device(model)
     stop_kwargs = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    keys = [item_key([list(prompt), max_new_tokens, list(stop_strings)]) for prompt in prompts]
+    stored = store.load() if store is not None else {}
+    texts = {key: stored[key]["text"] for key in keys if key in stored}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
-    texts: list[str] = [""] * len(prompts)
+    batches = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+    computed: dict[str, str] = {}
     with evaluation_mode(model):
-        for first in range(0, len(order), batch_size):
-            rows = order[first : first + batch_size]
+        for rows in my_batches([rows for rows in batches if not all(keys[i] in texts for i in rows)]):
             width = max(len(prompts[i]) for i in rows)
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -139,10 +153,15 @@ def _greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_ne
                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None, top_p=None,
                 top_k=None, eos_token_id=end_ids, pad_token_id=pad_id, **stop_kwargs,
             )
+            batch_texts = {}
             for i, new_ids in zip(rows, output[:, width:].cpu().tolist()):
                 cut = next((t for t, token in enumerate(new_ids) if token in end_ids), len(new_ids))
-                texts[i] = _decode(tokenizer, new_ids[:cut])
-    return texts
+                batch_texts[keys[i]] = _decode(tokenizer, new_ids[:cut])
+            if store is not None:
+                store.append({key: {"text": text} for key, text in batch_texts.items()})
+            computed.update(batch_texts)
+    texts.update(gather_dicts(computed))
+    return [texts[key] for key in keys]
 
 
 def _decode(tokenizer, ids: Sequence[int]) -> str:
@@ -154,7 +173,8 @@ def _mean(examples: Sequence[MuseExample]) -> float | None:
 
 
 def verbmem(model, tokenizer, texts: Sequence[str], prefix_tokens: int = VERBMEM_PREFIX_TOKENS,
-            max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS, batch_size: int = 16) -> tuple[list[MuseExample], int]:
+            max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS, batch_size: int = 16,
+            store: ResultStore | None = None) -> tuple[list[MuseExample], int]:
     """VerbMem per text (see the module docstring): the scored examples and how many texts were too short."""
     if prefix_tokens < 1:
         raise UnlearnkitError(f"prefix_tokens must be at least 1, got {prefix_tokens}: pass a positive length")
@@ -170,19 +190,20 @@ def verbmem(model, tokenizer, texts: Sequence[str], prefix_tokens: int = VERBMEM
     if texts and not prompts:
         raise UnlearnkitError(f"none of the {len(texts)} forget texts is longer than prefix_tokens={prefix_tokens} "
                               "tokens, so VerbMem has nothing to continue: lower prefix_tokens or use longer texts")
-    generations = _greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size)
+    generations = _greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size, store=store)
     examples = [MuseExample(prefix, reference, generation.strip(), rouge_l_f1(reference, generation))
                 for prefix, reference, generation in zip(prefixes, references, generations)]
     return examples, skipped
 
 
 def knowmem(model, tokenizer, qa: Sequence[QAExample], shots: Sequence[QAExample] = (),
-            max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16) -> list[MuseExample]:
+            max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16,
+            store: ResultStore | None = None) -> list[MuseExample]:
     """KnowMem per question (see the module docstring), prompted with ``shots`` as few-shot examples."""
     prompts = [knowmem_prompt(ex.question, shots) for ex in qa]
     prompt_ids = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
     generations = _greedy_continuations(model, tokenizer, prompt_ids, max_new_tokens, batch_size,
-                                        stop_strings=KNOWMEM_STOP_STRINGS)
+                                        stop_strings=KNOWMEM_STOP_STRINGS, store=store)
     examples = []
     for prompt, ex, generation in zip(prompts, qa, generations):
         answer = cut_at_stop_strings(generation)
@@ -192,7 +213,8 @@ def knowmem(model, tokenizer, qa: Sequence[QAExample], shots: Sequence[QAExample
 
 def evaluate_muse(model, tokenizer, task: CorpusTask, metrics: Iterable[str] | None = None,
                   prefix_tokens: int = VERBMEM_PREFIX_TOKENS, verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
-                  knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16) -> dict:
+                  knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16,
+                  store: ResultStore | None = None) -> dict:
     """VerbMem on the forget texts, KnowMem on the forget and retain QA; ``metrics`` picks among
     ``verbmem_f``, ``knowmem_f``, ``knowmem_r`` (all by default).
 
@@ -208,11 +230,11 @@ def evaluate_muse(model, tokenizer, task: CorpusTask, metrics: Iterable[str] | N
     skipped: dict[str, int] = {}
     if "verbmem_f" in wanted:
         per_example["verbmem_f"], skipped["verbmem_f"] = verbmem(
-            model, tokenizer, task.forget, prefix_tokens, verbmem_max_new_tokens, batch_size)
+            model, tokenizer, task.forget, prefix_tokens, verbmem_max_new_tokens, batch_size, store)
     splits = {"knowmem_f": (task.forget_qa, task.forget_qa_icl), "knowmem_r": (task.retain_qa, task.retain_qa_icl)}
     for metric, (qa, shots) in splits.items():
         if metric in wanted:
-            per_example[metric] = knowmem(model, tokenizer, qa, shots, knowmem_max_new_tokens, batch_size)
+            per_example[metric] = knowmem(model, tokenizer, qa, shots, knowmem_max_new_tokens, batch_size, store)
     return {
         "aggregates": {metric: _mean(examples) for metric, examples in per_example.items()},
         "per_example": {metric: [asdict(ex) for ex in examples] for metric, examples in per_example.items()},

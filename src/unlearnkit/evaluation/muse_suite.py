@@ -85,7 +85,7 @@ def resolve_muse_metrics(metrics: Iterable[str] | None) -> set[str]:
 
 def default_chunk_tokens(formatter: QAFormatter) -> int:
     """The longest window whose tokens, with the tokenizer's special tokens, fit in ``formatter.max_length``."""
-    return formatter.max_length - formatter.tokenizer.num_special_tokens_to_add(pair=False)
+    return formatter.text_window()
 
 
 def _chunk_length(formatter: QAFormatter, chunk_tokens: int | None) -> int:
@@ -142,9 +142,9 @@ def evaluate_muse_suite(
     generations of ``verbmem_f`` / ``knowmem_f`` / ``knowmem_r``, in the order of the per-example lists.
 
     Any MIA metric or privleak needs holdout texts: without them :meth:`CorpusTask.require_holdout` raises.
-    ``store_root`` keeps the chunk scores on disk per model fingerprint as :func:`~unlearnkit.evaluation.suite.
-    evaluate_tofu` does (generations are not stored); in a process group the scoring is shared out across
-    processes.
+    ``store_root`` keeps the chunk scores and the generations on disk per model fingerprint as
+    :func:`~unlearnkit.evaluation.suite.evaluate_tofu` does (an interrupted evaluation resumes, a repeated one only
+    reads); in a process group the scoring and the generation are shared out across processes.
     """
     wanted = resolve_muse_metrics(metrics)
     mia_wanted = wanted & set(MUSE_MIA_STATISTICS)
@@ -158,8 +158,13 @@ def evaluate_muse_suite(
     generations: dict[str, list[str]] = {}
     generation_metrics = [name for name in MUSE_METRICS if name in wanted]
     if generation_metrics:
+        generation_store = None
+        if store_root is not None:
+            generation_store = ResultStore(store_root, model_fingerprint(model, formatter), "muse_generations",
+                                           {"version": TEXT_SCORES_VERSION}, world()[0])
         muse = evaluate_muse(model, tokenizer, replace(task, forget=forget_chunks), generation_metrics,
-                             prefix_tokens, verbmem_max_new_tokens, knowmem_max_new_tokens, batch_size)
+                             prefix_tokens, verbmem_max_new_tokens, knowmem_max_new_tokens, batch_size,
+                             generation_store)
         aggregates.update(muse["aggregates"])
         for name, examples in muse["per_example"].items():
             per_example[name] = [ex["rougeL_f1"] for ex in examples]
