@@ -275,10 +275,14 @@ def generate_answers(
     batch_size: int = 16,
     progress: bool = False,
     store: ResultStore | None = None,
+    expected_lengths: dict[str, int] | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions``, in order; each distinct question is generated once.
 
-    Prompts are ``formatter.prompt_ids(question)``, left-padded in batches of similar length; decoding is greedy
+    Prompts are ``formatter.prompt_ids(question)``, left-padded in batches of similar length; with
+    ``expected_lengths`` (question → expected answer tokens, e.g. the gold answer's) the batches group questions
+    whose answers should end together, longest first (a batch runs until its longest answer ends, so mixing short
+    and long answers wastes steps); prompt length breaks ties. Decoding is greedy
     (``do_sample=False``, one beam, with the model's KV cache) for at most ``max_new_tokens`` tokens and stops at an
     end token. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
     ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does.
@@ -291,7 +295,8 @@ def generate_answers(
     prompts = {q: formatter.prompt_ids(q) for q in unique_questions}
     stored = store.load() if store is not None else {}
     answers: dict[str, str] = {q: stored[item_key(q)]["text"] for q in unique_questions if item_key(q) in stored}
-    ordered = sorted(unique_questions, key=lambda q: len(prompts[q]), reverse=True)
+    expected = expected_lengths or {}
+    ordered = sorted(unique_questions, key=lambda q: (expected.get(q, 0), len(prompts[q])), reverse=True)
     batches = [b for b in _chunks(ordered, batch_size) if not all(q in answers for q in b)]
     mine = my_batches(batches)
     stop_ids = _stop_token_ids(model, formatter)

@@ -197,6 +197,7 @@ class TofuPlan:
     def __init__(self) -> None:
         self.pairs: list[tuple[str, str]] = []
         self.questions: list[str] = []
+        self.gold: dict[str, str] = {}  # question → its gold answer (how long the generated answer should be)
 
     def pair(self, question: str, answer: str) -> None:
         self.pairs.append((question, answer))
@@ -220,6 +221,7 @@ def plan_tofu(task: Task, metrics: Iterable[str] | None = None) -> TofuPlan:
                     plan.pair(ex.question, wrong)
             if spec.rouge_metric in wanted:
                 plan.questions.append(ex.question)
+                plan.gold.setdefault(ex.question, ex.answer)
     mia_wanted = wanted & {*MIA_STATISTICS, *OPT_IN_METRICS}
     if wanted & {*MEMORIZATION_METRICS, *mia_wanted}:
         plan.pairs += [(ex.question, ex.answer) for ex in task.eval_forget]
@@ -301,7 +303,8 @@ def evaluate_tofu(
     scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root, features)
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
-                         store=generation_store)
+                         store=generation_store,
+                         expected_lengths={q: len(formatter.answer_ids(a)) for q, a in plan.gold.items()})
         if plan.questions
         else []
     )
