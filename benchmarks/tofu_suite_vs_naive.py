@@ -15,15 +15,20 @@ metric                     forward passes of its own
 <split>_Q_A_ROUGE          greedy generation of the split's questions (each split generates its own)
 extraction_strength        (q, answer) of the forget split
 exact_memorization         (q, answer) of the forget split
-mia_min_k                  (q, answer) of the forget split and of the holdout
+mia_loss, mia_zlib,        (q, answer) of the forget split and of the holdout, each statistic its own run
+mia_min_k, mia_min_k++,    (Min-K%++ also computes the next-token moments over the vocabulary)
+mia_reference
 model_utility, forget_quality, privleak: from the numbers above (no model)
 =========================  ============================================================================
 
-Only the sharing differs from the suite: the same batch size, the same right-padded length-sorted batches for
-teacher forcing (the pairs of one metric sorted longest first, as ``score_pairs`` sorts all of them), the same
-left-padded greedy generation with the same stop tokens, and the same numerics (per row, float32
-``log_softmax`` of the answer positions' logits, turned into Python floats; sums with ``math.fsum``). Pairs are
-not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by
+The metric set is the suite's default one (``suite.DEFAULT_METRICS``: every TOFU metric and every membership
+statistic but the opt-in gradient norm). Batching (``--naive-batching``): ``dataset`` (the default) is
+OpenUnlearning's: each metric's pairs / questions in dataset order, in batches padded to their longest row;
+``sorted`` gives the per-metric evaluator the suite's own length-sorted batches (each metric's pairs sorted
+longest first, questions by prompt length), so that only the sharing differs. Everything else is the same on both
+sides: the batch size, right padding for teacher forcing and left padding for greedy generation with the same stop
+tokens, and the numerics (per row, float32 ``log_softmax`` of the answer positions' logits, turned into Python
+floats; sums with ``math.fsum``). Pairs are not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by
 metric *name* (a pre-computed metric of the same name is computed once), which would share the real-authors /
 world-facts answer and perturbed passes between Q_A_Prob_normalised and Truth_Ratio; the script prints how many
 rows that variant would run, and times the variant without any sharing.
@@ -39,8 +44,9 @@ The default ``--attention eager`` makes every row's logits independent of its ba
 be equal to ``--tolerance`` (default 1e-9; the script exits with status 1 otherwise). Both evaluators run with the
 same attention, so the time ratio measures the sharing only.
 
-The forget_quality and privleak need the retain model's numbers; a fixed made-up reference is passed to both
-evaluators (40 log-normal truth ratios from seed 0, AUC 0.5), which exercises the same code as a real one.
+The forget_quality, privleak and mia_reference need the retain model's numbers; a fixed made-up reference is
+passed to both evaluators (log-normal truth ratios and per-example losses from seed 0, AUC 0.5), which exercises
+the same code as a real one.
 
 Examples::
 
@@ -54,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import zlib
 import os
 import sys
 import time
@@ -79,12 +86,10 @@ from unlearnkit.evaluation import suite  # noqa: E402
 
 EPS = 1e-10  # the reference's guard in the truth ratio, its forget aggregator and the normalised probability
 MIN_K = 0.4  # OpenUnlearning's mia_min_k.yaml for TOFU
-# the metrics compared (the TOFU suite's own metric set plus Min-K% and its privleak; the suite's other MIA
-# statistics are left out of both sides)
-METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio", "retain_Q_A_Prob", "retain_Q_A_ROUGE",
-           "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised",
-           "wf_Q_A_ROUGE", "wf_Truth_Ratio", "extraction_strength", "exact_memorization", "mia_min_k",
-           "forget_quality", "forget_quality_log10", "model_utility", "privleak")
+MIN_VARIANCE = 1e-6  # Min-K%++'s clamp of the variance (``mia/min_k_plus_plus.py``)
+# the metrics compared: the suite's default set (every TOFU metric and membership statistic but gradnorm)
+METRICS = tuple(suite.DEFAULT_METRICS)
+MIA_NAIVE = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "mia_reference")
 NINE = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE",
         "ra_Truth_Ratio", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio")
 
@@ -99,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attention", choices=("eager", "sdpa"), default="eager",
                         help="attention implementation of the model for both evaluators (eager: exact equality)")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="largest allowed |suite - naive| of an aggregate")
+    parser.add_argument("--naive-batching", choices=("dataset", "sorted"), default="dataset",
+                        help="per-metric evaluator's batches: dataset order (OpenUnlearning) or length-sorted (as the "
+                             "suite)")
     parser.add_argument("--train-epochs", type=int, default=0,
                         help="first fine-tune the model on task.full for this many epochs (0: as loaded)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results to this JSON file")
@@ -110,11 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Row:
-    """One answer's teacher-forced scores: per-token log-probs (EOS included), argmax matches, ends with EOS."""
+    """One answer's teacher-forced scores: per-token log-probs (EOS included), argmax matches, ends with EOS, and
+    (when asked for) each position's next-token mean and variance of log p (Min-K%++)."""
 
     logprobs: list[float]
     matches: list[bool]
     ends_with_eos: bool
+    mu: list[float] | None = None
+    variance: list[float] | None = None
 
     def mean_nll(self) -> float:
         return -math.fsum(self.logprobs) / len(self.logprobs)
@@ -132,15 +143,19 @@ class NaiveRunner:
     formatter: QAFormatter
     batch_size: int
     max_new_tokens: int
+    sort: bool = False
     rows_scored: int = 0
     questions_generated: int = 0
     seconds: dict = field(default_factory=lambda: {"teacher_forced": 0.0, "generation": 0.0})
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[Row]:
-        """Teacher-forced scores of ``pairs`` (in order), in right-padded batches of the pairs sorted longest first."""
+    def score(self, pairs: list[tuple[str, str]], moments: bool = False) -> list[Row]:
+        """Teacher-forced scores of ``pairs`` (in order), in right-padded batches (dataset order, or sorted longest
+        first); ``moments``: also Min-K%++'s μ = Σ p log p and σ² = Σ p (log p)² − μ², as the reference writes them."""
         start = time.perf_counter()
         encoded = [self.formatter.encode(q, a) for q, a in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: len(encoded[i].input_ids), reverse=True)
+        order = list(range(len(pairs)))
+        if self.sort:
+            order.sort(key=lambda i: len(encoded[i].input_ids), reverse=True)
         rows: list[Row | None] = [None] * len(pairs)
         eos = self.formatter.eos_token_id
         with torch.inference_mode():
@@ -153,18 +168,26 @@ class NaiveRunner:
                     begin, end = enc.prompt_length, len(enc.input_ids)
                     step = logits[row, begin - 1 : end - 1].float()
                     targets = torch.tensor(enc.input_ids[begin:end])
-                    logprobs = torch.log_softmax(step, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+                    all_logprobs = torch.log_softmax(step, dim=-1)
+                    logprobs = all_logprobs.gather(-1, targets[:, None]).squeeze(-1)
                     rows[i] = Row(logprobs.double().tolist(), (step.argmax(-1) == targets).tolist(),
                                   enc.input_ids[-1] == eos)
+                    if moments:
+                        probs = all_logprobs.exp()
+                        mu = (probs * all_logprobs).sum(-1)
+                        rows[i].mu = mu.double().tolist()
+                        rows[i].variance = ((probs * all_logprobs.square()).sum(-1) - mu.square()).double().tolist()
         self.rows_scored += len(pairs)
         self.seconds["teacher_forced"] += time.perf_counter() - start
         return rows  # type: ignore[return-value]
 
     def generate(self, questions: list[str]) -> list[str]:
-        """Greedy answers (in order), left-padded batches of the questions sorted by prompt length, longest first."""
+        """Greedy answers (in order), in left-padded batches (dataset order, or sorted by prompt length)."""
         start = time.perf_counter()
         prompts = [self.formatter.prompt_ids(q) for q in questions]
-        order = sorted(range(len(questions)), key=lambda i: len(prompts[i]), reverse=True)
+        order = list(range(len(questions)))
+        if self.sort:
+            order.sort(key=lambda i: len(prompts[i]), reverse=True)
         stop = [self.formatter.eos_token_id]
         config_eos = getattr(self.model.generation_config, "eos_token_id", None)
         for token in [config_eos] if isinstance(config_eos, int) else (config_eos or []):
@@ -283,6 +306,39 @@ def min_k_scores(run: NaiveRunner, examples: list[QAExample]) -> list[float]:
     return scores
 
 
+def auc(forget: list[float], holdout: list[float]) -> float:
+    """ROC AUC with forget = 0, holdout = 1 on loss-like scores (OpenUnlearning's orientation)."""
+    labels = [0] * len(forget) + [1] * len(holdout)
+    return float(roc_auc_score(labels, np.asarray(forget + holdout, dtype=np.float64)))
+
+
+def losses(run: NaiveRunner, examples: list[QAExample]) -> list[float]:
+    """Mean answer NLL, EOS included (``mia/loss.py``, ``evaluate_probability``'s avg_loss)."""
+    return [row.mean_nll() for row in run.score([(ex.question, ex.answer) for ex in examples])]
+
+
+def zlib_scores(run: NaiveRunner, examples: list[QAExample]) -> list[float]:
+    """Mean answer NLL / len(zlib.compress(answer as UTF-8)) (``mia/zlib.py``)."""
+    rows = run.score([(ex.question, ex.answer) for ex in examples])
+    return [row.mean_nll() / len(zlib.compress(ex.answer.encode("utf-8"))) for ex, row in zip(examples, rows)]
+
+
+def min_k_plus_plus_scores(run: NaiveRunner, examples: list[QAExample]) -> list[float]:
+    """−mean of the lowest max(1, ⌊0.4·T⌋) z_t = (log p_t − μ_t) / sqrt(max(σ²_t, 1e-6)), EOS prediction dropped
+    (``mia/min_k_plus_plus.py``)."""
+    scores = []
+    for row in run.score([(ex.question, ex.answer) for ex in examples], moments=True):
+        keep = len(row.before_eos()[0])
+        if keep == 0:
+            scores.append(0.0)
+            continue
+        z = [(lp - mu) / math.sqrt(max(var, MIN_VARIANCE))
+             for lp, mu, var in zip(row.logprobs[:keep], row.mu[:keep], row.variance[:keep])]
+        count = max(1, int(keep * MIN_K))
+        scores.append(float(-np.mean(np.sort(np.asarray(z, dtype=np.float64))[:count])))
+    return scores
+
+
 def naive_evaluate(run: NaiveRunner, task: Task, reference: dict) -> dict[str, float | None]:
     """Every TOFU aggregate, each metric with its own model runs (the splits of the synthetic/TOFU task are non-empty)."""
     out: dict[str, float | None] = {}
@@ -303,9 +359,13 @@ def naive_evaluate(run: NaiveRunner, task: Task, reference: dict) -> dict[str, f
             forget_ratios = ratios
     out["extraction_strength"] = extraction_strength(run, task.eval_forget)
     out["exact_memorization"] = exact_memorization(run, task.eval_forget)
-    forget_mink, holdout_mink = min_k_scores(run, task.eval_forget), min_k_scores(run, task.holdout)
-    labels = [0] * len(forget_mink) + [1] * len(holdout_mink)
-    out["mia_min_k"] = float(roc_auc_score(labels, np.asarray(forget_mink + holdout_mink, dtype=np.float64)))
+    forget, holdout = task.eval_forget, task.holdout
+    out["mia_loss"] = auc(losses(run, forget), losses(run, holdout))
+    out["mia_zlib"] = auc(zlib_scores(run, forget), zlib_scores(run, holdout))
+    out["mia_min_k"] = auc(min_k_scores(run, forget), min_k_scores(run, holdout))
+    out["mia_min_k_plus_plus"] = auc(min_k_plus_plus_scores(run, forget), min_k_plus_plus_scores(run, holdout))
+    out["mia_reference"] = auc([a - b for a, b in zip(losses(run, forget), reference["mia_loss_forget"])],
+                               [a - b for a, b in zip(losses(run, holdout), reference["mia_loss_holdout"])])
     p = float(stats.ks_2samp(np.asarray(forget_ratios), np.asarray(reference["forget_truth_ratios"])).pvalue)
     out["forget_quality"] = p
     out["forget_quality_log10"] = math.log10(p) if p > 0 else float("-inf")
@@ -326,7 +386,8 @@ def naive_row_counts(task: Task) -> dict[str, int]:
 
     f, r, ra, wf = task.eval_forget, task.eval_retain, task.real_authors, task.world_facts
     prob_and_truth = len(f) + n_truth(f, "paraphrased_answer") + len(r) + n_truth(r, "paraphrased_answer")
-    memorization_and_mia = 3 * len(f) + len(task.holdout)  # ES, EM and Min-K% each score the forget answers
+    # ES and EM score the forget answers; each of the five membership statistics the forget and holdout answers
+    memorization_and_mia = 2 * len(f) + len(MIA_NAIVE) * (len(f) + len(task.holdout))
     normalised_and_truth_ra_wf = sum(len(s) + n_pert(s) + n_truth(s, "answer") for s in (ra, wf))
     # with the name cache, ra/wf Truth_Ratio reuses Q_A_Prob_normalised's {ra,wf}_Q_A_Prob and _PERT_Prob passes
     return {"naive": prob_and_truth + memorization_and_mia + normalised_and_truth_ra_wf,
@@ -357,9 +418,12 @@ def fine_tune(model, formatter: QAFormatter, task: Task, epochs: int, batch_size
 
 
 def made_up_reference(task: Task) -> dict:
-    """A fixed stand-in for the retain model's statistics (only to exercise forget_quality and privleak)."""
-    ratios = np.random.default_rng(0).lognormal(0.0, 0.5, size=max(1, len(task.eval_forget)))
-    return {"forget_truth_ratios": ratios.tolist(), "mia_min_k_auc": 0.5}
+    """A fixed stand-in for the retain model's statistics (to exercise forget_quality, privleak, mia_reference)."""
+    rng = np.random.default_rng(0)
+    ratios = rng.lognormal(0.0, 0.5, size=max(1, len(task.eval_forget)))
+    return {"forget_truth_ratios": ratios.tolist(), "mia_min_k_auc": 0.5,
+            "mia_loss_forget": rng.uniform(1.0, 3.0, size=len(task.eval_forget)).tolist(),
+            "mia_loss_holdout": rng.uniform(1.0, 3.0, size=len(task.holdout)).tolist()}
 
 
 def compare(suite_aggregates: dict, naive_aggregates: dict) -> tuple[float, list[str]]:
@@ -404,7 +468,8 @@ def main(argv: list[str] | None = None) -> dict:
                                    "generation": spent["generate_answers"]}
 
     def run_naive():
-        runner = NaiveRunner(model, formatter, args.batch_size, args.max_new_tokens)
+        runner = NaiveRunner(model, formatter, args.batch_size, args.max_new_tokens,
+                             sort=args.naive_batching == "sorted")
         start = time.perf_counter()
         aggregates = naive_evaluate(runner, task, reference)
         total = time.perf_counter() - start
@@ -422,7 +487,8 @@ def main(argv: list[str] | None = None) -> dict:
     counts = naive_row_counts(task)
     assert counts["naive"] == runner.rows_scored, (counts, runner.rows_scored)
     print(f"model: {describe_model(args.model, model)}, attention {model.config._attn_implementation}")
-    print(f"task: {task.name}; threads: torch.set_num_threads({args.threads}) -> {threads}; batch size "
+    print(f"task: {task.name}; naive batching: {args.naive_batching}; threads: torch.set_num_threads({args.threads}) "
+          f"-> {threads}; batch size "
           f"{args.batch_size}; max_new_tokens {args.max_new_tokens}")
     print(f"teacher-forced rows: suite {len(dict.fromkeys(plan.pairs))} distinct (of {len(plan.pairs)} planned); "
           f"naive {counts['naive']}; naive with OpenUnlearning's metric-name cache {counts['name_cache']}")
@@ -450,7 +516,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "model": describe_model(args.model, model),
-        "attention": args.attention, "task": task.name, "threads": threads, "batch_size": args.batch_size,
+        "attention": args.attention, "naive_batching": args.naive_batching, "task": task.name, "threads": threads,
+        "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "train_epochs": args.train_epochs, "train_loss": train_loss,
         "rows": {"suite": len(dict.fromkeys(plan.pairs)), **counts},
         "questions": {"suite": len(dict.fromkeys(plan.questions)), "naive": runner.questions_generated},
