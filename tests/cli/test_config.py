@@ -1,5 +1,7 @@
 """The run config: unknown keys and bad values are one-line errors; overrides reach nested keys."""
 
+from pathlib import Path
+
 import pytest
 
 from unlearnkit.config import dump_config, load_config, parse_config
@@ -41,3 +43,13 @@ def test_non_mapping_yaml(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(UnlearnkitError, match="mapping"):
         load_config(path)
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_example_config_is_valid(example):
+    """The configs users copy from examples/ pass validation (unknown keys, bad values) as they are."""
+    from unlearnkit.methods.registry import get_method
+
+    cfg = load_config(example)
+    assert cfg.output_dir and get_method(cfg.method.name, **cfg.method.params).name == cfg.method.name
