@@ -16,20 +16,20 @@ from unlearnkit.evaluation.suite import evaluate_tofu
 torch.set_num_threads(1)
 state = PartialState(cpu=True)
 out = Path(sys.argv[1])
-model, formatter, task = build()
-rows = {"n": 0}
-model.register_forward_hook(lambda module, args, output: rows.__setitem__("n", rows["n"] + 1))
-result = evaluate_tofu(model, formatter, task, progress=False, **EVAL)
-(out / f"forward-calls-{state.process_index}.json").write_text(json.dumps(rows["n"]))
-if state.is_main_process:
-    (out / "result.json").write_text(json.dumps(result.to_dict()))
 
-model, formatter, task = build_corpus()
-calls = {"n": 0}
-model.register_forward_hook(lambda module, args, output: calls.__setitem__("n", calls["n"] + 1))
-muse = evaluate_muse_suite(model, formatter, task, progress=False, **MUSE_EVAL)
-(out / f"muse-forward-calls-{state.process_index}.json").write_text(json.dumps(calls["n"]))
-if state.is_main_process:
-    (out / "muse.json").write_text(json.dumps(muse.to_dict()))
+
+def evaluate_counted(name, build_fixture, evaluate, settings):
+    """Evaluate the fixture in the process group; write this rank's forward calls and rank 0's result."""
+    model, formatter, task = build_fixture()
+    calls = {"n": 0}
+    model.register_forward_hook(lambda module, args, output: calls.__setitem__("n", calls["n"] + 1))
+    result = evaluate(model, formatter, task, progress=False, **settings)
+    (out / f"{name}-forward-calls-{state.process_index}.json").write_text(json.dumps(calls["n"]))
+    if state.is_main_process:
+        (out / f"{name}.json").write_text(json.dumps(result.to_dict()))
+
+
+evaluate_counted("tofu", build, evaluate_tofu, EVAL)
+evaluate_counted("muse", build_corpus, evaluate_muse_suite, MUSE_EVAL)
 state.wait_for_everyone()
 torch.distributed.destroy_process_group()

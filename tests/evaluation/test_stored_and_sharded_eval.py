@@ -81,9 +81,9 @@ def test_two_processes_give_exactly_the_single_process_result(tmp_path):
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sharded = json.loads((tmp_path / "result.json").read_text())
+    sharded = json.loads((tmp_path / "tofu.json").read_text())
     assert sharded == json.loads(json.dumps(single.to_dict()))  # same values, same order, bit for bit
-    per_rank = [json.loads((tmp_path / f"forward-calls-{r}.json").read_text()) for r in (0, 1)]
+    per_rank = [json.loads((tmp_path / f"tofu-forward-calls-{r}.json").read_text()) for r in (0, 1)]
     assert min(per_rank) > 0 and sum(per_rank) <= single_calls  # the work was shared, none of it repeated
 
     # the MUSE suite on a raw-text task: generations (VerbMem, KnowMem) and chunk scores shared out the same way
