@@ -24,8 +24,9 @@ model_utility, forget_quality, privleak: from the numbers above (no model)
 The metric set is the suite's default one (``suite.DEFAULT_METRICS``: every TOFU metric and every membership
 statistic but the opt-in gradient norm). Batching (``--naive-batching``): ``dataset`` (the default) is
 OpenUnlearning's: each metric's pairs / questions in dataset order, in batches padded to their longest row;
-``sorted`` gives the per-metric evaluator the suite's own length-sorted batches (each metric's pairs sorted
-longest first, questions by prompt length), so that only the sharing differs. Everything else is the same on both
+``sorted`` gives the per-metric evaluator length-sorted batches (each metric's pairs sorted longest first, as the
+suite sorts all of them; questions by prompt length, while the suite also groups them by gold answer length), so
+that the teacher-forced passes differ by the sharing only. Everything else is the same on both
 sides: the batch size, right padding for teacher forcing and left padding for greedy generation with the same stop
 tokens, and the numerics (per row, float32 ``log_softmax`` of the answer positions' logits, turned into Python
 floats; sums with ``math.fsum``). Pairs are not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by

@@ -173,7 +173,7 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
         reference = None  # the TOFU suite, or the MUSE suite for raw-text tasks
         if retain is not None:
             reference = evaluate_task_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                             not quiet).reference_stats()
+                                             not quiet).reference_stats(required=False) or None
         result = evaluate_task(loaded, formatter, task, reference, settings, progress=not quiet,
                                store_root=default_cache_dir() / "scores")
         result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)

@@ -128,6 +128,12 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     # representation features come out of each model's scoring pass (a bad layer is found before training)
     spec = feature_spec(model.config, cfg.representation) if cfg.representation and models.retain else None
     baselines, reference, features = evaluate_baselines(cfg, task, formatter, models, settings, progress, spec)
+    if spec is not None:  # the report's inputs (split sizes, k-NN's k) are checked on the baselines, before training
+        representation_results({"target": features["target"], "retain": features["retain"]}, spec)
+    forget, retain = training_items(task.forget, formatter), training_items(task.retain, formatter)
+    if not forget:
+        raise UnlearnkitError("the forget set gives no training example (a raw text needs at least two tokens): "
+                              "give longer forget texts")
 
     created = not partial.exists()
     _barrier()  # every rank has checked the output folder before the main one creates it
@@ -137,9 +143,6 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     try:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
-        forget, retain = training_items(task.forget, formatter), training_items(task.retain, formatter)
-        if not forget:
-            raise UnlearnkitError("the forget texts give no training window of two or more tokens: give longer texts")
         idk = None
         if method.uses_idk:
             refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
@@ -268,7 +271,7 @@ def evaluate_baselines(cfg: RunConfig, task: Task | CorpusTask, formatter: QAFor
         log.info("evaluating the retain model")
         retain_result = evaluate_task_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
                                              progress, features=features)
-        reference = retain_result.reference_stats()
+        reference = retain_result.reference_stats(required=False) or None
         out["retain"] = with_intervals(with_reference(retain_result, reference), reference).to_dict()
         pooled["retain"] = retain_result.features
     log.info("evaluating the target model")

@@ -29,7 +29,8 @@ def evaluate_counted(name, build_fixture, evaluate, settings):
         (out / f"{name}.json").write_text(json.dumps(result.to_dict()))
 
 
-evaluate_counted("tofu", build, evaluate_tofu, EVAL)
-evaluate_counted("muse", build_corpus, evaluate_muse_suite, MUSE_EVAL)
+# with a result store shared by the ranks: each rank appends its own batches (load, barrier, compute, append)
+evaluate_counted("tofu", build, evaluate_tofu, {**EVAL, "store_root": out / "store"})
+evaluate_counted("muse", build_corpus, evaluate_muse_suite, {**MUSE_EVAL, "store_root": out / "store"})
 state.wait_for_everyone()
 torch.distributed.destroy_process_group()

@@ -26,7 +26,7 @@ from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import default_cache_dir
 from unlearnkit.runio import write_json
 
-EVAL_CACHE_VERSION = 1
+EVAL_CACHE_VERSION = 2  # 2: generation batches by answer length
 
 
 def model_fingerprint(folder: Path) -> str:

@@ -21,6 +21,18 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def load_all_before_any_append(store) -> dict:
+    """``store.load()`` on every process, then a barrier: no process appends a new batch before every process has
+    read the store, so all of them see the same pending batches and deal them out the same way (otherwise a batch
+    stored early by one process could shift a slower process's list, and some batches would be computed by none)."""
+    if store is None:
+        return {}
+    stored = store.load()
+    if world()[1] > 1:
+        torch.distributed.barrier()
+    return stored
+
+
 def my_batches(batches: Sequence[T]) -> list[T]:
     rank, size = world()
     return list(batches[rank::size])

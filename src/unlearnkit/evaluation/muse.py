@@ -49,7 +49,7 @@ from rouge_score import rouge_scorer
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.distributed import gather_dicts, my_batches
+from unlearnkit.evaluation.distributed import gather_dicts, load_all_before_any_append, my_batches
 from unlearnkit.evaluation.result_store import ResultStore, item_key
 from unlearnkit.evaluation.scoring import evaluation_mode, model_device
 
@@ -135,7 +135,7 @@ def _greedy_continuations(model, tokenizer, prompts: Sequence[list[int]], max_ne
     end_ids, pad_id, device = _end_ids(model, tokenizer), _pad_id(tokenizer), model_device(model)
     stop_kwargs = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     keys = [item_key([list(prompt), max_new_tokens, list(stop_strings)]) for prompt in prompts]
-    stored = store.load() if store is not None else {}
+    stored = load_all_before_any_append(store)
     texts = {key: stored[key]["text"] for key in keys if key in stored}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     batches = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]

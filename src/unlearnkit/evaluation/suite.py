@@ -54,7 +54,7 @@ from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pai
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
 
 
-SCORES_VERSION = 1  # bump when what a stored score or generation holds changes
+SCORES_VERSION = 2  # bump when what a stored score or generation holds changes (2: generation batches by answer length)
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,12 @@ class EvalResult:
     intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
     features: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def reference_stats(self) -> dict:
+    def reference_stats(self, required: bool = True) -> dict:
         """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
 
         ``forget_truth_ratios`` (for forget_quality) and ``mia_min_k_auc`` (for privleak), each present only if
-        it was computed.
+        it was computed. With neither, raises unless ``required`` is False (then ``{}``: nothing to compare with,
+        e.g. a raw-text task without holdout texts).
         """
         stats: dict = {}
         ratios = [r for r in self.per_example.get("forget_Truth_Ratio", []) if r is not None]
@@ -144,7 +145,7 @@ class EvalResult:
         for key in ("mia_loss_forget", "mia_loss_holdout"):  # for the reference-model MIA statistic
             if key in self.per_example:
                 stats[key] = self.per_example[key]
-        if not stats:
+        if not stats and required:
             raise UnlearnkitError(
                 "this result has neither forget truth ratios nor a Min-K% AUC: evaluate the retain model with "
                 "forget_Truth_Ratio and mia_min_k on a task with eval_forget (and holdout) examples"

@@ -19,7 +19,12 @@ from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint
 from unlearnkit.evaluation.distributed import world
-from unlearnkit.evaluation.muse_suite import MUSE_SUITE_METRICS, evaluate_muse_suite
+from unlearnkit.evaluation.muse_suite import (
+    MUSE_MIA_STATISTICS,
+    MUSE_SUITE_METRICS,
+    evaluate_muse_suite,
+    resolve_muse_metrics,
+)
 from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu
 from unlearnkit.models.load import load_causal_lm
@@ -44,12 +49,19 @@ def evaluate_task(model, formatter: QAFormatter, task: Task | CorpusTask, refere
     """``evaluate_tofu`` or ``evaluate_muse_suite``; ``settings``: ``batch_size`` and (TOFU) ``max_new_tokens``.
 
     MUSE's generations have their own lengths (VerbMem 128, KnowMem 32 new tokens), so ``max_new_tokens`` is
-    TOFU's only; ``features`` are TOFU's only (the representation metrics read QA answers).
+    TOFU's only; ``features`` are TOFU's only (the representation metrics read QA answers). A raw-text task without
+    holdout texts gets ``None`` for the membership metrics and privleak, as a QA task without holdout does.
     """
     metrics = set(metrics) if metrics is not None else None
     if is_corpus(task):
-        return evaluate_muse_suite(model, formatter, task, reference=reference, metrics=metrics,
-                                   batch_size=settings["batch_size"], progress=progress, store_root=store_root)
+        wanted = resolve_muse_metrics(metrics)
+        without_holdout = set()
+        if not task.holdout:  # as the TOFU suite does: the membership metrics are None without holdout texts
+            without_holdout = wanted & {*MUSE_MIA_STATISTICS, "privleak"}
+        result = evaluate_muse_suite(model, formatter, task, reference=reference, metrics=wanted - without_holdout,
+                                     batch_size=settings["batch_size"], progress=progress, store_root=store_root)
+        result.aggregates.update({name: None for name in sorted(without_holdout)})
+        return result
     return evaluate_tofu(model, formatter, task, reference=reference, metrics=metrics, progress=progress,
                          store_root=store_root, features=features, **settings)
 
