@@ -76,7 +76,8 @@ class MonitorConfig(Section):
 
 
 class RepresentationConfig(Section):
-    """Representation-level evaluation: features at one layer (hidden_states index; None = the middle)."""
+    """Representation-level evaluation: features at one layer (hidden_states index; None = the middle), pooled over
+    the answer tokens or all tokens of a QA pair (``pool``); a raw-text task's chunks always pool all tokens."""
 
     layer: int | None = None
     pool: Literal["answer", "all"] = "answer"

@@ -126,7 +126,9 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
     # representation features come out of each model's scoring pass (a bad layer is found before training)
-    spec = feature_spec(model.config, cfg.representation) if cfg.representation and models.retain else None
+    spec = None
+    if cfg.representation is not None and models.retain is not None:
+        spec = feature_spec(model.config, cfg.representation, texts=is_corpus(task))
     baselines, reference, features = evaluate_baselines(cfg, task, formatter, models, settings, progress, spec)
     if spec is not None:  # the report's inputs (split sizes, k-NN's k) are checked on the baselines, before training
         representation_results({"target": features["target"], "retain": features["retain"]}, spec)
@@ -235,10 +237,9 @@ def check_corpus_run(cfg: RunConfig, task: Task | CorpusTask) -> None:
     """What a raw-text run cannot do yet is refused before anything is written."""
     if not is_corpus(task):
         return
-    for section, what in (("representation", "the representation metrics"), ("attacks", "the robustness attacks")):
-        if getattr(cfg, section) is not None:
-            raise UnlearnkitError(f"{what} read QA answers, and task source {cfg.task.source!r} is raw text: remove "
-                                  f"the {section}: section for this task (they run on QA tasks)")
+    if cfg.attacks is not None:
+        raise UnlearnkitError(f"the robustness attacks read QA answers, and task source {cfg.task.source!r} is raw "
+                              "text: remove the attacks: section for this task (they run on QA tasks)")
 
 
 def task_summary(task: Task | CorpusTask) -> dict:

@@ -1,4 +1,5 @@
-"""A whole unlearning run on a raw-text (MUSE-style) task: train on text windows, evaluate with the MUSE suite.
+"""A whole unlearning run on a raw-text (MUSE-style) task: train on text windows, evaluate with the MUSE suite
+(during training too) and the representation metrics.
 
 The synthetic corpus (prose biographies of the synthetic writers) with the tiny base: the target model is trained
 on the retain and forget biographies, the retain model on the retain ones only (unlearnkit prepare), then gradient
@@ -15,7 +16,12 @@ import pytest
 
 import unlearnkit
 from unlearnkit.attacks.suite import run_attacks
-from unlearnkit.config import AttacksConfig
+from unlearnkit.config import AttacksConfig, parse_config
+from unlearnkit.data.sources import load_task
+from unlearnkit.evaluation.features import layer_features
+from unlearnkit.evaluation.representation import representation_report
+from unlearnkit.models.load import load_causal_lm
+from unlearnkit.pipeline import resolve_models
 from unlearnkit.data.corpus import chunk_texts, encode_chunks
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
@@ -56,7 +62,7 @@ def test_text_windows_are_language_modelling_examples():
 def test_gradient_ascent_run_on_a_raw_text_corpus(tmp_path):
     monitor = {"every_epoch": True, "metrics": ["mia_loss", "knowmem_r"],
                "best": {"metric": "mia_loss", "mode": "min", "at_least": {"knowmem_r": 0.0}}}
-    result = unlearnkit.unlearn(corpus_config(tmp_path, monitor=monitor), progress=False)
+    result = unlearnkit.unlearn(corpus_config(tmp_path, monitor=monitor, representation={"layer": 1}), progress=False)
     run_dir = tmp_path / "run"
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "model", "report.html", "results.json"]
     results = json.loads((run_dir / "results.json").read_text())
@@ -87,10 +93,26 @@ def test_gradient_ascent_run_on_a_raw_text_corpus(tmp_path):
     with pytest.raises(UnlearnkitError, match="raw-text task"):  # `unlearnkit attack` on this run
         run_attacks(run_dir, AttacksConfig())
 
+    # representation metrics of text chunks (every token pooled), from the scoring pass, equal a fresh extraction
+    rep = results["representation"]
+    assert (rep["layer"], rep["pool"]) == (1, "all")
+    cfg = parse_config(corpus_config(tmp_path))
+    task = load_task(cfg.task.source, **cfg.task.options)
+    models = resolve_models(cfg, task, progress=False)
+    features = {}
+    for who, folder in (("unlearned", run_dir / "model"), ("target", models.target), ("retain", models.retain)):
+        model, tokenizer = load_causal_lm(folder)
+        formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length)
+        features[who] = {split: layer_features(model, formatter, chunk_texts(texts, tokenizer, formatter.text_window()),
+                                               layer=1, batch_size=1)
+                         for split, texts in (("forget", task.forget), ("retain", task.retain),
+                                              ("holdout", task.holdout))}
+    for who in ("unlearned", "target"):
+        assert rep[who] == pytest.approx(representation_report(features[who], features["retain"]), abs=1e-4)
+
 
 @pytest.mark.parametrize("change, message", [
     ({"method": {"name": "idknll"}}, "raw-text task has no questions"),
-    ({"representation": {"layer": 1}}, "remove the representation: section"),
     ({"attacks": {"run": ["relearn"]}}, "remove the attacks: section"),
     ({"monitor": {"every_steps": 1, "metrics": ["forget_Q_A_Prob"]}}, "unknown metric.*choose from verbmem_f"),
 ])

@@ -53,21 +53,35 @@ def evaluate_cached(model_dir: Path, task: Task, formatter: QAFormatter, setting
     """
     cache = Path(cache_dir or default_cache_dir())
     path = cache / "evals" / f"{eval_key(model_dir, task, formatter, settings, features)}.json"
-    arrays = path.with_suffix(".features.npz")
-    if path.exists() and (features is None or arrays.exists()):
-        result = EvalResult(**json.loads(path.read_text()))
-        if features is not None:
-            with np.load(arrays) as stored:
-                result.features = {split: stored[split] for split in stored.files}
-        return result
-    model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
-    result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, store_root=cache / "scores",
-                           features=features, **settings)
-    if world()[0] == 0:  # in a process group every rank computed the same result; one writes it
-        if features is not None:  # the arrays first: a JSON without its arrays is never read as complete
-            arrays.parent.mkdir(parents=True, exist_ok=True)
-            partial = arrays.with_name(arrays.name + ".partial.npz")
-            np.savez(partial, **result.features)
-            partial.replace(arrays)
-        write_json(path, result.to_dict())
+    result = read_cached(path, features)
+    if result is None:
+        model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
+        result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, store_root=cache / "scores",
+                               features=features, **settings)
+        write_cached(path, result, features)
     return result
+
+
+def read_cached(path: Path, features: FeatureSpec | None) -> EvalResult | None:
+    """The result cached at ``path`` (with its features when asked for), or None when it is not all there."""
+    arrays = path.with_suffix(".features.npz")
+    if not path.exists() or (features is not None and not arrays.exists()):
+        return None
+    result = EvalResult(**json.loads(path.read_text()))
+    if features is not None:
+        with np.load(arrays) as stored:
+            result.features = {split: stored[split] for split in stored.files}
+    return result
+
+
+def write_cached(path: Path, result: EvalResult, features: FeatureSpec | None) -> None:
+    """Cache ``result`` at ``path`` (features beside it); in a process group every rank has it, the main one writes."""
+    if world()[0] != 0:
+        return
+    if features is not None:  # the arrays first: a JSON without its arrays is never read as complete
+        arrays = path.with_suffix(".features.npz")
+        arrays.parent.mkdir(parents=True, exist_ok=True)
+        partial = arrays.with_name(arrays.name + ".partial.npz")
+        np.savez(partial, **result.features)
+        partial.replace(arrays)
+    write_json(path, result.to_dict())

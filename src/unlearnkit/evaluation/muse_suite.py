@@ -46,11 +46,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from unlearnkit.data.corpus import CorpusTask, chunk_texts
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation import mia
 from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.muse import (
     KNOWMEM_MAX_NEW_TOKENS,
     MUSE_METRICS,
@@ -132,6 +135,7 @@ def evaluate_muse_suite(
     knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
     progress: bool = True,
     store_root: Path | None = None,
+    features: FeatureSpec | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on the MUSE metrics of ``task`` (all of :data:`MUSE_SUITE_METRICS` unless ``metrics``).
 
@@ -145,6 +149,9 @@ def evaluate_muse_suite(
     ``store_root`` keeps the chunk scores and the generations on disk per model fingerprint as
     :func:`~unlearnkit.evaluation.suite.evaluate_tofu` does (an interrupted evaluation resumes, a repeated one only
     reads); in a process group the scoring and the generation are shared out across processes.
+
+    ``features`` (pool ``"all"``) also pools, in the same scoring pass, the hidden states of the forget, retain and
+    holdout chunks (``EvalResult.features``, the representation metrics' input).
     """
     wanted = resolve_muse_metrics(metrics)
     mia_wanted = wanted & set(MUSE_MIA_STATISTICS)
@@ -170,17 +177,27 @@ def evaluate_muse_suite(
             per_example[name] = [ex["rougeL_f1"] for ex in examples]
             generations[name] = [ex["generation"] for ex in examples]
 
-    if mia_wanted:
+    pooled = {}
+    if mia_wanted or features is not None:
         chunks = {"forget": _scorable(formatter, forget_chunks),
-                  "holdout": _scorable(formatter, chunk_texts(holdout, tokenizer, length))}
+                  "holdout": _scorable(formatter, chunk_texts(holdout or task.holdout, tokenizer, length))}
+        if features is not None:
+            chunks["retain"] = _scorable(formatter, chunk_texts(task.retain, tokenizer, length))
         moments = "mia_min_k_plus_plus" in wanted
         store = None
         if store_root is not None:
-            store = ResultStore(store_root, model_fingerprint(model, formatter), "text_scores",
-                                {"version": TEXT_SCORES_VERSION, "moments": moments}, world()[0])
-        scores = score_texts(model, formatter, chunks["forget"] + chunks["holdout"], batch_size=batch_size,
-                             progress=progress, store=store, moments=moments)
-        per_example.update(_membership(scores, chunks, mia_wanted))
+            settings = {"version": TEXT_SCORES_VERSION, "moments": moments}
+            if features is not None:
+                settings["features"] = features.settings()
+            store = ResultStore(store_root, model_fingerprint(model, formatter), "text_scores", settings, world()[0])
+        scores = score_texts(model, formatter, [text for texts in chunks.values() for text in texts],
+                             batch_size=batch_size, progress=progress, store=store, moments=moments, features=features)
+        if mia_wanted:
+            per_example.update(_membership(scores, {split: chunks[split] for split in ("forget", "holdout")},
+                                           mia_wanted))
         for metric in mia_wanted:
             aggregates[metric] = mia.mia_auc(per_example[f"{metric}_forget"], per_example[f"{metric}_holdout"])
-    return with_reference(EvalResult(aggregates, per_example, generations), reference)
+        if features is not None:
+            pooled = {split: np.asarray([scores[text].features for text in texts], dtype=np.float32)
+                      for split, texts in chunks.items() if texts}
+    return with_reference(EvalResult(aggregates, per_example, generations, features=pooled), reference)

@@ -428,4 +428,5 @@ def with_reference(result: EvalResult, reference: dict | None) -> EvalResult:
     reference_aggregates, reference_per_example = _reference_aggregates(aggregates, result.per_example, ref,
                                                                         set(aggregates))
     aggregates.update(reference_aggregates)
-    return EvalResult(aggregates, {**result.per_example, **reference_per_example}, dict(result.generations))
+    return EvalResult(aggregates, {**result.per_example, **reference_per_example}, dict(result.generations),
+                      features=result.features)

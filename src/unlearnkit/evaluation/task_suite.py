@@ -17,8 +17,7 @@ from typing import Iterable
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
-from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint
-from unlearnkit.evaluation.distributed import world
+from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint, read_cached, write_cached
 from unlearnkit.evaluation.muse_suite import (
     MUSE_MIA_STATISTICS,
     MUSE_SUITE_METRICS,
@@ -29,7 +28,6 @@ from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import default_cache_dir
-from unlearnkit.runio import write_json
 
 MUSE_CACHE_VERSION = 1
 
@@ -49,7 +47,7 @@ def evaluate_task(model, formatter: QAFormatter, task: Task | CorpusTask, refere
     """``evaluate_tofu`` or ``evaluate_muse_suite``; ``settings``: ``batch_size`` and (TOFU) ``max_new_tokens``.
 
     MUSE's generations have their own lengths (VerbMem 128, KnowMem 32 new tokens), so ``max_new_tokens`` is
-    TOFU's only; ``features`` are TOFU's only (the representation metrics read QA answers). A raw-text task without
+    TOFU's only. ``features``: QA answers (TOFU) or text chunks (MUSE, pool ``"all"``). A raw-text task without
     holdout texts gets ``None`` for the membership metrics and privleak, as a QA task without holdout does.
     """
     metrics = set(metrics) if metrics is not None else None
@@ -59,7 +57,8 @@ def evaluate_task(model, formatter: QAFormatter, task: Task | CorpusTask, refere
         if not task.holdout:  # as the TOFU suite does: the membership metrics are None without holdout texts
             without_holdout = wanted & {*MUSE_MIA_STATISTICS, "privleak"}
         result = evaluate_muse_suite(model, formatter, task, reference=reference, metrics=wanted - without_holdout,
-                                     batch_size=settings["batch_size"], progress=progress, store_root=store_root)
+                                     batch_size=settings["batch_size"], progress=progress, store_root=store_root,
+                                     features=features)
         result.aggregates.update({name: None for name in sorted(without_holdout)})
         return result
     return evaluate_tofu(model, formatter, task, reference=reference, metrics=metrics, progress=progress,
@@ -75,12 +74,13 @@ def evaluate_task_cached(model_dir: Path, task: Task | CorpusTask, formatter: QA
     cache = default_cache_dir()
     blob = json.dumps({"version": MUSE_CACHE_VERSION, "suite": "muse", "model": model_fingerprint(model_dir),
                        "task": asdict(task), "template": formatter.use_chat, "max_length": formatter.max_length,
-                       "batch_size": settings["batch_size"]}, sort_keys=True)
+                       "batch_size": settings["batch_size"],
+                       **({"features": features.settings()} if features is not None else {})}, sort_keys=True)
     path = cache / "evals" / f"muse-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
-    if path.exists():
-        return EvalResult(**json.loads(path.read_text()))
-    model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
-    result = evaluate_task(model, formatter, task, None, settings, progress=progress, store_root=cache / "scores")
-    if world()[0] == 0:
-        write_json(path, result.to_dict())
+    result = read_cached(path, features)
+    if result is None:
+        model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
+        result = evaluate_task(model, formatter, task, None, settings, progress=progress,
+                               store_root=cache / "scores", features=features)
+        write_cached(path, result, features)
     return result
