@@ -31,8 +31,8 @@ from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.cache import evaluate_cached
 from unlearnkit.evaluation.suite import resolve_metrics
+from unlearnkit.evaluation.task_suite import evaluate_task_cached
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
@@ -65,8 +65,8 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
     settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
     reference = None
     if models.retain is not None:
-        reference = evaluate_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                    progress).reference_stats()
+        reference = evaluate_task_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
+                                         progress).reference_stats()
     subjects = {"unlearned": unlearned, "target": load_causal_lm(models.target)[0]}
     if models.retain is not None:
         subjects["retain"] = load_causal_lm(models.retain)[0]

@@ -1,9 +1,10 @@
-"""Evaluation results of fixed models (the target and retain models), cached on disk.
+"""Evaluation results of fixed models (the target and retain models), cached on disk: keys, reading, writing.
 
-The target and retain models of a task do not change between runs, so their TOFU evaluation is computed once and
-kept in ``<cache>/evals/<key>.json``; the key covers the model's files, the task's evaluation data, the formatting
-and the evaluation settings. A second run with the same models only evaluates the unlearned model. Underneath, the
-scores and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes. Pooled
+The target and retain models of a task do not change between runs, so their evaluation (TOFU or MUSE suite, see
+:func:`unlearnkit.evaluation.task_suite.evaluate_task_cached`) is computed once and kept in
+``<cache>/evals/<key>.json``; the key covers the model's files, the task's evaluation data, the formatting and the
+evaluation settings. A second run with the same models only evaluates the unlearned model. Underneath, the scores
+and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes. Pooled
 representation features, when asked for, are kept beside the JSON in ``<key>.features.npz``.
 """
 
@@ -16,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.evaluation.distributed import world
 from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu
+from unlearnkit.evaluation.suite import EvalResult
 from unlearnkit.models.bases import folder_fingerprint
-from unlearnkit.models.load import load_causal_lm
-from unlearnkit.models.prepare import default_cache_dir
 from unlearnkit.runio import write_json
 
 EVAL_CACHE_VERSION = 2  # 2: generation batches by answer length
@@ -33,33 +33,21 @@ def model_fingerprint(folder: Path) -> str:
     return f"{Path(folder).resolve()}:{folder_fingerprint(Path(folder))}"
 
 
-def eval_key(model_dir: Path, task: Task, formatter: QAFormatter, settings: dict,
+def eval_key(model_dir: Path, task: Task | CorpusTask, formatter: QAFormatter, settings: dict,
              features: FeatureSpec | None = None) -> str:
-    splits = {name: [asdict(e) for e in getattr(task, name)]
-              for name in ("eval_forget", "eval_retain", "real_authors", "world_facts", "holdout")}
-    blob = json.dumps({"version": EVAL_CACHE_VERSION, "model": model_fingerprint(model_dir), "splits": splits,
-                       "template": formatter.use_chat, "max_length": formatter.max_length, "settings": settings,
+    """The cache key of one model's evaluation on ``task`` (a QA task's evaluation splits, or a whole corpus task)."""
+    if isinstance(task, CorpusTask):
+        data = {"suite": "muse", "task": asdict(task), "batch_size": settings["batch_size"]}
+    else:
+        data = {"splits": {name: [asdict(e) for e in getattr(task, name)]
+                           for name in ("eval_forget", "eval_retain", "real_authors", "world_facts", "holdout")},
+                "settings": settings}
+    blob = json.dumps({"version": EVAL_CACHE_VERSION, "model": model_fingerprint(model_dir), **data,
+                       "template": formatter.use_chat, "max_length": formatter.max_length,
                        **({"features": features.settings()} if features is not None else {})},
                       sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def evaluate_cached(model_dir: Path, task: Task, formatter: QAFormatter, settings: dict,
-                    trust_remote_code: bool = False, progress: bool = True, cache_dir: Path | None = None,
-                    features: FeatureSpec | None = None) -> EvalResult:
-    """``evaluate_tofu`` of the model saved in ``model_dir`` (no reference), from the cache when possible.
-
-    ``features`` also pools the representation splits' hidden states in the same pass (``EvalResult.features``).
-    """
-    cache = Path(cache_dir or default_cache_dir())
-    path = cache / "evals" / f"{eval_key(model_dir, task, formatter, settings, features)}.json"
-    result = read_cached(path, features)
-    if result is None:
-        model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
-        result = evaluate_tofu(model, formatter, task, reference=None, progress=progress, store_root=cache / "scores",
-                               features=features, **settings)
-        write_cached(path, result, features)
-    return result
+    prefix = "muse-" if isinstance(task, CorpusTask) else ""
+    return prefix + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def read_cached(path: Path, features: FeatureSpec | None) -> EvalResult | None:

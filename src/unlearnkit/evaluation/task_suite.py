@@ -8,16 +8,13 @@ models of a run — keeping the result under ``<cache>/evals``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
-from unlearnkit.evaluation.cache import evaluate_cached, model_fingerprint, read_cached, write_cached
+from unlearnkit.evaluation.cache import eval_key, read_cached, write_cached
 from unlearnkit.evaluation.muse_suite import (
     MUSE_MIA_STATISTICS,
     MUSE_SUITE_METRICS,
@@ -28,8 +25,6 @@ from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import default_cache_dir
-
-MUSE_CACHE_VERSION = 1
 
 
 def is_corpus(task: Task | CorpusTask) -> bool:
@@ -68,15 +63,10 @@ def evaluate_task(model, formatter: QAFormatter, task: Task | CorpusTask, refere
 def evaluate_task_cached(model_dir: Path, task: Task | CorpusTask, formatter: QAFormatter, settings: dict,
                          trust_remote_code: bool = False, progress: bool = True,
                          features: FeatureSpec | None = None) -> EvalResult:
-    """The saved model's suite result without reference, computed once and then read from ``<cache>/evals``."""
-    if not is_corpus(task):
-        return evaluate_cached(model_dir, task, formatter, settings, trust_remote_code, progress, features=features)
+    """The saved model's suite result without reference, computed once and then read from ``<cache>/evals``
+    (:mod:`unlearnkit.evaluation.cache`); ``features`` as in :func:`evaluate_task`."""
     cache = default_cache_dir()
-    blob = json.dumps({"version": MUSE_CACHE_VERSION, "suite": "muse", "model": model_fingerprint(model_dir),
-                       "task": asdict(task), "template": formatter.use_chat, "max_length": formatter.max_length,
-                       "batch_size": settings["batch_size"],
-                       **({"features": features.settings()} if features is not None else {})}, sort_keys=True)
-    path = cache / "evals" / f"muse-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    path = cache / "evals" / f"{eval_key(model_dir, task, formatter, settings, features)}.json"
     result = read_cached(path, features)
     if result is None:
         model, _ = load_causal_lm(model_dir, trust_remote_code=trust_remote_code)
