@@ -2,16 +2,18 @@
 
 What is measured (CPU, float32, ``torch.set_num_threads`` set explicitly and printed):
 
-1. ``score_pairs`` over every (question, answer) pair the TOFU suite plans for all of its metrics (the suite's
-   own plan, ``unlearnkit.evaluation.suite.plan_tofu``): encoding, length sorting, right-padded batches, the forward
-   pass and the per-answer-token log-probabilities and argmax matches.
+1. ``score_pairs(..., share_prompts=False)`` over every (question, answer) pair the TOFU suite plans for all of its
+   metrics (the suite's own plan, ``unlearnkit.evaluation.suite.plan_tofu``): encoding, length sorting, right-padded
+   batches of whole sequences, the forward pass and the per-answer-token log-probabilities and argmax matches.
 2. A bare batched forward pass: ``model(input_ids=..., attention_mask=...).logits`` under ``torch.inference_mode()``
    in eval mode, over the same distinct encoded sequences, sorted by length the same way and cut into the same
    batches. The batches are built before the clock starts: nothing but the forward passes is timed.
+3. ``score_pairs`` as the suite runs it (``share_prompts=True``: each batch runs its questions' prompts once and the
+   answers on the prompts' KV cache, :mod:`unlearnkit.evaluation.prompt_sharing`).
 
-Both run once as a warm-up, then ``--repeats`` times, interleaved (bare, scoring, bare, scoring, ...); the medians
-give the ratio bare/scoring, the teacher-forced scoring throughput as a fraction of a bare forward pass (1.0 = the
-scoring adds nothing to the forward pass).
+All run once as a warm-up, then ``--repeats`` times, interleaved; the medians give the ratio bare / (1), the
+teacher-forced scoring throughput as a fraction of a bare forward pass over the same tokens (1.0 = the scoring adds
+nothing to the forward pass), and bare / (3), the speed-up of prompt sharing over that bare pass.
 
 3. The whole ``evaluate_tofu`` (every metric, greedy generation included), ``--eval-repeats`` times; during each
    call the time spent inside ``score_pairs`` and ``generate_answers`` is recorded by wrapping those two
@@ -136,11 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
     # warm-up: every batch shape once for the bare pass, and a full scoring pass
     bare_forward(model, batches)
     score_pairs(model, formatter, pairs, batch_size=args.batch_size)
+    score_pairs(model, formatter, pairs, batch_size=args.batch_size, share_prompts=False)
     times = interleaved_medians({
         "bare forward pass": lambda: bare_forward(model, batches),
-        "score_pairs": lambda: score_pairs(model, formatter, pairs, batch_size=args.batch_size),
+        "score_pairs, whole sequences": lambda: score_pairs(model, formatter, pairs, batch_size=args.batch_size,
+                                                            share_prompts=False),
+        "score_pairs, shared prompts": lambda: score_pairs(model, formatter, pairs, batch_size=args.batch_size),
     }, args.repeats)
-    bare, scoring = median(times["bare forward pass"]), median(times["score_pairs"])
+    bare, scoring = median(times["bare forward pass"]), median(times["score_pairs, whole sequences"])
+    shared = median(times["score_pairs, shared prompts"])
     evaluation = time_evaluate_tofu(model, formatter, task, args)
 
     print(f"model: {describe_model(args.model, model)}")
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, runs in times.items()
     ]))
     print(f"\nratio bare/scoring = {bare / scoring:.3f}  "
-          "(teacher-forced scoring throughput as a fraction of a bare forward pass)")
+          "(teacher-forced scoring throughput as a fraction of a bare forward pass over the same tokens)")
+    print(f"ratio bare/shared-prompt scoring = {bare / shared:.3f}  (what the suite runs, against that bare pass)")
     parts = ("total", "score_pairs", "generate_answers", "planning_and_metrics")
     medians = {part: median([run[part] for run in evaluation]) for part in parts}
     print(f"\nevaluate_tofu, all metrics, {len(dict.fromkeys(questions))} questions generated greedily "
@@ -170,8 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "pairs_planned": len(pairs), "pairs_distinct": n_unique, "real_tokens": real_tokens,
         "padded_tokens": padded_tokens, "questions": len(dict.fromkeys(questions)),
-        "bare_forward_s": times["bare forward pass"], "score_pairs_s": times["score_pairs"],
-        "ratio_bare_over_scoring": bare / scoring, "evaluate_tofu_s": evaluation,
+        "bare_forward_s": times["bare forward pass"], "score_pairs_s": times["score_pairs, whole sequences"],
+        "score_pairs_shared_s": times["score_pairs, shared prompts"],
+        "ratio_bare_over_scoring": bare / scoring, "ratio_bare_over_shared": bare / shared, "evaluate_tofu_s": evaluation,
     }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -286,9 +286,13 @@ def test_forget_quality_and_privleak_against_a_reference(setup):
 
 def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     model, formatter, task = setup
-    rows = []
-    handle = model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
-                                             with_kwargs=True)
+    calls = []  # (rows, whether the call continues a prompt's KV cache)
+
+    def record(module, args, kwargs):
+        cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None
+        calls.append((kwargs["input_ids"].shape[0], cached))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
         metrics = {"forget_Q_A_Prob", "forget_Truth_Ratio", "extraction_strength", "exact_memorization", "mia_min_k",
                    "ra_Q_A_Prob_normalised", "ra_Truth_Ratio"}
@@ -298,9 +302,12 @@ def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     unique = {(ex.question, a) for ex in FORGET for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)}
     unique |= {(ex.question, ex.answer) for ex in HOLDOUT}
     unique |= {(ex.question, a) for ex in REAL_AUTHORS for a in (ex.answer, *ex.perturbed_answers)}
-    # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one forward row
-    assert sum(rows) == len(unique)
-    assert len(rows) == math.ceil(len(unique) / 4)
+    # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one answer row ...
+    assert sum(rows for rows, cached in calls if cached) == len(unique)
+    # ... and each batch runs its questions' prompts once (a question whose answers span two batches runs twice)
+    prompt_rows = [rows for rows, cached in calls if not cached]
+    assert len(prompt_rows) == len(calls) / 2
+    assert len({q for q, _ in unique}) <= sum(prompt_rows) < len(unique)
 
 
 def test_empty_split_skips_its_metrics(setup):

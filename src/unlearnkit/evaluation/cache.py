@@ -26,7 +26,7 @@ from unlearnkit.evaluation.suite import EvalResult
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.runio import write_json
 
-EVAL_CACHE_VERSION = 2  # 2: generation batches by answer length
+EVAL_CACHE_VERSION = 3  # 2: generation batches by answer length; 3: answers scored on their prompt's KV cache
 
 
 def model_fingerprint(folder: Path) -> str:

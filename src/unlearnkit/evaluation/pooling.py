@@ -58,17 +58,16 @@ def select_layer(outputs, layer: int) -> torch.Tensor:
     return hidden_states[layer]
 
 
-def pool_mask(examples: Sequence[Encoded], pool: Pool, width: int) -> torch.Tensor:
-    """``[B, T]`` 0/1 weights of the pooled positions of right-padded ``examples``."""
-    mask = torch.zeros((len(examples), width), dtype=torch.float32)
-    for i, enc in enumerate(examples):
-        start = enc.prompt_length if pool == "answer" else 0
-        mask[i, start : len(enc.input_ids)] = 1.0
-    return mask
+def pooled_span(enc: Encoded, pool: Pool) -> slice:
+    """The positions of ``enc`` that are pooled: its answer tokens (``"answer"``) or every real token (``"all"``)."""
+    return slice(enc.prompt_length if pool == "answer" else 0, len(enc.input_ids))
 
 
 def pooled_features(outputs, examples: Sequence[Encoded], spec: FeatureSpec) -> torch.Tensor:
-    """``[B, hidden]`` float32: each right-padded row's mean of ``hidden_states[spec.layer]`` over its pooled tokens."""
+    """``[B, hidden]`` float32: each right-padded row's mean of ``hidden_states[spec.layer]`` over its pooled tokens.
+
+    Each row's mean is taken over its own span only, so it does not depend on the padding or on where in the batch
+    the span sits (a prompt-sharing pass pools the same values as a full pass, bit for bit).
+    """
     hidden = select_layer(outputs, spec.layer).float()
-    weights = pool_mask(examples, spec.pool, hidden.shape[1]).to(hidden.device)
-    return (hidden * weights[:, :, None]).sum(dim=1) / weights.sum(dim=1, keepdim=True)
+    return torch.stack([hidden[row, pooled_span(enc, spec.pool)].mean(dim=0) for row, enc in enumerate(examples)])

@@ -4,8 +4,10 @@ Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). Th
 (question, answer) pair and every question it needs, and this module computes each one once:
 
 - :func:`score_pairs` de-duplicates the pairs, sorts them by tokenized length, and runs them in right-padded
-  batches of similar length. For each pair it keeps, per answer token (the EOS token included), the log-probability
-  of the label under teacher forcing and whether the teacher-forced argmax equals the label.
+  batches of similar length; answers that share a question run its prompt once, on a KV cache
+  (:mod:`~unlearnkit.evaluation.prompt_sharing`). For each pair it keeps, per answer token (the EOS token
+  included), the log-probability of the label under teacher forcing and whether the teacher-forced argmax equals
+  the label.
 - :func:`score_texts` does the same for raw texts (MUSE-style corpora): every token after the first is scored.
   Both run through one batching loop (:func:`_score_encoded`), with the same store and process-group sharding.
 - with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`, the same forward pass also returns the hidden states
@@ -43,6 +45,12 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.distributed import gather_dicts, load_all_before_any_append, my_batches
 from unlearnkit.evaluation.mia import encode_item, next_token_moments
 from unlearnkit.evaluation.pooling import FeatureSpec, pooled_features
+from unlearnkit.evaluation.prompt_sharing import (
+    cache_argument,
+    forward_shared_prompts,
+    has_shared_prompts,
+    shared_prompt_batches,
+)
 from unlearnkit.evaluation.result_store import ResultStore, item_key
 
 K = TypeVar("K", bound=Hashable)
@@ -136,6 +144,7 @@ def score_pairs(
     store: ResultStore | None = None,
     moments: bool = False,
     features: FeatureSpec | None = None,
+    share_prompts: bool = True,
 ) -> dict[tuple[str, str], PairScore]:
     """Teacher-forced scores of every distinct (question, answer) pair, each computed once.
 
@@ -150,13 +159,20 @@ def score_pairs(
     pass, the mean and standard deviation of log p under the model's next-token distribution at each answer
     position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++). ``features`` adds, in the same
     pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.pooling.FeatureSpec`).
+
+    ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, each batch
+    holds prompts of one token length, runs each prompt once and its answers on the prompt's cache
+    (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as full sequences up to float32 rounding —
+    tested). ``share_prompts=False`` runs every sequence whole. Features pooled over ``"all"`` tokens need the
+    full sequences and turn it off.
     """
     _check_batch_size(batch_size)
     encoded = {pair: formatter.encode(*pair) for pair in _unique([(q, a) for q, a in pairs])}
     for pair, enc in encoded.items():
         if enc.prompt_length < 1:
             raise UnlearnkitError(f"the prompt of question {pair[0]!r} encodes to no tokens: check the formatter")
-    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, features, "scoring answers")
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, features, "scoring answers",
+                          share_prompts)
 
 
 def score_texts(
@@ -204,13 +220,15 @@ def _score_encoded(
     moments: bool,
     features: FeatureSpec | None,
     desc: str,
+    share_prompts: bool = False,
 ) -> dict[K, PairScore]:
     """Scores of every encoded item (its tokens from ``prompt_length`` on): the one batching loop of this module.
 
-    Items are sorted by length (longest first) and run in right-padded batches; batches whose items are all in the
-    ``store`` are read, the others computed (dealt out across a process group) and appended to the store batch by
-    batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's key. With
-    ``features`` the forward pass also returns the hidden states, pooled per row in the same pass.
+    Items are sorted by length (longest first) and run in right-padded batches (with ``share_prompts``, batches
+    of one prompt length that run each prompt once: :mod:`unlearnkit.evaluation.prompt_sharing`); batches whose
+    items are all in the ``store`` are read, the others computed (dealt out across a process group) and appended to
+    the store batch by batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's
+    key. With ``features`` the forward pass also returns the hidden states, pooled per row in the same pass.
     """
     stored = load_all_before_any_append(store)
     done = {key: _from_stored(stored[item_key(key)]) for key in encoded if item_key(key) in stored}
@@ -218,21 +236,36 @@ def _score_encoded(
         done = {key: score for key, score in done.items() if score.token_mu is not None}
     if features is not None:  # nor can stored scores without features
         done = {key: score for key, score in done.items() if score.features is not None}
-    ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
-    batches = [b for b in _chunks(ordered, batch_size) if not all(key in done for key in b)]
+    cache_name = cache_argument(model) if share_prompts else None
+    share = (cache_name is not None and (features is None or features.pool == "answer")
+             and has_shared_prompts(encoded))
+    if share:
+        ordered_batches = shared_prompt_batches(encoded, batch_size)
+    else:
+        ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
+        ordered_batches = list(_chunks(ordered, batch_size))
+    batches = [b for b in ordered_batches if not all(key in done for key in b)]
     mine = my_batches(batches)
     device = model_device(model)
     computed: dict[K, PairScore] = {}
     with evaluation_mode(model):
         for batch_keys in _progress(mine, len(mine), desc, progress):
             examples = [encoded[key] for key in batch_keys]
-            batch = collate(examples, formatter.pad_token_id, padding_side="right")
-            outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                            output_hidden_states=features is not None)
-            rows = {key: _score_row(outputs.logits[row], enc, formatter.eos_token_id, moments)
-                    for row, (key, enc) in enumerate(zip(batch_keys, examples))}
+            if share:
+                steps, outputs, pooled = forward_shared_prompts(model, examples, formatter.pad_token_id, device,
+                                                                features is not None, cache_name)
+            else:
+                batch = collate(examples, formatter.pad_token_id, padding_side="right")
+                outputs = model(input_ids=batch["input_ids"].to(device),
+                                attention_mask=batch["attention_mask"].to(device),
+                                output_hidden_states=features is not None)
+                steps = [outputs.logits[row, enc.prompt_length - 1 : len(enc.input_ids) - 1]
+                         for row, enc in enumerate(examples)]
+                pooled = examples
+            rows = {key: _score_row(step, enc, formatter.eos_token_id, moments)
+                    for key, step, enc in zip(batch_keys, steps, examples)}
             if features is not None:
-                for key, vector in zip(batch_keys, pooled_features(outputs, examples, features).cpu().tolist()):
+                for key, vector in zip(batch_keys, pooled_features(outputs, pooled, features).cpu().tolist()):
                     rows[key].features = vector
             if store is not None:
                 store.append({item_key(key): _to_stored(score) for key, score in rows.items()})
@@ -255,11 +288,10 @@ def _from_stored(record: dict) -> PairScore:
     return PairScore(**record)
 
 
-def _score_row(logits: torch.Tensor, enc: Encoded, eos_token_id: int, moments: bool = False) -> PairScore:
-    """Scores of one example from its row of logits: position t-1 predicts token t."""
-    start, end = enc.prompt_length, len(enc.input_ids)
-    step_logits = logits[start - 1 : end - 1].float()
-    targets = torch.tensor(enc.input_ids[start:end], device=step_logits.device)
+def _score_row(step_logits: torch.Tensor, enc: Encoded, eos_token_id: int, moments: bool = False) -> PairScore:
+    """Scores of one example's scored tokens ``enc.input_ids[prompt_length:]`` from the logits that predict them."""
+    step_logits = step_logits.float()
+    targets = torch.tensor(enc.input_ids[enc.prompt_length :], device=step_logits.device)
     logprobs = torch.log_softmax(step_logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     matches = step_logits.argmax(dim=-1) == targets
     mu = sigma = None

@@ -54,7 +54,9 @@ from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pai
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
 
 
-SCORES_VERSION = 2  # bump when what a stored score or generation holds changes (2: generation batches by answer length)
+# bump when what a stored score or generation holds changes (2: generation batches by answer length; 3: answers
+# scored on their prompt's KV cache, which may change a log-prob in its last bits)
+SCORES_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ def evaluate_tofu(
     progress: bool = True,
     store_root: Path | None = None,
     features: FeatureSpec | None = None,
+    share_prompts: bool = True,
 ) -> EvalResult:
     """Evaluate ``model`` on the TOFU metrics of ``task`` (all of :data:`METRIC_NAMES` unless ``metrics``).
 
@@ -290,7 +293,8 @@ def evaluate_tofu(
     processes and every process returns the same result.
 
     ``features`` also pools, in the same scoring pass, the hidden states of the eval_forget, eval_retain and holdout
-    answers (``EvalResult.features``).
+    answers (``EvalResult.features``). ``share_prompts=False`` scores every (prompt + answer) sequence whole instead
+    of the answers to one question on its prompt's KV cache (:func:`~unlearnkit.evaluation.scoring.score_pairs`).
     """
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
@@ -301,7 +305,8 @@ def evaluate_tofu(
         fingerprint = model_fingerprint(model, formatter)
         generation_store = ResultStore(store_root, fingerprint, "generations",
                                        {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}, rank)
-    scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root, features)
+    scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root, features,
+                            share_prompts)
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
                          store=generation_store,
@@ -351,7 +356,7 @@ def evaluate_tofu(
 
 def _score_planned(model, formatter: QAFormatter, task: Task, plan: TofuPlan, wanted: set[str], batch_size: int,
                    progress: bool, store_root: Path | None,
-                   features: FeatureSpec | None = None) -> dict[tuple[str, str], PairScore]:
+                   features: FeatureSpec | None = None, share_prompts: bool = True) -> dict[tuple[str, str], PairScore]:
     """Score every pair once, each with what it needs in the same pass: the forget and holdout answers also get
     Min-K%++ moments when that is wanted, the representation splits' answers also get ``features``."""
     need_moments: set[tuple[str, str]] = set()
@@ -371,9 +376,11 @@ def _score_planned(model, formatter: QAFormatter, task: Task, plan: TofuPlan, wa
             settings = {"version": SCORES_VERSION, "moments": moments}
             if spec is not None:
                 settings["features"] = spec.settings()
+            if not share_prompts:  # whole sequences may differ in the last bits: their own store
+                settings["whole_sequences"] = True
             store = ResultStore(store_root, model_fingerprint(model, formatter), "scores", settings, world()[0])
         scores.update(score_pairs(model, formatter, pairs, batch_size=batch_size, progress=progress, store=store,
-                                  moments=moments, features=spec))
+                                  moments=moments, features=spec, share_prompts=share_prompts))
     return scores
 
 

@@ -1,0 +1,131 @@
+"""Each prompt runs once for all its answers (unlearnkit.evaluation.prompt_sharing), with the same scores.
+
+Reference for "the same": the plain path of score_pairs, which runs every (prompt + answer) sequence whole and is
+itself tested against one-pair-at-a-time forward passes (test_tofu_suite.py). The two paths are the same
+computation in exact arithmetic; in float32 the BLAS may round a small matrix shape differently, so they agree to
+float32 rounding (TOL), and the argmax predictions exactly.
+"""
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaForCausalLM
+
+from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.evaluation.pooling import FeatureSpec
+from unlearnkit.evaluation.prompt_sharing import cache_argument, prompt_of, shared_prompt_batches
+from unlearnkit.evaluation.scoring import score_pairs
+from unlearnkit.models.tiny import tiny_config, train_tokenizer
+
+QUESTIONS = {
+    "Who wrote The Glass Orchard?": ["Mira Solen wrote The Glass Orchard in 1998.", "Tom Hale wrote it.",
+                                     "It was written by Ana Ruiz in 2001, in a small flat by the sea.", "Leo Park."],
+    "Where was Mira Solen born?": ["She was born in Oslo.", "Lima.", "Her birthplace is Cairo, a large city."],
+    "What genre does Mira Solen write, and why?": ["Quiet literary fiction about orchards.", "Horror.",
+                                                   "She writes crime thrillers because her father was a detective."],
+    "Who is Ivo Brand?": ["A novelist.", "Ivo Brand won the Harbor Prize in 2010 for Salt Roads."],
+    "What is the capital of France?": ["Paris"],
+}
+TOL = 1e-5
+PAIRS = [(q, a) for q, answers in QUESTIONS.items() for a in answers]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = train_tokenizer([q + " " + a for q, a in PAIRS], vocab_size=300)
+    formatter = QAFormatter(tokenizer, max_length=96, template="plain")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden_size=32, layers=2, heads=2))
+    model.set_attn_implementation("eager")
+    return model.eval(), formatter
+
+
+def count_tokens(model):
+    """A list that receives the number of input tokens (padding included) of every forward call of ``model``."""
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].numel()),
+                                             with_kwargs=True)
+    return seen, handle
+
+
+def test_shared_prompts_give_the_full_sequences_scores(setup):
+    model, formatter = setup
+    spec = FeatureSpec(layer=1, pool="answer")
+    tokens, handle = count_tokens(model)
+    try:
+        shared = score_pairs(model, formatter, PAIRS, batch_size=3, moments=True, features=spec)
+        shared_tokens = sum(tokens)
+        tokens.clear()
+        full = score_pairs(model, formatter, PAIRS, batch_size=3, moments=True, features=spec, share_prompts=False)
+        full_tokens = sum(tokens)
+    finally:
+        handle.remove()
+    assert set(shared) == set(full) == set(PAIRS)
+    for pair in PAIRS:
+        assert shared[pair].token_logprobs == pytest.approx(full[pair].token_logprobs, abs=TOL)
+        assert shared[pair].argmax_match == full[pair].argmax_match
+        assert shared[pair].token_mu == pytest.approx(full[pair].token_mu, abs=TOL)
+        assert shared[pair].token_sigma == pytest.approx(full[pair].token_sigma, abs=TOL)
+        assert shared[pair].features == pytest.approx(full[pair].features, abs=TOL)
+        assert shared[pair].ends_with_eos
+    assert shared_tokens < full_tokens  # the prompts ran fewer times
+
+
+def test_batches_hold_one_prompt_length_and_keep_each_question_together(setup):
+    _, formatter = setup
+    encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
+    batches = shared_prompt_batches(encoded, batch_size=3)
+    order = [key for batch in batches for key in batch]
+    assert sorted(order) == sorted(PAIRS) and all(0 < len(batch) <= 3 for batch in batches)
+    for batch in batches:
+        assert len({len(prompt_of(encoded[key])) for key in batch}) == 1
+    questions = [q for q, _ in order]
+    for q in QUESTIONS:  # a question's answers are consecutive, longest first
+        first = questions.index(q)
+        block = order[first : first + len(QUESTIONS[q])]
+        assert [key[0] for key in block] == [q] * len(QUESTIONS[q])
+        lengths = [len(encoded[key].input_ids) for key in block]
+        assert lengths == sorted(lengths, reverse=True)
+    assert shared_prompt_batches(encoded, batch_size=3) == batches  # deterministic (every process deals the same)
+
+
+class WithoutCache(nn.Module):
+    """A causal LM behind a forward that takes no KV cache (as some custom models do)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+
+
+def test_a_model_without_a_cache_runs_full_sequences(setup):
+    model, formatter = setup
+    assert cache_argument(model) in ("cache", "past_key_values")
+    wrapped = WithoutCache(model)
+    assert cache_argument(wrapped) is None
+    tokens, handle = count_tokens(model)
+    try:
+        scores = score_pairs(wrapped, formatter, PAIRS, batch_size=3)
+    finally:
+        handle.remove()
+    assert sum(tokens) == sum(
+        max(len(formatter.encode(*p).input_ids) for p in batch) * len(batch)
+        for batch in [sorted(PAIRS, key=lambda p: len(formatter.encode(*p).input_ids), reverse=True)[i : i + 3]
+                      for i in range(0, len(PAIRS), 3)]
+    )
+    reference = score_pairs(model, formatter, PAIRS, batch_size=3)
+    for pair in PAIRS:
+        assert scores[pair].token_logprobs == pytest.approx(reference[pair].token_logprobs, abs=TOL)
+
+
+def test_features_over_every_token_need_the_full_sequences(setup):
+    model, formatter = setup
+    spec = FeatureSpec(layer=2, pool="all")
+    scores = score_pairs(model, formatter, PAIRS[:4], batch_size=4, features=spec)
+    for q, a in PAIRS[:4]:
+        enc = formatter.encode(q, a)
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True).hidden_states[2][0]
+        assert scores[(q, a)].features == pytest.approx(hidden.mean(dim=0).tolist(), abs=1e-5)
