@@ -129,3 +129,25 @@ def test_features_over_every_token_need_the_full_sequences(setup):
         with torch.no_grad():
             hidden = model(input_ids=torch.tensor([enc.input_ids]), output_hidden_states=True).hidden_states[2][0]
         assert scores[(q, a)].features == pytest.approx(hidden.mean(dim=0).tolist(), abs=1e-5)
+
+
+def test_a_hybrid_model_whose_cache_holds_convolution_states_runs_full_sequences(setup):
+    """LFM2 keeps convolution states in its cache, which cannot be copied to answer rows: no sharing, and its
+    scores are those of each pair run alone."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    _, formatter = setup
+    config = Lfm2Config(vocab_size=len(formatter.tokenizer), hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                        layer_types=["conv", "full_attention"])
+    torch.manual_seed(0)
+    model = Lfm2ForCausalLM(config).eval()
+    assert cache_argument(model) is None
+    scores = score_pairs(model, formatter, PAIRS, batch_size=3)
+    for q, a in PAIRS[:4]:
+        enc = formatter.encode(q, a)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0]
+        alone = torch.log_softmax(logits[enc.prompt_length - 1 : -1], dim=-1)
+        alone = alone.gather(-1, torch.tensor(enc.input_ids[enc.prompt_length :])[:, None]).squeeze(-1)
+        assert scores[(q, a)].token_logprobs == pytest.approx(alone.tolist(), abs=TOL)

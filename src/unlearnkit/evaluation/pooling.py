@@ -67,7 +67,7 @@ def pooled_features(outputs, examples: Sequence[Encoded], spec: FeatureSpec) -> 
     """``[B, hidden]`` float32: each right-padded row's mean of ``hidden_states[spec.layer]`` over its pooled tokens.
 
     Each row's mean is taken over its own span only, so it does not depend on the padding or on where in the batch
-    the span sits (a prompt-sharing pass pools the same values as a full pass, bit for bit).
+    the span sits (a prompt-sharing pass, whose spans start elsewhere, pools its hidden states the same way).
     """
     hidden = select_layer(outputs, spec.layer).float()
     return torch.stack([hidden[row, pooled_span(enc, spec.pool)].mean(dim=0) for row, enc in enumerate(examples)])

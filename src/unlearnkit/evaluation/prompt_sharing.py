@@ -9,12 +9,12 @@ answer. The output layer runs on those rows only (``logits_to_keep=1`` for the p
 Exactness: every prompt in a batch has the same token length, so neither the prompts nor the cache carry padding,
 the answer rows are right-padded, the positions are the cache's own, and each answer token sees the same keys at the
 same positions as in a full forward pass of its (prompt + answer) sequence: the same computation in exact
-arithmetic. In float32 the matrix products run on other shapes (a prompt pass of a few rows, an answer pass of the
-answer tokens), and the CPU's BLAS rounds some small shapes differently, so a few log-probs differ from a full
-pass's in the last bits (up to about 1e-6; on the TOFU-suite benchmark 80 of 1244 answers, at their first two
-positions, and 3e-8 at most in an aggregate). The same holds between any two batchings under SDPA attention.
-Results stay deterministic: the batches are a function of the items, so a repeated, resumed or sharded
-evaluation gets the same bits.
+arithmetic. The matrix products run on other shapes, though (a prompt pass of a few rows, an answer pass of the
+answer tokens), and kernels may round some shapes differently, so a few log-probs can differ from a full pass's
+at the rounding level of the model's dtype (measured on the CPU in float32: up to about 1e-6; on the TOFU-suite
+benchmark 80 of 1244 answers at their first two positions, 3e-8 at most in an aggregate). The same holds between
+any two batchings under SDPA attention. Results stay deterministic: the batches are a function of the items, so a
+repeated, resumed or sharded evaluation gets the same bits.
 """
 
 from __future__ import annotations
@@ -32,22 +32,38 @@ K = TypeVar("K", bound=Hashable)
 
 def cache_argument(model) -> str | None:
     """The name under which ``model``'s forward takes a KV cache (``cache`` in transformers ≥ 5.2x,
-    ``past_key_values`` before), or None when the model cannot share prompts: not a decoder-only LM with a cache
-    and ``logits_to_keep``.
+    ``past_key_values`` before), or None when prompts cannot be shared: not a decoder-only LM whose forward takes a
+    cache and ``logits_to_keep``, or one whose cache holds more than attention keys and values (hybrid and
+    linear-attention models keep convolution / recurrent states that cannot be copied row by row here).
 
-    A PEFT model counts through its base model, unless its adapter is a prompt-learning one (prefix tuning feeds
-    its own cache).
+    Decided from the model and its config alone, so every process of a group decides the same. A PEFT model counts
+    through its base model, unless its adapter is a prompt-learning one (prefix tuning feeds its own cache).
     """
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
         return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(getattr(base, "config", None), "is_encoder_decoder", False):
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False) or not _plain_kv_cache(config):
         return None
-    parameters = inspect.signature(base.forward).parameters
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # a scripted or built-in forward
+        return None
     if "logits_to_keep" not in parameters:
         return None
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _plain_kv_cache(config) -> bool:
+    """Whether the model's dynamic cache is made of key/value layers only (full or sliding-window attention)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+        layers = DynamicCache(config=config).layers
+    except Exception:  # an older transformers, or a config the dynamic cache does not understand: no sharing
+        return False
+    return bool(layers) and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
 
 
 def prompt_of(enc: Encoded) -> tuple[int, ...]:
@@ -121,7 +137,8 @@ def forward_shared_prompts(
         prefix_out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True,
                            logits_to_keep=1)
         cache = prefix_out[cache_name]
-        cache.batch_select_indices(torch.tensor(group_of_row, dtype=torch.long, device=device))
+        # CPU indices index a cache on any device (also one spread over several GPUs by a device map)
+        cache.batch_select_indices(torch.tensor(group_of_row, dtype=torch.long))
         mask = torch.cat([torch.ones((len(examples), prefix_length), dtype=mask.dtype), mask], dim=1)
         cached = {cache_name: cache, "use_cache": True}
     outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask.to(device),

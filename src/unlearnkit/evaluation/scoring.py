@@ -162,7 +162,7 @@ def score_pairs(
 
     ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, each batch
     holds prompts of one token length, runs each prompt once and its answers on the prompt's cache
-    (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as full sequences up to float32 rounding —
+    (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as full sequences up to the dtype's rounding —
     tested). ``share_prompts=False`` runs every sequence whole. Features pooled over ``"all"`` tokens need the
     full sequences and turn it off.
     """
