@@ -113,8 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--naive-batching", choices=("dataset", "sorted"), default="dataset",
                         help="per-metric evaluator's batches: dataset order (OpenUnlearning) or length-sorted (as the "
                              "suite)")
+    parser.add_argument("--no-gold-prefix", dest="gold_prefix", action="store_false",
+                        help="the suite decodes every answer from its prompt instead of after the gold answer's "
+                             "tokens its scoring pass showed the model writing")
     parser.add_argument("--train-epochs", type=int, default=0,
-                        help="first fine-tune the model on task.full for this many epochs (0: as loaded)")
+                        help="first fine-tune the model for this many epochs (0: as loaded)")
+    parser.add_argument("--train-on", choices=("full", "evaluated"), default="full",
+                        help="fine-tune on task.full, or on the evaluated forget and retain examples only (a target "
+                             "model's knowledge of them at a size the CPU can train)")
+    parser.add_argument("--train-lr", type=float, default=1e-3, help="AdamW learning rate of the fine-tuning")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -403,11 +410,12 @@ def naive_row_counts(task: Task) -> dict[str, int]:
 # --- set-up, timing, comparison ----------------------------------------------------------------------------------
 
 
-def fine_tune(model, formatter: QAFormatter, task: Task, epochs: int, batch_size: int, seed: int) -> float:
-    """A few epochs of plain NLL fine-tuning on ``task.full`` (AdamW, lr 1e-3), so that answers end with an EOS."""
-    encoded = [formatter.encode(ex.question, ex.answer) for ex in task.full]
+def fine_tune(model, formatter: QAFormatter, examples: list[QAExample], epochs: int, batch_size: int, seed: int,
+              lr: float) -> float:
+    """A few epochs of plain NLL fine-tuning on ``examples`` (AdamW), so that the model knows their answers."""
+    encoded = [formatter.encode(ex.question, ex.answer) for ex in examples]
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     loss = float("nan")
     for _ in range(epochs):
@@ -457,9 +465,10 @@ def main(argv: list[str] | None = None) -> dict:
     train_loss = None
     if args.train_epochs > 0:
         start = time.perf_counter()
-        train_loss = fine_tune(model, formatter, task, args.train_epochs, args.batch_size, args.seed)
-        print(f"fine-tuned {args.train_epochs} epochs on {len(task.full)} pairs in {time.perf_counter() - start:.1f} s, "
-              f"last batch loss {train_loss:.3f}")
+        train = task.full if args.train_on == "full" else [*task.eval_forget, *task.eval_retain]
+        train_loss = fine_tune(model, formatter, train, args.train_epochs, args.batch_size, args.seed, args.train_lr)
+        print(f"fine-tuned {args.train_epochs} epochs on {len(train)} pairs ({args.train_on}, lr {args.train_lr:g}) "
+              f"in {time.perf_counter() - start:.1f} s, last batch loss {train_loss:.3f}")
     model.eval()
     reference = made_up_reference(task)
 
@@ -468,7 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             result = suite.evaluate_tofu(model, formatter, task, reference=reference, batch_size=args.batch_size,
                                          max_new_tokens=args.max_new_tokens, metrics=set(METRICS),
-                                         progress=False, share_prompts=args.share_prompts)
+                                         progress=False, share_prompts=args.share_prompts,
+                                         gold_prefix=args.gold_prefix)
             total = time.perf_counter() - start
         return result.aggregates, {"total": total, "teacher_forced": spent["score_pairs"],
                                    "generation": spent["generate_answers"]}
@@ -494,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     assert counts["naive"] == runner.rows_scored, (counts, runner.rows_scored)
     print(f"model: {describe_model(args.model, model)}, attention {model.config._attn_implementation}")
     print(f"task: {task.name}; naive batching: {args.naive_batching}; suite shares prompts: {args.share_prompts}; "
+          f"suite decodes after the gold prefix: {args.gold_prefix}; "
           f"threads: torch.set_num_threads({args.threads}) "
           f"-> {threads}; batch size "
           f"{args.batch_size}; max_new_tokens {args.max_new_tokens}")
@@ -524,9 +535,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "model": describe_model(args.model, model),
         "attention": args.attention, "naive_batching": args.naive_batching,
-        "share_prompts": args.share_prompts, "task": task.name, "threads": threads,
+        "share_prompts": args.share_prompts, "gold_prefix": args.gold_prefix, "task": task.name, "threads": threads,
         "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens, "train_epochs": args.train_epochs, "train_loss": train_loss,
+        "max_new_tokens": args.max_new_tokens, "train_epochs": args.train_epochs, "train_on": args.train_on,
+        "train_lr": args.train_lr, "train_loss": train_loss,
         "rows": {"suite": len(dict.fromkeys(plan.pairs)), **counts},
         "questions": {"suite": len(dict.fromkeys(plan.questions)), "naive": runner.questions_generated},
         "suite_aggregates": suite_aggregates, "naive_aggregates": naive_aggregates, "max_abs_difference": worst,

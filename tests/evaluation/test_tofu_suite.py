@@ -19,7 +19,7 @@ from transformers import LlamaForCausalLM
 from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.scoring import generate_answers, score_pairs
+from unlearnkit.evaluation.scoring import generate_answers, greedy_prefix, score_pairs
 from unlearnkit.evaluation.suite import DEFAULT_METRICS, EvalResult, evaluate_tofu, with_reference
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
@@ -241,6 +241,65 @@ def test_batched_generation_equals_one_at_a_time(setup):
     # some rows stop at EOS well before the token limit while others in their batch run on ("Paris", "Eight")
     assert any(len(formatter.tokenizer(g)["input_ids"]) < MAX_NEW_TOKENS // 2 for g in batched)
     assert any(len(formatter.tokenizer(g)["input_ids"]) >= MAX_NEW_TOKENS // 2 for g in batched)
+
+
+def greedy_ids_one_at_a_time(model, formatter, question, steps):
+    """``steps`` greedy tokens, each the argmax of a fresh full forward pass over prompt + the tokens so far."""
+    ids = formatter.prompt_ids(question)
+    for _ in range(steps):
+        with torch.no_grad():
+            ids = ids + [int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())]
+    return ids[len(formatter.prompt_ids(question)):]
+
+
+def test_greedy_prefix_is_where_greedy_decoding_leaves_the_gold_answer(setup):
+    model, formatter, _ = setup
+    examples = FORGET + RETAIN + REAL_AUTHORS + WORLD_FACTS
+    scores = score_pairs(model, formatter, [(ex.question, ex.answer) for ex in examples])
+    kinds = set()
+    for ex in examples:
+        prefix = greedy_prefix(formatter, ex.question, ex.answer, scores[(ex.question, ex.answer)])
+        gold = formatter.answer_ids(ex.answer)
+        assert prefix == gold[: len(prefix)]
+        greedy = greedy_ids_one_at_a_time(model, formatter, ex.question, min(len(prefix) + 1, len(gold)))
+        assert greedy[: len(prefix)] == prefix  # greedy decoding writes the prefix ...
+        if len(prefix) < len(gold):  # ... and leaves the gold answer right after it
+            assert greedy[len(prefix)] != gold[len(prefix)]
+        kinds.add("none" if not prefix else "whole" if len(prefix) == len(gold) else "part")
+    assert kinds == {"none", "part", "whole"}  # the trained model knows some answers whole, some in part
+    with pytest.raises(UnlearnkitError, match="pass the score computed with this formatter"):
+        greedy_prefix(formatter, FORGET[0].question, FORGET[1].answer, scores[(FORGET[0].question, FORGET[0].answer)])
+
+
+def test_generation_from_known_prefixes_equals_generation_from_prompts(setup):
+    model, formatter, _ = setup
+    examples = FORGET + RETAIN + REAL_AUTHORS + WORLD_FACTS
+    questions = [ex.question for ex in examples]
+    scores = score_pairs(model, formatter, [(ex.question, ex.answer) for ex in examples])
+    known = {ex.question: greedy_prefix(formatter, ex.question, ex.answer, scores[(ex.question, ex.answer)])
+             for ex in examples}
+    calls = []  # (rows, tokens per row) of every forward call
+
+    def record(module, args, kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        plain = generate_answers(model, formatter, questions, max_new_tokens=MAX_NEW_TOKENS, batch_size=4)
+        plain_calls, calls[:] = list(calls), []
+        resumed = generate_answers(model, formatter, questions, max_new_tokens=MAX_NEW_TOKENS, batch_size=4,
+                                   known_prefixes=known)
+    finally:
+        handle.remove()
+    assert resumed == plain == [naive_generate(model, formatter, q) for q in questions]
+    # an answer whose known prefix ends in EOS or fills max_new_tokens is never run; the others start after it
+    stops = {formatter.eos_token_id}
+    whole = [q for q in questions if stops & set(known[q]) or len(known[q]) >= MAX_NEW_TOKENS]
+    assert 0 < len(whole) < len(questions)
+    prefill_rows = sum(rows for rows, width in calls if width > 1)
+    assert prefill_rows == len(questions) - len(whole)
+    assert sum(rows for rows, width in plain_calls if width > 1) == len(questions)
+    assert len(calls) < len(plain_calls)  # fewer decoding steps
 
 
 def test_every_metric_equals_the_naive_computation(setup):

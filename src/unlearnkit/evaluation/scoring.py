@@ -14,7 +14,9 @@ Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). Th
   and each item keeps its mean-pooled feature vector at the chosen layer (the representation metrics' input), so
   log-probs, Min-K%++ moments and features come from one pass per sequence.
 - :func:`generate_answers` runs left-padded greedy decoding (``do_sample=False``), stops each row at the EOS token,
-  and decodes only the new tokens, without special tokens.
+  and decodes only the new tokens, without special tokens. Given the tokens an answer is known to start with
+  (:func:`greedy_prefix`: the scoring pass already showed the model writing the first tokens of its gold answer),
+  it decodes only the rest.
 
 Follows OpenUnlearning (locuslab/open-unlearning) ``src/evals/metrics/utils.py``: ``evaluate_probability`` (mean
 answer NLL, ``prob = exp(-avg_loss)``), ``tokenwise_logprobs`` / ``tokenwise_vocab_logprobs`` (per-token scores)
@@ -39,6 +41,7 @@ from typing import Hashable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
@@ -307,6 +310,34 @@ def _score_row(step_logits: torch.Tensor, enc: Encoded, eos_token_id: int, momen
     )
 
 
+def greedy_prefix(formatter: QAFormatter, question: str, answer: str, score: PairScore) -> list[int]:
+    """The tokens greedy decoding of ``question`` is known to start with, read off the teacher-forced ``score`` of
+    ``answer``: the answer's tokens before the first position whose argmax is not the answer's token.
+
+    While the argmax at every earlier position equals the answer's token, greedy decoding has written exactly the
+    answer's tokens so far, so its next token is the argmax there too (the same logits: same prompt, same
+    preceding tokens; equal up to the rounding of other matrix shapes). A model that knows an answer by heart thus
+    writes all of it, its EOS included, without a single decoding step.
+    """
+    answer_ids = formatter.encode(question, answer).answer_ids
+    if len(answer_ids) != len(score.argmax_match):
+        raise UnlearnkitError(f"the score of {question!r} has {len(score.argmax_match)} tokens but the answer encodes "
+                              f"to {len(answer_ids)}: pass the score computed with this formatter")
+    matched = next((i for i, ok in enumerate(score.argmax_match) if not ok), len(answer_ids))
+    return answer_ids[:matched]
+
+
+class _RowBudgets(StoppingCriteria):
+    """Stops each row of a batch once it has generated its own number of new tokens."""
+
+    def __init__(self, prompt_width: int, budgets: list[int], device: torch.device):
+        self.prompt_width = prompt_width
+        self.budgets = torch.tensor(budgets, device=device)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return (input_ids.shape[1] - self.prompt_width) >= self.budgets
+
+
 def _stop_token_ids(model, formatter: QAFormatter) -> list[int]:
     """The formatter's EOS plus any end tokens in the model's generation config (e.g. an end-of-turn token)."""
     ids = [formatter.eos_token_id]
@@ -325,6 +356,7 @@ def generate_answers(
     progress: bool = False,
     store: ResultStore | None = None,
     expected_lengths: dict[str, int] | None = None,
+    known_prefixes: dict[str, Sequence[int]] | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions``, in order; each distinct question is generated once.
 
@@ -336,6 +368,11 @@ def generate_answers(
     end token. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
     ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does.
     ``store`` and process groups work as in :func:`score_pairs`.
+
+    ``known_prefixes`` (question → token ids its greedy answer is known to start with, from :func:`greedy_prefix`)
+    saves the decoding steps of those tokens: an answer whose known prefix holds an end token or fills
+    ``max_new_tokens`` needs no model call at all, the others decode from prompt + prefix (batched by what is left
+    to write). The caller vouches for the prefixes; a wrong one gives a wrong answer.
     """
     _check_batch_size(batch_size)
     if max_new_tokens < 1:
@@ -344,22 +381,36 @@ def generate_answers(
     prompts = {q: formatter.prompt_ids(q) for q in unique_questions}
     stored = load_all_before_any_append(store)
     answers: dict[str, str] = {q: stored[item_key(q)]["text"] for q in unique_questions if item_key(q) in stored}
-    expected = expected_lengths or {}
-    ordered = sorted(unique_questions, key=lambda q: (expected.get(q, 0), len(prompts[q])), reverse=True)
-    batches = [b for b in _chunks(ordered, batch_size) if not all(q in answers for q in b)]
-    mine = my_batches(batches)
     stop_ids = _stop_token_ids(model, formatter)
+    prefixes = {q: list(known_prefixes[q])[:max_new_tokens] for q in unique_questions if q in (known_prefixes or {})}
+    whole = {q: decode_until_stop(formatter.tokenizer, prefix, stop_ids) for q, prefix in prefixes.items()
+             if set(prefix) & set(stop_ids) or len(prefix) == max_new_tokens}  # the answer: no model call
+    expected = expected_lengths or {}
+
+    def still_to_write(q: str) -> tuple[int, int]:
+        known = len(prefixes.get(q, ()))
+        return expected.get(q, 0) - known, len(prompts[q]) + known
+
+    ordered = sorted(unique_questions, key=still_to_write, reverse=True)
+    batches = [b for b in _chunks([q for q in ordered if q not in whole], batch_size)
+               if not all(q in answers for q in b)]
+    answers.update(whole)
+    mine = my_batches(batches)
     device = model_device(model)
     computed: dict[str, str] = {}
     with evaluation_mode(model):
         for batch_questions in _progress(mine, len(mine), "generating answers", progress):
-            examples = [Encoded(prompts[q], [-100] * len(prompts[q]), len(prompts[q])) for q in batch_questions]
+            known = [prefixes.get(q, []) for q in batch_questions]
+            inputs = [prompts[q] + prefix for q, prefix in zip(batch_questions, known)]
+            examples = [Encoded(ids, [-100] * len(ids), len(ids)) for ids in inputs]
             batch = collate(examples, formatter.pad_token_id, padding_side="left")
             width = batch["input_ids"].shape[1]
+            budgets = [max_new_tokens - len(prefix) for prefix in known]
             output = model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(budgets),
+                stopping_criteria=StoppingCriteriaList([_RowBudgets(width, budgets, device)]),
                 do_sample=False,
                 num_beams=1,
                 temperature=None,
@@ -368,8 +419,9 @@ def generate_answers(
                 eos_token_id=stop_ids,
                 pad_token_id=formatter.pad_token_id,
             )
-            texts = {q: decode_until_stop(formatter.tokenizer, row, stop_ids)
-                     for q, row in zip(batch_questions, output[:, width:].cpu().tolist())}
+            new_tokens = output[:, width:].cpu().tolist()
+            texts = {q: decode_until_stop(formatter.tokenizer, prefix + row[:budget], stop_ids)
+                     for q, prefix, row, budget in zip(batch_questions, known, new_tokens, budgets)}
             if store is not None:
                 store.append({item_key(q): {"text": t} for q, t in texts.items()})
             computed.update(texts)

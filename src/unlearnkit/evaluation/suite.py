@@ -25,7 +25,8 @@ model_utility                  —                   hmean of the nine retain / 
 
 Every distinct (question, answer) pair is scored once however many metrics read it (forget_Q_A_Prob,
 extraction_strength, exact_memorization and mia_min_k share one pass), and every distinct question is generated
-once. Differences from the reference, on purpose: the answer's EOS token is never masked (see
+once, from where the scoring pass left it: the gold answer's leading tokens that the model predicts itself are its
+greedy answer's first tokens, and only the rest is decoded. Differences from the reference, on purpose: the answer's EOS token is never masked (see
 ``data/formatting.py``); the splits are never truncated; a split that is empty skips its metrics (value ``None``),
 and ``model_utility`` is ``None`` when any of its nine inputs is missing, rather than a harmonic mean of fewer.
 
@@ -37,8 +38,8 @@ representation metrics need no forward pass of their own.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -50,9 +51,8 @@ from unlearnkit.evaluation import mia, tofu_metrics
 from unlearnkit.evaluation.distributed import world
 from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.result_store import ResultStore, model_fingerprint
-from unlearnkit.evaluation.scoring import PairScore, generate_answers, score_pairs
+from unlearnkit.evaluation.scoring import PairScore, generate_answers, greedy_prefix, score_pairs
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
-
 
 # bump when what a stored score or generation holds changes (2: generation batches by answer length; 3: answers
 # scored on their prompt's KV cache, which may change a log-prob in its last bits)
@@ -278,6 +278,7 @@ def evaluate_tofu(
     store_root: Path | None = None,
     features: FeatureSpec | None = None,
     share_prompts: bool = True,
+    gold_prefix: bool = True,
 ) -> EvalResult:
     """Evaluate ``model`` on the TOFU metrics of ``task`` (all of :data:`METRIC_NAMES` unless ``metrics``).
 
@@ -295,6 +296,10 @@ def evaluate_tofu(
     ``features`` also pools, in the same scoring pass, the hidden states of the eval_forget, eval_retain and holdout
     answers (``EvalResult.features``). ``share_prompts=False`` scores every (prompt + answer) sequence whole instead
     of the answers to one question on its prompt's KV cache (:func:`~unlearnkit.evaluation.scoring.score_pairs`).
+    With ``gold_prefix`` (the default) greedy generation skips the decoding steps the scoring pass has already
+    taken: the leading tokens of the gold answer whose teacher-forced argmax is the gold token are what greedy
+    decoding writes (:func:`~unlearnkit.evaluation.scoring.greedy_prefix`), so a model that knows an answer by heart
+    is not run for it at all; ``gold_prefix=False`` decodes every answer from its prompt.
     """
     wanted = resolve_metrics(metrics)
     ref = _check_reference(reference)
@@ -303,14 +308,20 @@ def evaluate_tofu(
     if store_root is not None:
         rank = world()[0]
         fingerprint = model_fingerprint(model, formatter)
-        generation_store = ResultStore(store_root, fingerprint, "generations",
-                                       {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}, rank)
+        settings = {"version": SCORES_VERSION, "max_new_tokens": max_new_tokens}
+        if not gold_prefix:  # decoding every step may differ in the last bits: its own store
+            settings["whole_generation"] = True
+        generation_store = ResultStore(store_root, fingerprint, "generations", settings, rank)
     scores = _score_planned(model, formatter, task, plan, wanted, batch_size, progress, store_root, features,
                             share_prompts)
+    known = {}
+    if gold_prefix:
+        known = {q: greedy_prefix(formatter, q, a, scores[(q, a)]) for q, a in plan.gold.items() if (q, a) in scores}
     generated = (
         generate_answers(model, formatter, plan.questions, max_new_tokens, batch_size, progress=progress,
                          store=generation_store,
-                         expected_lengths={q: len(formatter.answer_ids(a)) for q, a in plan.gold.items()})
+                         expected_lengths={q: len(formatter.answer_ids(a)) for q, a in plan.gold.items()},
+                         known_prefixes=known)
         if plan.questions
         else []
     )
