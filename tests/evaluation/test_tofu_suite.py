@@ -369,6 +369,33 @@ def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     assert len({q for q, _ in unique}) <= sum(prompt_rows) < len(unique)
 
 
+def test_answers_needing_moments_share_their_prompt_with_the_other_answers(setup):
+    model, formatter, task = setup
+    prompt_rows = []
+
+    def record(module, args, kwargs):
+        if kwargs.get("cache", kwargs.get("past_key_values")) is None:
+            prompt_rows.append(kwargs["input_ids"].shape[0])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        evaluate_tofu(model, formatter, task, metrics={"forget_Truth_Ratio", "mia_min_k_plus_plus"}, batch_size=64,
+                      progress=False)
+        suite_prompt_rows, prompt_rows[:] = sum(prompt_rows), []
+        scores = score_pairs(model, formatter, [(ex.question, a) for ex in FORGET
+                                                for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)],
+                             batch_size=64, moments={(ex.question, ex.answer) for ex in FORGET})
+    finally:
+        handle.remove()
+    # the forget answers (with moments) run with the paraphrased and perturbed ones (without): each question's prompt
+    # runs once (one batch per prompt length)
+    assert suite_prompt_rows == len(FORGET) + len(HOLDOUT)
+    assert sum(prompt_rows) == len(FORGET)
+    for ex in FORGET:
+        assert scores[(ex.question, ex.answer)].token_mu is not None
+        assert scores[(ex.question, ex.perturbed_answers[0])].token_mu is None
+
+
 def test_empty_split_skips_its_metrics(setup):
     model, formatter, _ = setup
     task = make_task(world_facts=[], holdout=[])

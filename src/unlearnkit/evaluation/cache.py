@@ -26,7 +26,8 @@ from unlearnkit.evaluation.suite import EvalResult
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.runio import write_json
 
-EVAL_CACHE_VERSION = 3  # 2: generation batches by answer length; 3: answers scored on their prompt's KV cache
+EVAL_CACHE_VERSION = 4  # 2: generation batches by answer length; 3: answers scored on their prompt's KV cache;
+# 4: generation starts after the gold prefix, answers with and without Min-K%++ moments share batches
 
 
 def model_fingerprint(folder: Path) -> str:

@@ -37,7 +37,7 @@ import base64
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Hashable, Iterator, Sequence, TypeVar
+from typing import Collection, Hashable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -145,7 +145,7 @@ def score_pairs(
     batch_size: int = 16,
     progress: bool = False,
     store: ResultStore | None = None,
-    moments: bool = False,
+    moments: bool | Collection[tuple[str, str]] = False,
     features: FeatureSpec | None = None,
     share_prompts: bool = True,
 ) -> dict[tuple[str, str], PairScore]:
@@ -160,7 +160,8 @@ def score_pairs(
     (an interrupted evaluation resumes). In a process group the batches are dealt out across processes and the
     results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`). ``moments`` adds, in the same
     pass, the mean and standard deviation of log p under the model's next-token distribution at each answer
-    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++). ``features`` adds, in the same
+    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++), for every pair (``True``) or for
+    the pairs in a collection (the others run in the same batches without them). ``features`` adds, in the same
     pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.pooling.FeatureSpec`).
 
     ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, each batch
@@ -220,7 +221,7 @@ def _score_encoded(
     batch_size: int,
     progress: bool,
     store: ResultStore | None,
-    moments: bool,
+    moments: bool | Collection[K],
     features: FeatureSpec | None,
     desc: str,
     share_prompts: bool = False,
@@ -235,8 +236,9 @@ def _score_encoded(
     """
     stored = load_all_before_any_append(store)
     done = {key: _from_stored(stored[item_key(key)]) for key in encoded if item_key(key) in stored}
-    if moments:  # stored scores without moments cannot serve this request
-        done = {key: score for key, score in done.items() if score.token_mu is not None}
+    with_moments = set(encoded) if moments is True else set(moments or ())
+    # stored scores without moments cannot serve a request for them
+    done = {key: score for key, score in done.items() if key not in with_moments or score.token_mu is not None}
     if features is not None:  # nor can stored scores without features
         done = {key: score for key, score in done.items() if score.features is not None}
     cache_name = cache_argument(model) if share_prompts else None
@@ -265,7 +267,7 @@ def _score_encoded(
                 steps = [outputs.logits[row, enc.prompt_length - 1 : len(enc.input_ids) - 1]
                          for row, enc in enumerate(examples)]
                 pooled = examples
-            rows = {key: _score_row(step, enc, formatter.eos_token_id, moments)
+            rows = {key: _score_row(step, enc, formatter.eos_token_id, key in with_moments)
                     for key, step, enc in zip(batch_keys, steps, examples)}
             if features is not None:
                 for key, vector in zip(batch_keys, pooled_features(outputs, pooled, features).cpu().tolist()):

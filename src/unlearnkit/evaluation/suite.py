@@ -55,8 +55,9 @@ from unlearnkit.evaluation.scoring import PairScore, generate_answers, greedy_pr
 from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
 
 # bump when what a stored score or generation holds changes (2: generation batches by answer length; 3: answers
-# scored on their prompt's KV cache, which may change a log-prob in its last bits)
-SCORES_VERSION = 3
+# scored on their prompt's KV cache, which may change a log-prob in its last bits; 4: pairs with and without
+# Min-K%++ moments scored in the same batches)
+SCORES_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -369,29 +370,30 @@ def _score_planned(model, formatter: QAFormatter, task: Task, plan: TofuPlan, wa
                    progress: bool, store_root: Path | None,
                    features: FeatureSpec | None = None, share_prompts: bool = True) -> dict[tuple[str, str], PairScore]:
     """Score every pair once, each with what it needs in the same pass: the forget and holdout answers also get
-    Min-K%++ moments when that is wanted, the representation splits' answers also get ``features``."""
+    Min-K%++ moments when that is wanted (in the same batches as the other answers to their questions, so that each
+    prompt runs once), the representation splits' answers also get ``features``."""
     need_moments: set[tuple[str, str]] = set()
     if "mia_min_k_plus_plus" in wanted:
         need_moments = {(ex.question, ex.answer) for ex in (*task.eval_forget, *task.holdout)}
     need_features: set[tuple[str, str]] = set()
     if features is not None:
         need_features = {(ex.question, ex.answer) for name in FEATURE_SPLITS.values() for ex in getattr(task, name)}
-    groups: dict[tuple[bool, bool], list[tuple[str, str]]] = {}
+    groups: dict[bool, list[tuple[str, str]]] = {}
     for pair in dict.fromkeys([*plan.pairs, *need_features]):
-        groups.setdefault((pair in need_moments, pair in need_features), []).append(pair)
+        groups.setdefault(pair in need_features, []).append(pair)
     scores: dict[tuple[str, str], PairScore] = {}
-    for (moments, with_features), pairs in sorted(groups.items()):
+    for with_features, pairs in sorted(groups.items()):
         spec = features if with_features else None
         store = None
         if store_root is not None:
-            settings = {"version": SCORES_VERSION, "moments": moments}
+            settings = {"version": SCORES_VERSION}
             if spec is not None:
                 settings["features"] = spec.settings()
             if not share_prompts:  # whole sequences may differ in the last bits: their own store
                 settings["whole_sequences"] = True
             store = ResultStore(store_root, model_fingerprint(model, formatter), "scores", settings, world()[0])
         scores.update(score_pairs(model, formatter, pairs, batch_size=batch_size, progress=progress, store=store,
-                                  moments=moments, features=spec, share_prompts=share_prompts))
+                                  moments=need_moments & set(pairs), features=spec, share_prompts=share_prompts))
     return scores
 
 
