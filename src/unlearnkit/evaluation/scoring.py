@@ -13,8 +13,9 @@ Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). Th
 - with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`, the same forward pass also returns the hidden states
   and each item keeps its mean-pooled feature vector at the chosen layer (the representation metrics' input), so
   log-probs, Min-K%++ moments and features come from one pass per sequence.
-- :func:`generate_answers` runs left-padded greedy decoding (``do_sample=False``), stops each row at the EOS token,
-  and decodes only the new tokens, without special tokens. Given the tokens an answer is known to start with
+- :func:`generate_answers` runs left-padded greedy decoding with continuous batching where the model allows it
+  (:mod:`~unlearnkit.evaluation.greedy`), stops each row at an end token, and decodes only the new tokens, without
+  special tokens. Given the tokens an answer is known to start with
   (:func:`greedy_prefix`: the scoring pass already showed the model writing the first tokens of its gold answer),
   it decodes only the rest.
 
@@ -46,6 +47,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.distributed import gather_dicts, load_all_before_any_append, my_batches
+from unlearnkit.evaluation.greedy import greedy_continuous, supports_continuous_batching
 from unlearnkit.evaluation.mia import encode_item, next_token_moments
 from unlearnkit.evaluation.pooling import FeatureSpec, pooled_features
 from unlearnkit.evaluation.prompt_sharing import (
@@ -57,6 +59,8 @@ from unlearnkit.evaluation.prompt_sharing import (
 from unlearnkit.evaluation.result_store import ResultStore, item_key
 
 K = TypeVar("K", bound=Hashable)
+# with continuous batching, questions are decoded (stored, dealt to processes) in units of this many batches
+CONTINUOUS_UNIT = 4
 
 
 @dataclass
@@ -362,14 +366,16 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to ``questions``, in order; each distinct question is generated once.
 
-    Prompts are ``formatter.prompt_ids(question)``, left-padded in batches of similar length; with
-    ``expected_lengths`` (question → expected answer tokens, e.g. the gold answer's) the batches group questions
-    whose answers should end together, longest first (a batch runs until its longest answer ends, so mixing short
-    and long answers wastes steps); prompt length breaks ties. Decoding is greedy
-    (``do_sample=False``, one beam, with the model's KV cache) for at most ``max_new_tokens`` tokens and stops at an
-    end token. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
-    ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does.
-    ``store`` and process groups work as in :func:`score_pairs`.
+    Prompts are ``formatter.prompt_ids(question)``, left-padded. Questions are ordered by ``expected_lengths``
+    (question → expected answer tokens, e.g. the gold answer's), longest first, then by prompt length. Decoding is
+    greedy (the argmax of the float32 logits, with the model's KV cache) for at most ``max_new_tokens`` tokens and
+    stops at an end token. Models with a plain key/value cache decode with continuous batching
+    (:mod:`unlearnkit.evaluation.greedy`: up to ``batch_size`` rows run, and a row that ends is taken by the next
+    question), in units of ``CONTINUOUS_UNIT`` batches' worth of questions; the others run ``model.generate``
+    (``do_sample=False``, one beam) batch by batch, where the ordering puts answers that should end together in one
+    batch. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
+    ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does. ``store``
+    and process groups work as in :func:`score_pairs`, with the unit (or batch) as what is stored and dealt out.
 
     ``known_prefixes`` (question → token ids its greedy answer is known to start with, from :func:`greedy_prefix`)
     saves the decoding steps of those tokens: an answer whose known prefix holds an end token or fills
@@ -394,41 +400,51 @@ def generate_answers(
         return expected.get(q, 0) - known, len(prompts[q]) + known
 
     ordered = sorted(unique_questions, key=still_to_write, reverse=True)
-    batches = [b for b in _chunks([q for q in ordered if q not in whole], batch_size)
-               if not all(q in answers for q in b)]
+    continuous = supports_continuous_batching(model)  # else model.generate, one batch at a time
+    unit = batch_size * CONTINUOUS_UNIT if continuous else batch_size
+    units = [u for u in _chunks([q for q in ordered if q not in whole], unit) if not all(q in answers for q in u)]
     answers.update(whole)
-    mine = my_batches(batches)
+    mine = my_batches(units)
     device = model_device(model)
     computed: dict[str, str] = {}
     with evaluation_mode(model):
-        for batch_questions in _progress(mine, len(mine), "generating answers", progress):
-            known = [prefixes.get(q, []) for q in batch_questions]
-            inputs = [prompts[q] + prefix for q, prefix in zip(batch_questions, known)]
-            examples = [Encoded(ids, [-100] * len(ids), len(ids)) for ids in inputs]
-            batch = collate(examples, formatter.pad_token_id, padding_side="left")
-            width = batch["input_ids"].shape[1]
+        for unit_questions in _progress(mine, len(mine), "generating answers", progress):
+            known = [prefixes.get(q, []) for q in unit_questions]
+            inputs = [prompts[q] + prefix for q, prefix in zip(unit_questions, known)]
             budgets = [max_new_tokens - len(prefix) for prefix in known]
-            output = model.generate(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=max(budgets),
-                stopping_criteria=StoppingCriteriaList([_RowBudgets(width, budgets, device)]),
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=stop_ids,
-                pad_token_id=formatter.pad_token_id,
-            )
-            new_tokens = output[:, width:].cpu().tolist()
+            if continuous:
+                new_tokens = greedy_continuous(model, continuous, inputs, budgets, stop_ids, formatter.pad_token_id,
+                                               batch_size, device)
+            else:
+                new_tokens = _generate_batch(model, inputs, budgets, stop_ids, formatter.pad_token_id, device)
             texts = {q: decode_until_stop(formatter.tokenizer, prefix + row[:budget], stop_ids)
-                     for q, prefix, row, budget in zip(batch_questions, known, new_tokens, budgets)}
+                     for q, prefix, row, budget in zip(unit_questions, known, new_tokens, budgets)}
             if store is not None:
                 store.append({item_key(q): {"text": t} for q, t in texts.items()})
             computed.update(texts)
     answers.update(gather_dicts(computed))
     return [answers[q] for q in questions]
+
+
+def _generate_batch(model, inputs: list[list[int]], budgets: list[int], stop_ids: list[int], pad_token_id: int,
+                    device: torch.device) -> list[list[int]]:
+    """``model.generate`` on one left-padded batch: each row's new tokens, at most its budget."""
+    batch = collate([Encoded(ids, [-100] * len(ids), len(ids)) for ids in inputs], pad_token_id, padding_side="left")
+    width = batch["input_ids"].shape[1]
+    output = model.generate(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        max_new_tokens=max(budgets),
+        stopping_criteria=StoppingCriteriaList([_RowBudgets(width, budgets, device)]),
+        do_sample=False,
+        num_beams=1,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_token_id,
+    )
+    return output[:, width:].cpu().tolist()
 
 
 def decode_until_stop(tokenizer, token_ids: Sequence[int], stop_ids: Sequence[int]) -> str:
