@@ -6,6 +6,8 @@ computation in exact arithmetic; in float32 the BLAS may round a small matrix sh
 float32 rounding (TOL), and the argmax predictions exactly.
 """
 
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
@@ -87,6 +89,48 @@ def test_batches_hold_one_prompt_length_and_keep_each_question_together(setup):
         lengths = [len(encoded[key].input_ids) for key in block]
         assert lengths == sorted(lengths, reverse=True)
     assert shared_prompt_batches(encoded, batch_size=3) == batches  # deterministic (every process deals the same)
+
+
+def batch_tokens(batches, encoded, call_cost):
+    """Tokens a list of batches runs (written out independently of the module): per batch each distinct prompt
+    without its last token, each row padded to the longest (last prompt token + answer), plus ``call_cost``."""
+    total = 0.0
+    for batch in batches:
+        prompts = {tuple(encoded[k].input_ids[: encoded[k].prompt_length]) for k in batch}
+        longest = max(len(encoded[k].input_ids) - encoded[k].prompt_length + 1 for k in batch)
+        total += sum(len(p) - 1 for p in prompts) + len(batch) * longest + call_cost
+    return total
+
+
+def every_cut(rows, size):
+    """Every way to cut ``rows`` into consecutive batches of at most ``size``."""
+    if not rows:
+        yield []
+    for first in range(1, min(size, len(rows)) + 1):
+        for rest in every_cut(rows[first:], size):
+            yield [rows[:first], *rest]
+
+
+@pytest.mark.parametrize("call_cost", [0.0, 16.0, 1e6])
+def test_batches_are_cut_where_they_run_the_fewest_tokens(setup, call_cost):
+    _, formatter = setup
+    encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
+    batches = shared_prompt_batches(encoded, batch_size=3, call_cost=call_cost)
+    order = [key for batch in batches for key in batch]
+    choices, saved = 0, 0.0
+    for length in {len(prompt_of(e)) for e in encoded.values()}:
+        rows = [key for key in order if len(prompt_of(encoded[key])) == length]
+        mine = [b for b in batches if len(prompt_of(encoded[b[0]])) == length]
+        fewest = min(batch_tokens(cut, encoded, call_cost) for cut in every_cut(rows, 3))
+        assert batch_tokens(mine, encoded, call_cost) == fewest  # brute force over every cut
+        choices = max(choices, sum(1 for _ in every_cut(rows, 3)))
+        saved += batch_tokens([rows[i : i + 3] for i in range(0, len(rows), 3)], encoded, call_cost) - fewest
+    assert choices > 1  # a real choice of cuts was made
+    if call_cost == 0.0:
+        assert saved > 0  # less padding than batches filled to the batch size
+    if call_cost >= 1e6:  # calls dominate: as few batches as the batch size allows
+        per_length = Counter(len(prompt_of(e)) for e in encoded.values())
+        assert len(batches) == sum(-(-n // 3) for n in per_length.values())
 
 
 class WithoutCache(nn.Module):

@@ -20,6 +20,7 @@ repeated, resumed or sharded evaluation gets the same bits.
 from __future__ import annotations
 
 import inspect
+import math
 from itertools import groupby
 from typing import Hashable, Sequence, TypeVar
 
@@ -28,6 +29,16 @@ import torch
 from unlearnkit.data.formatting import Encoded, collate
 
 K = TypeVar("K", bound=Hashable)
+# the fixed cost of a batch's forward calls (prompt pass and answer pass) in tokens' worth of compute: on a CPU about
+# as much as a few tokens, so smaller batches with less padding win; on an accelerator a call costs as much as
+# hundreds of tokens (kernel launches), and full batches win
+CALL_COST = 16.0
+ACCELERATOR_CALL_COST = 1024.0
+
+
+def call_cost(device: torch.device) -> float:
+    """The fixed cost of a batch's forward calls on ``device``, in tokens' worth (see :data:`CALL_COST`)."""
+    return CALL_COST if device.type == "cpu" else ACCELERATOR_CALL_COST
 
 
 def cache_argument(model) -> str | None:
@@ -81,13 +92,14 @@ def has_shared_prompts(encoded: dict[K, Encoded]) -> bool:
     return False
 
 
-def shared_prompt_batches(encoded: dict[K, Encoded], batch_size: int) -> list[list[K]]:
+def shared_prompt_batches(encoded: dict[K, Encoded], batch_size: int, call_cost: float = CALL_COST) -> list[list[K]]:
     """Batches of at most ``batch_size`` items whose prompts all have one token length.
 
     Items are grouped by prompt; each group's answers are ordered longest first and kept together, groups are
     ordered by prompt length and then by their longest answer (longest first), and the items of one prompt length
-    are cut into batches in that order (a group cut in two runs its prompt in both batches). Deterministic for a
-    given ``encoded`` order, so every process of a group deals out the same batches.
+    are cut into batches in that order (a group cut in two runs its prompt in both batches) where the batches run
+    the fewest tokens (:func:`_cheapest_cuts`). Deterministic for a given ``encoded`` order, so every process of a
+    group deals out the same batches.
     """
     groups: dict[tuple[int, ...], list[K]] = {}
     for key, enc in encoded.items():
@@ -102,8 +114,36 @@ def shared_prompt_batches(encoded: dict[K, Encoded], batch_size: int) -> list[li
     batches: list[list[K]] = []
     for _, same_length in groupby(ordered, key=lambda group: len(group[0])):
         rows = [key for _, keys in same_length for key in keys]
-        batches += [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+        batches += _cheapest_cuts(rows, encoded, batch_size, call_cost)
     return batches
+
+
+def _cheapest_cuts(rows: list[K], encoded: dict[K, Encoded], batch_size: int, call_cost: float) -> list[list[K]]:
+    """``rows`` (one prompt length, in order) cut into consecutive batches of at most ``batch_size`` rows that run
+    the fewest tokens in all: per batch, each distinct prompt once (without its last token), every row padded to the
+    batch's longest rest (last prompt token + answer), and ``call_cost`` tokens' worth for the two forward calls.
+
+    Filling every batch to ``batch_size`` pads short answers to long ones (a fifth of the tokens run on TOFU with a
+    chat template); a cut costs a prompt run again when it splits a question's answers. Dynamic programming over the
+    cut points, O(len(rows) × batch_size).
+    """
+    best = [0.0] + [math.inf] * len(rows)  # best[j]: the cheapest cost of rows[:j]
+    start_of = [0] * (len(rows) + 1)
+    for end in range(1, len(rows) + 1):
+        prompts: set[tuple[int, ...]] = set()
+        longest = 0
+        for start in range(end - 1, max(-1, end - batch_size - 1), -1):
+            enc = encoded[rows[start]]
+            prompts.add(prompt_of(enc))
+            longest = max(longest, len(enc.input_ids) - enc.prompt_length + 1)
+            cost = best[start] + len(prompts) * (enc.prompt_length - 1) + (end - start) * longest + call_cost
+            if cost < best[end]:
+                best[end], start_of[end] = cost, start
+    batches, end = [], len(rows)
+    while end > 0:
+        batches.append(rows[start_of[end] : end])
+        end = start_of[end]
+    return batches[::-1]
 
 
 def forward_shared_prompts(

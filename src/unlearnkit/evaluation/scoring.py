@@ -52,6 +52,7 @@ from unlearnkit.evaluation.mia import encode_item, next_token_moments
 from unlearnkit.evaluation.pooling import FeatureSpec, pooled_features
 from unlearnkit.evaluation.prompt_sharing import (
     cache_argument,
+    call_cost,
     forward_shared_prompts,
     has_shared_prompts,
     shared_prompt_batches,
@@ -248,14 +249,14 @@ def _score_encoded(
     cache_name = cache_argument(model) if share_prompts else None
     share = (cache_name is not None and (features is None or features.pool == "answer")
              and has_shared_prompts(encoded))
+    device = model_device(model)
     if share:
-        ordered_batches = shared_prompt_batches(encoded, batch_size)
+        ordered_batches = shared_prompt_batches(encoded, batch_size, call_cost(device))
     else:
         ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
         ordered_batches = list(_chunks(ordered, batch_size))
     batches = [b for b in ordered_batches if not all(key in done for key in b)]
     mine = my_batches(batches)
-    device = model_device(model)
     computed: dict[K, PairScore] = {}
     with evaluation_mode(model):
         for batch_keys in _progress(mine, len(mine), desc, progress):
