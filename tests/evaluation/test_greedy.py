@@ -112,6 +112,19 @@ def test_generate_answers_decodes_continuously_where_it_can(setup):
     assert answers == expected
 
 
+def test_a_generation_config_that_changes_the_logits_decodes_with_generate(setup):
+    model, formatter = setup
+    model.generation_config.repetition_penalty = 2.0
+    try:
+        assert supports_continuous_batching(model) is None  # generate applies the penalty
+        questions = [q for q, _ in PAIRS]
+        penalised = generate_answers(model, formatter, questions, max_new_tokens=30, batch_size=3)
+    finally:
+        model.generation_config.repetition_penalty = None
+    assert supports_continuous_batching(model) == "cache"
+    assert penalised != generate_answers(model, formatter, questions, max_new_tokens=30, batch_size=3)
+
+
 def test_sliding_window_models_decode_with_generate():
     config = MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=2, sliding_window=8)

@@ -31,13 +31,24 @@ import torch.nn.functional as F
 from unlearnkit.data.formatting import Encoded, collate
 from unlearnkit.evaluation.prompt_sharing import cache_argument
 
+# generation-config settings that make ``generate`` change the logits before its argmax, with their neutral values:
+# a model that sets one (e.g. a repetition penalty) decodes with ``generate``, which applies it
+LOGIT_SETTINGS = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                  "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0, "guidance_scale": 1.0,
+                  "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                  "forced_bos_token_id": None, "forced_eos_token_id": None, "exponential_decay_length_penalty": None,
+                  "watermarking_config": None}
+
 
 def supports_continuous_batching(model) -> str | None:
     """The forward's cache argument name when ``model`` can be decoded here, else None (decode with ``generate``):
     a cache of full-attention key/value layers only (sliding windows keep a window per row that padding would
-    shift) and a forward that takes ``position_ids``. Decided from the model alone, the same on every process."""
+    shift), a forward that takes ``position_ids``, and a generation config that leaves greedy decoding plain (no
+    setting of :data:`LOGIT_SETTINGS` away from neutral). Decided from the model alone, the same on every process."""
     name = cache_argument(model)
-    if name is None:
+    generation_config = getattr(model, "generation_config", None)
+    if name is None or any(getattr(generation_config, key, None) not in (None, neutral)
+                           for key, neutral in LOGIT_SETTINGS.items()):
         return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
