@@ -27,9 +27,12 @@ OpenUnlearning's: each metric's pairs / questions in dataset order, in batches p
 ``sorted`` gives the per-metric evaluator length-sorted batches (each metric's pairs sorted longest first, as the
 suite sorts all of them; questions by prompt length, while the suite also groups them by gold answer length), so
 that the teacher-forced passes differ by the sharing only. Everything else is the same on both
-sides: the batch size, right padding for teacher forcing and left padding for greedy generation with the same stop
-tokens, and the numerics (per row, float32 ``log_softmax`` of the answer positions' logits, turned into Python
-floats; sums with ``math.fsum``). Pairs are not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by
+sides: the batch size (the most rows run at once), right padding for teacher forcing and left padding for greedy
+generation with the same stop tokens, and the numerics (per row, float32 ``log_softmax`` of the answer positions'
+logits, turned into Python floats; sums with ``math.fsum``). The per-metric evaluator generates with
+``model.generate`` batch by batch, as OpenUnlearning does; the suite decodes with continuous batching
+(:mod:`unlearnkit.evaluation.greedy`) and only after the gold-answer tokens its scoring pass showed the model
+writing (``--no-gold-prefix`` turns that off). Pairs are not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by
 metric *name* (a pre-computed metric of the same name is computed once), which would share the real-authors /
 world-facts answer and perturbed passes between Q_A_Prob_normalised and Truth_Ratio; the script prints how many
 rows that variant would run, and times the variant without any sharing.
