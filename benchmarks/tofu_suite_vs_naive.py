@@ -121,9 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "tokens its scoring pass showed the model writing")
     parser.add_argument("--train-epochs", type=int, default=0,
                         help="first fine-tune the model for this many epochs (0: as loaded)")
-    parser.add_argument("--train-on", choices=("full", "evaluated"), default="full",
-                        help="fine-tune on task.full, or on the evaluated forget and retain examples only (a target "
-                             "model's knowledge of them at a size the CPU can train)")
+    parser.add_argument("--train-on", choices=("full", "evaluated", "retain"), default="full",
+                        help="fine-tune on task.full, on the evaluated forget and retain examples only (a target "
+                             "model's knowledge of them at a size the CPU can train), or on the evaluated retain "
+                             "examples only (a retain model: what unlearning aims at, knows nothing of the forget set)")
     parser.add_argument("--train-lr", type=float, default=1e-3, help="AdamW learning rate of the fine-tuning")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
@@ -468,7 +469,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_loss = None
     if args.train_epochs > 0:
         start = time.perf_counter()
-        train = task.full if args.train_on == "full" else [*task.eval_forget, *task.eval_retain]
+        train = {"full": task.full, "evaluated": [*task.eval_forget, *task.eval_retain],
+                 "retain": task.eval_retain}[args.train_on]
         train_loss = fine_tune(model, formatter, train, args.train_epochs, args.batch_size, args.seed, args.train_lr)
         print(f"fine-tuned {args.train_epochs} epochs on {len(train)} pairs ({args.train_on}, lr {args.train_lr:g}) "
               f"in {time.perf_counter() - start:.1f} s, last batch loss {train_loss:.3f}")
