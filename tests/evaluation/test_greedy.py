@@ -6,12 +6,12 @@ whole sequence and appends the argmax of the last position's logits, until an en
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from tiny_lm import tiny_lm
+from transformers import MistralConfig, MistralForCausalLM
 
-from unlearnkit.data.formatting import QAFormatter, collate
+from unlearnkit.data.formatting import collate
 from unlearnkit.evaluation.greedy import greedy_continuous, supports_continuous_batching
 from unlearnkit.evaluation.scoring import _generate_batch, generate_answers
-from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 PAIRS = [
     ("Who wrote The Glass Orchard?", "Mira Solen wrote The Glass Orchard in 1998."),
@@ -28,10 +28,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def setup():
-    tokenizer = train_tokenizer([q + " " + a for q, a in PAIRS], vocab_size=300)
-    formatter = QAFormatter(tokenizer, max_length=96, template="plain")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden_size=32, layers=2, heads=2))
+    model, formatter = tiny_lm([q + " " + a for q, a in PAIRS])
     batch = collate([formatter.encode(q, a) for q, a in PAIRS[:7]], formatter.pad_token_id)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(80):  # some answers learnt (they end early), the others run to the budget

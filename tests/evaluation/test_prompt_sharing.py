@@ -10,14 +10,12 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny_lm import tiny_lm
 from torch import nn
-from transformers import LlamaForCausalLM
 
-from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.evaluation.pooling import FeatureSpec
 from unlearnkit.evaluation.prompt_sharing import cache_argument, prompt_of, shared_prompt_batches
 from unlearnkit.evaluation.scoring import score_pairs
-from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 QUESTIONS = {
     "Who wrote The Glass Orchard?": ["Mira Solen wrote The Glass Orchard in 1998.", "Tom Hale wrote it.",
@@ -34,10 +32,7 @@ PAIRS = [(q, a) for q, answers in QUESTIONS.items() for a in answers]
 
 @pytest.fixture(scope="module")
 def setup():
-    tokenizer = train_tokenizer([q + " " + a for q, a in PAIRS], vocab_size=300)
-    formatter = QAFormatter(tokenizer, max_length=96, template="plain")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(len(tokenizer), hidden_size=32, layers=2, heads=2))
+    model, formatter = tiny_lm([q + " " + a for q, a in PAIRS])
     model.set_attn_implementation("eager")
     return model.eval(), formatter
 
