@@ -26,9 +26,10 @@ model_utility                  —                   hmean of the nine retain / 
 Every distinct (question, answer) pair is scored once however many metrics read it (forget_Q_A_Prob,
 extraction_strength, exact_memorization and mia_min_k share one pass), and every distinct question is generated
 once, from where the scoring pass left it: the gold answer's leading tokens that the model predicts itself are its
-greedy answer's first tokens, and only the rest is decoded. Differences from the reference, on purpose: the answer's EOS token is never masked (see
-``data/formatting.py``); the splits are never truncated; a split that is empty skips its metrics (value ``None``),
-and ``model_utility`` is ``None`` when any of its nine inputs is missing, rather than a harmonic mean of fewer.
+greedy answer's first tokens, and only the rest is decoded. Differences from the reference, on purpose: the
+answer's EOS token is never masked (see ``data/formatting.py``); the splits are never truncated; a split that is
+empty skips its metrics (value ``None``), and ``model_utility`` is ``None`` when any of its nine inputs is missing,
+rather than a harmonic mean of fewer.
 
 With ``features=FeatureSpec(layer, pool)`` the same pass also pools the hidden states of the representation
 splits' answers (eval_forget, eval_retain and holdout (question, answer) pairs; :mod:`.representation`), so the
