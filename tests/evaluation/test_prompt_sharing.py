@@ -6,7 +6,7 @@ computation in exact arithmetic; in float32 the BLAS may round a small matrix sh
 float32 rounding (TOL), and the argmax predictions exactly.
 """
 
-from collections import Counter
+import os
 
 import pytest
 import torch
@@ -68,14 +68,12 @@ def test_shared_prompts_give_the_full_sequences_scores(setup):
     assert shared_tokens < full_tokens  # the prompts ran fewer times
 
 
-def test_batches_hold_one_prompt_length_and_keep_each_question_together(setup):
+def test_batches_keep_each_question_together_longest_first(setup):
     _, formatter = setup
     encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
     batches = shared_prompt_batches(encoded, batch_size=3)
     order = [key for batch in batches for key in batch]
     assert sorted(order) == sorted(PAIRS) and all(0 < len(batch) <= 3 for batch in batches)
-    for batch in batches:
-        assert len({len(prompt_of(encoded[key])) for key in batch}) == 1
     questions = [q for q, _ in order]
     for q in QUESTIONS:  # a question's answers are consecutive, longest first
         first = questions.index(q)
@@ -87,13 +85,15 @@ def test_batches_hold_one_prompt_length_and_keep_each_question_together(setup):
 
 
 def batch_tokens(batches, encoded, call_cost):
-    """Tokens a list of batches runs (written out independently of the module): per batch each distinct prompt
-    without its last token, each row padded to the longest (last prompt token + answer), plus ``call_cost``."""
+    """Tokens a list of batches runs (written out independently of the module): per batch, each distinct prompt up
+    to the batch's shortest prompt less one token, and each row from there on, padded to the longest; plus
+    ``call_cost``."""
     total = 0.0
     for batch in batches:
-        prompts = {tuple(encoded[k].input_ids[: encoded[k].prompt_length]) for k in batch}
-        longest = max(len(encoded[k].input_ids) - encoded[k].prompt_length + 1 for k in batch)
-        total += sum(len(p) - 1 for p in prompts) + len(batch) * longest + call_cost
+        shortest = min(encoded[k].prompt_length for k in batch)
+        cached = {tuple(encoded[k].input_ids[: shortest - 1]) for k in batch}
+        longest = max(len(encoded[k].input_ids) - (shortest - 1) for k in batch)
+        total += len(cached) * (shortest - 1) + len(batch) * longest + call_cost
     return total
 
 
@@ -112,20 +112,37 @@ def test_batches_are_cut_where_they_run_the_fewest_tokens(setup, call_cost):
     encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
     batches = shared_prompt_batches(encoded, batch_size=3, call_cost=call_cost)
     order = [key for batch in batches for key in batch]
-    choices, saved = 0, 0.0
-    for length in {len(prompt_of(e)) for e in encoded.values()}:
-        rows = [key for key in order if len(prompt_of(encoded[key])) == length]
-        mine = [b for b in batches if len(prompt_of(encoded[b[0]])) == length]
-        fewest = min(batch_tokens(cut, encoded, call_cost) for cut in every_cut(rows, 3))
-        assert batch_tokens(mine, encoded, call_cost) == fewest  # brute force over every cut
-        choices = max(choices, sum(1 for _ in every_cut(rows, 3)))
-        saved += batch_tokens([rows[i : i + 3] for i in range(0, len(rows), 3)], encoded, call_cost) - fewest
-    assert choices > 1  # a real choice of cuts was made
+    fewest = min(batch_tokens(cut, encoded, call_cost) for cut in every_cut(order, 3))
+    assert batch_tokens(batches, encoded, call_cost) == fewest  # brute force over every cut
+    full = [order[i : i + 3] for i in range(0, len(order), 3)]
     if call_cost == 0.0:
-        assert saved > 0  # less padding than batches filled to the batch size
-    if call_cost >= 1e6:  # calls dominate: as few batches as the batch size allows
-        per_length = Counter(len(prompt_of(e)) for e in encoded.values())
-        assert len(batches) == sum(-(-n // 3) for n in per_length.values())
+        assert batch_tokens(full, encoded, 0.0) > fewest  # less padding than batches filled to the batch size
+    if call_cost >= 1e6:  # calls dominate: as few batches as the batch size allows, whatever their prompts
+        assert len(batches) == len(full)
+        assert any(len({len(prompt_of(encoded[k])) for k in batch}) > 1 for batch in batches)
+
+
+def test_a_batch_of_prompts_of_different_lengths_gives_the_full_sequences_scores(setup, monkeypatch):
+    model, formatter = setup
+    monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 1e9)  # one batch of every pair
+    tokens, handle = count_tokens(model)
+    try:
+        shared = score_pairs(model, formatter, PAIRS, batch_size=16, moments=True)
+    finally:
+        handle.remove()
+    full = score_pairs(model, formatter, PAIRS, batch_size=16, moments=True, share_prompts=False)
+    for pair in PAIRS:
+        assert shared[pair].token_logprobs == pytest.approx(full[pair].token_logprobs, abs=TOL)
+        assert shared[pair].argmax_match == full[pair].argmax_match
+        assert shared[pair].token_mu == pytest.approx(full[pair].token_mu, abs=TOL)
+    # the opening all prompts share; the prompt pass: each prompt up to the shortest less one token, after the
+    # opening; the answer pass: every pair from there on, padded to the longest
+    prompts = [formatter.prompt_ids(q) for q in QUESTIONS]
+    cut = min(len(p) for p in prompts) - 1
+    assert len({len(p) for p in prompts}) > 1 and cut > 0
+    opening = len(os.path.commonprefix(prompts)[:cut])
+    longest = max(len(formatter.encode(*pair).input_ids) for pair in PAIRS) - cut
+    assert tokens == [opening, len({tuple(p[:cut]) for p in prompts}) * (cut - opening), len(PAIRS) * longest]
 
 
 class WithoutCache(nn.Module):

@@ -278,10 +278,11 @@ def test_generation_from_known_prefixes_equals_generation_from_prompts(setup):
     scores = score_pairs(model, formatter, [(ex.question, ex.answer) for ex in examples])
     known = {ex.question: greedy_prefix(formatter, ex.question, ex.answer, scores[(ex.question, ex.answer)])
              for ex in examples}
-    calls = []  # (rows, tokens per row) of every forward call
+    calls = []  # (rows, tokens per row) of every forward call but the prompts' shared opening (no position ids)
 
     def record(module, args, kwargs):
-        calls.append(tuple(kwargs["input_ids"].shape))
+        if "position_ids" in kwargs:
+            calls.append(tuple(kwargs["input_ids"].shape))
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -345,11 +346,13 @@ def test_forget_quality_and_privleak_against_a_reference(setup):
 
 def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     model, formatter, task = setup
-    calls = []  # (rows, whether the call continues a prompt's KV cache)
+    calls = []  # (rows, pass): the prompts' shared opening (no cache yet), a batch's prompts (on the opening's cache,
+    # output layer at the last position only) and its answers (on the prompts' cache, every position)
 
     def record(module, args, kwargs):
         cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None
-        calls.append((kwargs["input_ids"].shape[0], cached))
+        kind = "answers" if "logits_to_keep" not in kwargs else "prompts" if cached else "opening"
+        calls.append((kwargs["input_ids"].shape[0], kind))
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -362,11 +365,13 @@ def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     unique |= {(ex.question, ex.answer) for ex in HOLDOUT}
     unique |= {(ex.question, a) for ex in REAL_AUTHORS for a in (ex.answer, *ex.perturbed_answers)}
     # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one answer row ...
-    assert sum(rows for rows, cached in calls if cached) == len(unique)
-    # ... and each batch runs its questions' prompts once (a question whose answers span two batches runs twice)
-    prompt_rows = [rows for rows, cached in calls if not cached]
-    assert len(prompt_rows) == len(calls) / 2
+    assert sum(rows for rows, kind in calls if kind == "answers") == len(unique)
+    # ... each batch runs its questions' prompts once (a question whose answers span two batches runs twice) ...
+    prompt_rows = [rows for rows, kind in calls if kind == "prompts"]
+    assert len(prompt_rows) == sum(kind == "answers" for _, kind in calls)
     assert len({q for q, _ in unique}) <= sum(prompt_rows) < len(unique)
+    # ... after the opening all prompts share, run once
+    assert [rows for rows, kind in calls if kind == "opening"] == [1] and calls[0] == (1, "opening")
 
 
 def test_answers_needing_moments_share_their_prompt_with_the_other_answers(setup, monkeypatch):
@@ -375,8 +380,8 @@ def test_answers_needing_moments_share_their_prompt_with_the_other_answers(setup
     monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 1e9)
     prompt_rows = []
 
-    def record(module, args, kwargs):
-        if kwargs.get("cache", kwargs.get("past_key_values")) is None:
+    def record(module, args, kwargs):  # prompt passes: on the shared opening's cache, output layer at the last position
+        if "logits_to_keep" in kwargs and kwargs.get("cache", kwargs.get("past_key_values")) is not None:
             prompt_rows.append(kwargs["input_ids"].shape[0])
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)

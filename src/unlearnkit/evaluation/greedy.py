@@ -12,6 +12,8 @@ Each step is what ``model.generate`` does for a left-padded batch (transformers'
 the attention mask marks padding, position ids count a row's real tokens (``cumsum(mask) − 1``), and the next token
 is the argmax of the float32 logits of the last position. Rows joining a longer or shorter running cache are
 left-padded to its length (zero keys and values, masked out), and columns that are padding for every row are dropped.
+The opening every prompt shares (:mod:`~unlearnkit.evaluation.shared_prefix`) runs once: a prefill starts from its
+cache and left-pads the rows' own tokens after it (padding in the middle, masked out the same way).
 The answers are those of ``model.generate`` up to the rounding of other matrix shapes (tested against one question at
 a time).
 
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 from unlearnkit.data.formatting import Encoded, collate
 from unlearnkit.evaluation.prompt_sharing import cache_argument
+from unlearnkit.evaluation.shared_prefix import SharedPrefix
 
 # generation-config settings that make ``generate`` change the logits before its argmax, with their neutral values:
 # a model that sets one (e.g. a repetition penalty) decodes with ``generate``, which applies it
@@ -72,10 +75,14 @@ def greedy_continuous(
     pad_token_id: int,
     batch_size: int,
     device: torch.device,
+    shared: SharedPrefix | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of every ``inputs[i]`` (token ids), at most ``budgets[i]`` new tokens each, ending at
-    the first token in ``stop_ids`` (included). Questions join the running batch in the order given. Call under
-    ``torch.inference_mode()`` with the model in eval mode."""
+    the first token in ``stop_ids`` (included). Questions join the running batch in the order given. ``shared``:
+    the opening every input starts with (:mod:`~unlearnkit.evaluation.shared_prefix`), run once; a prefill then
+    runs only the tokens after it. Call under ``torch.inference_mode()`` with the model in eval mode."""
+    if shared is not None and any(list(ids[: len(shared)]) != shared.ids or len(ids) <= len(shared) for ids in inputs):
+        raise ValueError("greedy_continuous: every input must start with the shared prefix and go on after it")
     stops = torch.tensor(sorted(set(stop_ids)), device=device)
     waiting = deque(range(len(inputs)))
     out: list[list[int]] = [[] for _ in inputs]
@@ -86,7 +93,7 @@ def greedy_continuous(
         if waiting and (not rows or len(rows) <= batch_size - room):
             joining = [waiting.popleft() for _ in range(min(batch_size - len(rows), len(waiting)))]
             new_cache, new_mask, new_last = _prefill(model, cache_name, [inputs[i] for i in joining], pad_token_id,
-                                                     device)
+                                                     device, shared)
             if rows:
                 cache, mask = _append(cache, mask, new_cache, new_mask)
                 last = torch.cat([last, new_last])
@@ -117,12 +124,22 @@ def greedy_continuous(
     return out
 
 
-def _prefill(model, cache_name: str, inputs: list[Sequence[int]], pad_token_id: int, device: torch.device):
-    """Left-padded prompts run once: (their cache, attention mask, first generated token per row)."""
-    batch = collate([Encoded(list(ids), [-100] * len(ids), len(ids)) for ids in inputs], pad_token_id, "left")
+def _prefill(model, cache_name: str, inputs: list[Sequence[int]], pad_token_id: int, device: torch.device,
+             shared: SharedPrefix | None = None):
+    """Left-padded prompts run once: (their cache, attention mask, first generated token per row). With a
+    ``shared`` opening, the rows start from its cache and their own tokens are left-padded after it (padding in the
+    middle: masked out, and the positions count real tokens only)."""
+    opening = len(shared) if shared is not None else 0
+    rests = [list(ids[opening:]) for ids in inputs]
+    batch = collate([Encoded(ids, [-100] * len(ids), len(ids)) for ids in rests], pad_token_id, "left")
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)
-    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cached = {}
+    if opening:
+        mask = torch.cat([mask.new_ones((len(inputs), opening)), mask], dim=1)
+        cached = {cache_name: shared.cache_for(len(inputs))}
+    positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)[:, opening:]
+    output = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                   **cached)
     return output[cache_name], mask, output.logits[:, -1].float().argmax(dim=-1)
 
 

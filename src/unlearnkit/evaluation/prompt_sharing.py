@@ -2,37 +2,44 @@
 
 The TOFU suite scores up to seven answers after one question (the gold, the paraphrased and five perturbed
 answers), and with a chat template the prompt is often longer than the answer: on the synthetic task 63% of the
-teacher-forced tokens are prompt tokens. Here the prompts of a batch (all but their last token) run once, with the
-model's KV cache, and the cache is copied to every answer row, which then runs only the prompt's last token and its
-answer. The output layer runs on those rows only (``logits_to_keep=1`` for the prompt pass).
+teacher-forced tokens are prompt tokens. Here the prompts of a batch run once, with the model's KV cache, and the
+cache is copied to every answer row, which then runs only the rest of its sequence. The cached part is each prompt
+up to the batch's shortest prompt less one token, so a batch may hold prompts of any lengths: a longer prompt's
+extra tokens run in its answer rows (the batching weighs that against one more batch: on real TOFU with SmolLM2, 30
+batches instead of 49 for about the same tokens, where a forward call on a CPU costs as much as a few dozen
+tokens). The output layer runs on the answer rows only (``logits_to_keep=1`` for the prompt pass). The opening
+every prompt starts with (a chat template's system prompt) runs once for all batches, and the prompt pass starts
+from its cache (:mod:`~unlearnkit.evaluation.shared_prefix`).
 
-Exactness: every prompt in a batch has the same token length, so neither the prompts nor the cache carry padding,
-the answer rows are right-padded, the positions are the cache's own, and each answer token sees the same keys at the
-same positions as in a full forward pass of its (prompt + answer) sequence: the same computation in exact
-arithmetic. The matrix products run on other shapes, though (a prompt pass of a few rows, an answer pass of the
-answer tokens), and kernels may round some shapes differently, so a few log-probs can differ from a full pass's
-at the rounding level of the model's dtype (measured on the CPU in float32: up to about 1e-6; on the TOFU-suite
-benchmark 80 of 1244 answers at their first two positions, 3e-8 at most in an aggregate). The same holds between
-any two batchings under SDPA attention. Results stay deterministic: the batches are a function of the items, so a
-repeated, resumed or sharded evaluation gets the same bits.
+Exactness: the cached parts of a batch have one length, so neither they nor the cache carry padding; the answer
+rows are right-padded, the positions are the cache's own, and each answer token sees the same keys at the same
+positions (and cache columns) as in a full forward pass of its (prompt + answer) sequence: the same computation in
+exact arithmetic, with no hand-made positions or masks with holes. The matrix products run on other shapes, though
+(a prompt pass of a few rows, an answer pass of the answer tokens), and kernels may round some shapes
+differently, so a few log-probs can differ from a full pass's at the rounding level of the model's dtype (measured
+on the CPU in float32: up to about 1e-6; on the TOFU-suite benchmark 80 of 1244 answers at their first two
+positions, 3e-8 at most in an aggregate). The same holds between any two batchings under SDPA attention. Results
+stay deterministic: the batches are a function of the items, so a repeated, resumed or sharded evaluation gets the
+same bits.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from itertools import groupby
 from typing import Hashable, Sequence, TypeVar
 
 import torch
 
 from unlearnkit.data.formatting import Encoded, collate
+from unlearnkit.evaluation.shared_prefix import SharedPrefix
 
 K = TypeVar("K", bound=Hashable)
 # the fixed cost of a batch's forward calls (prompt pass and answer pass) in tokens' worth of compute: on a CPU about
-# as much as a few tokens, so smaller batches with less padding win; on an accelerator a call costs as much as
-# hundreds of tokens (kernel launches), and full batches win
-CALL_COST = 16.0
+# 48 (measured with SmolLM2-135M on one thread: a call of one token takes 57 ms, each further token 2.4 ms), so
+# batches with less padding win over full ones; on an accelerator a call costs as much as hundreds of tokens (kernel
+# launches), and full batches win
+CALL_COST = 48.0
 ACCELERATOR_CALL_COST = 1024.0
 
 
@@ -92,51 +99,48 @@ def has_shared_prompts(encoded: dict[K, Encoded]) -> bool:
     return False
 
 
-def shared_prompt_batches(encoded: dict[K, Encoded], batch_size: int, call_cost: float = CALL_COST) -> list[list[K]]:
-    """Batches of at most ``batch_size`` items whose prompts all have one token length.
+def shared_prompt_batches(encoded: dict[K, Encoded], batch_size: int, call_cost: float = CALL_COST,
+                          opening: int = 0) -> list[list[K]]:
+    """Batches of at most ``batch_size`` items, each question's answers kept together where they fit.
 
-    Items are grouped by prompt; each group's answers are ordered longest first and kept together, groups are
-    ordered by prompt length and then by their longest answer (longest first), and the items of one prompt length
-    are cut into batches in that order (a group cut in two runs its prompt in both batches) where the batches run
-    the fewest tokens (:func:`_cheapest_cuts`). Deterministic for a given ``encoded`` order, so every process of a
-    group deals out the same batches.
+    Items are grouped by prompt, each group's answers ordered longest first, and the groups ordered by their longest
+    sequence (prompt + answer, longest first: a batch's rows are padded to its longest, see
+    :func:`forward_shared_prompts`), then cut into batches where they run the fewest tokens
+    (:func:`_cheapest_cuts`; a group cut in two runs its prompt in both batches). Deterministic for a given
+    ``encoded`` order, so every process of a group deals out the same batches.
     """
     groups: dict[tuple[int, ...], list[K]] = {}
     for key, enc in encoded.items():
         groups.setdefault(prompt_of(enc), []).append(key)
-
-    def answer_length(key: K) -> int:
-        return len(encoded[key].input_ids) - encoded[key].prompt_length
-
     for keys in groups.values():
-        keys.sort(key=answer_length, reverse=True)
-    ordered = sorted(groups.items(), key=lambda group: (len(group[0]), answer_length(group[1][0])), reverse=True)
-    batches: list[list[K]] = []
-    for _, same_length in groupby(ordered, key=lambda group: len(group[0])):
-        rows = [key for _, keys in same_length for key in keys]
-        batches += _cheapest_cuts(rows, encoded, batch_size, call_cost)
-    return batches
+        keys.sort(key=lambda key: len(encoded[key].input_ids), reverse=True)
+    ordered = sorted(groups.values(), key=lambda keys: len(encoded[keys[0]].input_ids), reverse=True)
+    return _cheapest_cuts([key for keys in ordered for key in keys], encoded, batch_size, call_cost, opening)
 
 
-def _cheapest_cuts(rows: list[K], encoded: dict[K, Encoded], batch_size: int, call_cost: float) -> list[list[K]]:
-    """``rows`` (one prompt length, in order) cut into consecutive batches of at most ``batch_size`` rows that run
-    the fewest tokens in all: per batch, each distinct prompt once (without its last token), every row padded to the
-    batch's longest rest (last prompt token + answer), and ``call_cost`` tokens' worth for the two forward calls.
+def _batch_cost(examples: Sequence[Encoded], opening: int) -> int:
+    """The tokens :func:`forward_shared_prompts` runs for a batch: each distinct cached part once (the prompts up
+    to the batch's shortest prompt less one token, without the shared ``opening``), and every row's rest padded to
+    the longest rest."""
+    cut = min(enc.prompt_length for enc in examples) - 1
+    cached = {tuple(enc.input_ids[:cut]) for enc in examples}
+    return len(cached) * (cut - opening) + len(examples) * max(len(enc.input_ids) - cut for enc in examples)
+
+
+def _cheapest_cuts(rows: list[K], encoded: dict[K, Encoded], batch_size: int, call_cost: float,
+                   opening: int = 0) -> list[list[K]]:
+    """``rows`` (in order) cut into consecutive batches of at most ``batch_size`` rows that run the fewest tokens in
+    all: :func:`_batch_cost` per batch plus ``call_cost`` tokens' worth for its two forward calls.
 
     Filling every batch to ``batch_size`` pads short answers to long ones (a fifth of the tokens run on TOFU with a
-    chat template); a cut costs a prompt run again when it splits a question's answers. Dynamic programming over the
-    cut points, O(len(rows) × batch_size).
+    chat template) and runs the longer prompts' extra tokens once per answer; a cut costs a prompt run again when it
+    splits a question's answers, and a call. Dynamic programming over the cut points, O(len(rows) × batch_size²).
     """
     best = [0.0] + [math.inf] * len(rows)  # best[j]: the cheapest cost of rows[:j]
     start_of = [0] * (len(rows) + 1)
     for end in range(1, len(rows) + 1):
-        prompts: set[tuple[int, ...]] = set()
-        longest = 0
         for start in range(end - 1, max(-1, end - batch_size - 1), -1):
-            enc = encoded[rows[start]]
-            prompts.add(prompt_of(enc))
-            longest = max(longest, len(enc.input_ids) - enc.prompt_length + 1)
-            cost = best[start] + len(prompts) * (enc.prompt_length - 1) + (end - start) * longest + call_cost
+            cost = best[start] + _batch_cost([encoded[key] for key in rows[start:end]], opening) + call_cost
             if cost < best[end]:
                 best[end], start_of[end] = cost, start
     batches, end = [], len(rows)
@@ -153,35 +157,44 @@ def forward_shared_prompts(
     device: torch.device,
     output_hidden_states: bool,
     cache_name: str,
+    shared: SharedPrefix | None = None,
 ) -> tuple[list[torch.Tensor], object, list[Encoded]]:
     """Run a batch from :func:`shared_prompt_batches`: each distinct prompt once, then every answer on its cache.
 
-    The cached part is the prompt without its last token; the answer pass runs that last token followed by the
-    answer, so every logit that predicts an answer token comes out of one output-layer matmul, as in a full pass.
-    Returns, per example, the logits that predict its answer tokens (``[n_answer, V]``: row t predicts answer token
-    t), the model outputs of the answer pass, and the views of the examples that those outputs are aligned with
-    (the last prompt token, ``prompt_length`` 1, then the answer). ``cache_name``: the forward's cache argument
-    (:func:`cache_argument`).
+    The cached part of every row is its prompt up to the batch's shortest prompt less one token (``cut``), so that
+    the cached parts have one length and carry no padding, and every row's positions are the cache's own; the answer
+    pass runs the rest of each row: the prompt tokens after the cut (one for the shortest prompts: the last, whose
+    logits predict the first answer token) and the answer, right-padded. Every logit that predicts an answer token
+    thus comes out of one output-layer matmul, as in a full pass. Returns, per example, the logits that predict its
+    answer tokens (``[n_answer, V]``: row t predicts answer token t), the model outputs of the answer pass, and the
+    views of the examples that those outputs are aligned with (the tokens from the cut on, with their prompt
+    length). ``cache_name``: the forward's cache argument (:func:`cache_argument`). ``shared``: the opening every
+    prompt starts with, already run (:mod:`~unlearnkit.evaluation.shared_prefix`); the prompt pass then runs only
+    the tokens after it.
     """
+    cut = min(enc.prompt_length for enc in examples) - 1
+    opening = len(shared) if shared is not None else 0
     prefixes: dict[tuple[int, ...], int] = {}
-    group_of_row = [prefixes.setdefault(prompt_of(enc)[:-1], len(prefixes)) for enc in examples]
-    if len({len(prefix) for prefix in prefixes}) != 1:
-        raise ValueError("forward_shared_prompts needs prompts of one token length: use shared_prompt_batches")
-    rests = [Encoded(enc.input_ids[enc.prompt_length - 1 :], enc.labels[enc.prompt_length - 1 :], 1)
-             for enc in examples]
+    group_of_row = [prefixes.setdefault(tuple(enc.input_ids[:cut]), len(prefixes)) for enc in examples]
+    if shared is not None and (cut < opening or any(prefix[:opening] != tuple(shared.ids) for prefix in prefixes)):
+        raise ValueError("forward_shared_prompts: a prompt does not start with the shared prefix and go on after it")
+    rests = [Encoded(enc.input_ids[cut:], enc.labels[cut:], enc.prompt_length - cut) for enc in examples]
     batch = collate(rests, pad_token_id, padding_side="right")
     mask, cached = batch["attention_mask"], {}
-    prefix_length = len(next(iter(prefixes)))
-    if prefix_length > 0:
-        prefix_ids = torch.tensor(list(prefixes), dtype=torch.long, device=device)
-        prefix_out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True,
-                           logits_to_keep=1)
-        cache = prefix_out[cache_name]
+    if cut > 0:
+        cache = shared.cache_for(len(prefixes)) if opening else None
+        if cut > opening:  # the prompts' own tokens after the shared opening
+            prefix_ids = torch.tensor([prefix[opening:] for prefix in prefixes], dtype=torch.long, device=device)
+            cached_mask = torch.ones((len(prefixes), cut), dtype=torch.long, device=device)
+            prefix_out = model(input_ids=prefix_ids, attention_mask=cached_mask, use_cache=True, logits_to_keep=1,
+                               **({cache_name: cache} if cache is not None else {}))
+            cache = prefix_out[cache_name]
         # CPU indices index a cache on any device (also one spread over several GPUs by a device map)
         cache.batch_select_indices(torch.tensor(group_of_row, dtype=torch.long))
-        mask = torch.cat([torch.ones((len(examples), prefix_length), dtype=mask.dtype), mask], dim=1)
+        mask = torch.cat([torch.ones((len(examples), cut), dtype=mask.dtype), mask], dim=1)
         cached = {cache_name: cache, "use_cache": True}
     outputs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask.to(device),
                     output_hidden_states=output_hidden_states, **cached)
-    step_logits = [outputs.logits[row, : len(rest.input_ids) - 1] for row, rest in enumerate(rests)]
+    step_logits = [outputs.logits[row, rest.prompt_length - 1 : len(rest.input_ids) - 1]
+                   for row, rest in enumerate(rests)]
     return step_logits, outputs, rests

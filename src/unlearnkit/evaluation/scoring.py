@@ -55,9 +55,11 @@ from unlearnkit.evaluation.prompt_sharing import (
     call_cost,
     forward_shared_prompts,
     has_shared_prompts,
+    prompt_of,
     shared_prompt_batches,
 )
 from unlearnkit.evaluation.result_store import ResultStore, item_key
+from unlearnkit.evaluation.shared_prefix import shared_prefix
 
 K = TypeVar("K", bound=Hashable)
 # with continuous batching, questions are decoded (stored, dealt to processes) in units of this many batches
@@ -169,11 +171,11 @@ def score_pairs(
     the pairs in a collection (the others run in the same batches without them). ``features`` adds, in the same
     pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.pooling.FeatureSpec`).
 
-    ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, each batch
-    holds prompts of one token length, runs each prompt once and its answers on the prompt's cache
-    (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as full sequences up to the dtype's rounding —
-    tested). ``share_prompts=False`` runs every sequence whole. Features pooled over ``"all"`` tokens need the
-    full sequences and turn it off.
+    ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, the opening all
+    prompts share runs once (:mod:`unlearnkit.evaluation.shared_prefix`) and each batch runs each of its prompts
+    once and its answers on the prompt's cache (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as
+    full sequences up to the dtype's rounding — tested). ``share_prompts=False`` runs every sequence whole.
+    Features pooled over ``"all"`` tokens need the full sequences and turn it off.
     """
     _check_batch_size(batch_size)
     encoded = {pair: formatter.encode(*pair) for pair in _unique([(q, a) for q, a in pairs])}
@@ -234,7 +236,8 @@ def _score_encoded(
     """Scores of every encoded item (its tokens from ``prompt_length`` on): the one batching loop of this module.
 
     Items are sorted by length (longest first) and run in right-padded batches (with ``share_prompts``, batches
-    of one prompt length that run each prompt once: :mod:`unlearnkit.evaluation.prompt_sharing`); batches whose
+    that run each prompt once, after the opening all prompts share: :mod:`unlearnkit.evaluation.prompt_sharing`,
+    :mod:`unlearnkit.evaluation.shared_prefix`); batches whose
     items are all in the ``store`` are read, the others computed (dealt out across a process group) and appended to
     the store batch by batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's
     key. With ``features`` the forward pass also returns the hidden states, pooled per row in the same pass.
@@ -250,8 +253,10 @@ def _score_encoded(
     share = (cache_name is not None and (features is None or features.pool == "answer")
              and has_shared_prompts(encoded))
     device = model_device(model)
-    if share:
-        ordered_batches = shared_prompt_batches(encoded, batch_size, call_cost(device))
+    opening = None
+    if share:  # the opening every prompt shares runs once for all batches
+        opening = shared_prefix(model, cache_name, (prompt_of(enc) for enc in encoded.values()), device)
+        ordered_batches = shared_prompt_batches(encoded, batch_size, call_cost(device), len(opening or ()))
     else:
         ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
         ordered_batches = list(_chunks(ordered, batch_size))
@@ -263,7 +268,7 @@ def _score_encoded(
             examples = [encoded[key] for key in batch_keys]
             if share:
                 steps, outputs, pooled = forward_shared_prompts(model, examples, formatter.pad_token_id, device,
-                                                                features is not None, cache_name)
+                                                                features is not None, cache_name, opening)
             else:
                 batch = collate(examples, formatter.pad_token_id, padding_side="right")
                 outputs = model(input_ids=batch["input_ids"].to(device),
@@ -407,6 +412,8 @@ def generate_answers(
     answers.update(whole)
     mine = my_batches(units)
     device = model_device(model)
+    # the opening every prompt shares (all of them, not this process's: the same on every process) runs once
+    opening = shared_prefix(model, continuous or None, prompts.values(), device)
     computed: dict[str, str] = {}
     with evaluation_mode(model):
         for unit_questions in _progress(mine, len(mine), "generating answers", progress):
@@ -415,7 +422,7 @@ def generate_answers(
             budgets = [max_new_tokens - len(prefix) for prefix in known]
             if continuous:
                 new_tokens = greedy_continuous(model, continuous, inputs, budgets, stop_ids, formatter.pad_token_id,
-                                               batch_size, device)
+                                               batch_size, device, opening)
             else:
                 new_tokens = _generate_batch(model, inputs, budgets, stop_ids, formatter.pad_token_id, device)
             texts = {q: decode_until_stop(formatter.tokenizer, prefix + row[:budget], stop_ids)
