@@ -6,7 +6,7 @@ whole sequence and appends the argmax of the last position's logits, until an en
 
 import pytest
 import torch
-from tiny_lm import tiny_lm
+from tiny_lm import fit, tiny_lm
 from transformers import MistralConfig, MistralForCausalLM
 
 from unlearnkit.data.formatting import collate
@@ -29,12 +29,7 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def setup():
     model, formatter = tiny_lm([q + " " + a for q, a in PAIRS])
-    batch = collate([formatter.encode(q, a) for q, a in PAIRS[:7]], formatter.pad_token_id)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(80):  # some answers learnt (they end early), the others run to the budget
-        optimizer.zero_grad()
-        model(**batch).loss.backward()
-        optimizer.step()
+    fit(model, collate([formatter.encode(q, a) for q, a in PAIRS[:7]], formatter.pad_token_id), steps=80)
     return model.eval(), formatter
 
 

@@ -9,7 +9,7 @@ comes from a one-row pass, other matrix shapes than the whole sequences', so log
 
 import pytest
 import torch
-from tiny_lm import tiny_lm
+from tiny_lm import assert_same_scores, fit, tiny_lm
 
 from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.evaluation.greedy import greedy_continuous
@@ -39,12 +39,8 @@ def setup():
     tokenizer.chat_template = TEMPLATE
     formatter = QAFormatter(tokenizer, max_length=256, template="chat")
     model.set_attn_implementation("eager")
-    batch = collate([formatter.encode(q, answers[0]) for q, answers in QUESTIONS.items()], formatter.pad_token_id)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):  # some answers learnt (they end early), the others run to the budget
-        optimizer.zero_grad()
-        model(**batch).loss.backward()
-        optimizer.step()
+    fit(model, collate([formatter.encode(q, answers[0]) for q, answers in QUESTIONS.items()], formatter.pad_token_id),
+        steps=60)
     return model.eval(), formatter
 
 
@@ -87,12 +83,8 @@ def test_scores_on_the_shared_opening_equal_the_whole_sequences(setup):
         calls = list(seen)
     finally:
         handle.remove()
-    full = score_pairs(model, formatter, PAIRS, batch_size=4, moments=True, share_prompts=False)
-    for pair in PAIRS:
-        assert shared[pair].token_logprobs == pytest.approx(full[pair].token_logprobs, abs=TOL)
-        assert shared[pair].argmax_match == full[pair].argmax_match
-        assert shared[pair].token_mu == pytest.approx(full[pair].token_mu, abs=TOL)
-        assert shared[pair].token_sigma == pytest.approx(full[pair].token_sigma, abs=TOL)
+    assert_same_scores(shared, score_pairs(model, formatter, PAIRS, batch_size=4, moments=True, share_prompts=False),
+                       PAIRS, TOL)
     # the opening ran once, alone; no other call ran it again
     assert calls[0].tolist() == [list(opening)]
     assert not any(starts_with(ids, opening) for ids in calls[1:])
