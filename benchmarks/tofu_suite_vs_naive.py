@@ -42,9 +42,9 @@ equality check also cross-checks ``tofu_metrics`` / ``mia``. Library calls are t
 ``rouge_score`` ROUGE-L recall with stemming, ``sklearn.metrics.roc_auc_score``, ``scipy.stats.ks_2samp`` and
 ``scipy.stats.hmean``.
 
-Exactness: the suite scores the answers to one question on its prompt's KV cache
-(:mod:`unlearnkit.evaluation.prompt_sharing`), the per-metric evaluator runs every (prompt + answer) sequence
-whole. The two are the same computation in exact arithmetic, but the matrix products have other shapes, and the
+Exactness: the suite scores the answers to one question on its prompt's KV cache, and runs the tokens several
+answers start with once (:mod:`unlearnkit.evaluation.prompt_sharing`); the per-metric evaluator runs every
+(prompt + answer) sequence whole. The two are the same computation in exact arithmetic, but the matrix products have other shapes, and the
 CPU's BLAS rounds some small shapes differently, so a few log-probs differ in their last float32 bits and an
 aggregate by ~1e-8; with ``--no-share-prompts`` the suite runs whole sequences too and, under the default
 ``--attention eager`` (which makes a row's logits independent of its batch; PyTorch's SDPA kernel on the CPU blocks

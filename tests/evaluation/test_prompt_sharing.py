@@ -1,4 +1,5 @@
-"""Each prompt runs once for all its answers (unlearnkit.evaluation.prompt_sharing), with the same scores.
+"""Each shared prefix runs once (unlearnkit.evaluation.prompt_sharing): a prompt for all its answers, and the tokens
+several answers start with; the scores are the same.
 
 Reference for "the same": the plain path of score_pairs, which runs every (prompt + answer) sequence whole and is
 itself tested against one-pair-at-a-time forward passes (test_tofu_suite.py). The two paths are the same
@@ -14,13 +15,22 @@ from tiny_lm import assert_same_scores, tiny_lm
 from torch import nn
 
 from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.prompt_sharing import cache_argument, prompt_of, shared_prompt_batches
+from unlearnkit.evaluation.prompt_sharing import (
+    batch_levels,
+    cache_argument,
+    forward_shared_prompts,
+    prompt_of,
+    shared_prompt_batches,
+)
 from unlearnkit.evaluation.scoring import score_pairs
+from unlearnkit.evaluation.shared_prefix import shared_prefix
 
 QUESTIONS = {
     "Who wrote The Glass Orchard?": ["Mira Solen wrote The Glass Orchard in 1998.", "Tom Hale wrote it.",
-                                     "It was written by Ana Ruiz in 2001, in a small flat by the sea.", "Leo Park."],
-    "Where was Mira Solen born?": ["She was born in Oslo.", "Lima.", "Her birthplace is Cairo, a large city."],
+                                     "Mira Solen wrote The Glass Orchard in 2004.", "It was written by Leo Park.",
+                                     "It was written by Ana Ruiz in 2001, in a small flat by the sea."],
+    "Where was Mira Solen born?": ["She was born in Oslo.", "She was born in Lima.",
+                                   "Her birthplace is Cairo, a large city."],
     "What genre does Mira Solen write, and why?": ["Quiet literary fiction about orchards.", "Horror.",
                                                    "She writes crime thrillers because her father was a detective."],
     "Who is Ivo Brand?": ["A novelist.", "Ivo Brand won the Harbor Prize in 2010 for Salt Roads."],
@@ -84,17 +94,18 @@ def test_batches_keep_each_question_together_longest_first(setup):
     assert shared_prompt_batches(encoded, batch_size=3) == batches  # deterministic (every process deals the same)
 
 
-def batch_tokens(batches, encoded, call_cost):
-    """Tokens a list of batches runs (written out independently of the module): per batch, each distinct prompt up
-    to the batch's shortest prompt less one token, and each row from there on, padded to the longest; plus
-    ``call_cost``."""
-    total = 0.0
-    for batch in batches:
-        shortest = min(encoded[k].prompt_length for k in batch)
-        cached = {tuple(encoded[k].input_ids[: shortest - 1]) for k in batch}
-        longest = max(len(encoded[k].input_ids) - (shortest - 1) for k in batch)
-        total += len(cached) * (shortest - 1) + len(batch) * longest + call_cost
-    return total
+def plan_cost(batch, encoded, call_cost, opening=0):
+    """The cheapest cost of running one batch in levels, worked out independently of the module: a dynamic
+    programme over every cut position up to the shortest row less one token (not only where answers part), with
+    the distinct prefixes of each length counted as a set; each level and the last pass cost a call, each token 1.
+    """
+    seqs = [tuple(encoded[key].input_ids) for key in batch]
+    longest = max(len(seq) for seq in seqs)
+    best = {opening: 0.0}  # best[c]: the cheapest levels ending at cut c
+    for cut in range(opening + 1, min(len(seq) for seq in seqs)):
+        distinct = len({seq[:cut] for seq in seqs})
+        best[cut] = min(cost + distinct * (cut - previous) + call_cost for previous, cost in best.items())
+    return min(cost + len(seqs) * (longest - cut) for cut, cost in best.items()) + call_cost
 
 
 def every_cut(rows, size):
@@ -106,25 +117,49 @@ def every_cut(rows, size):
             yield [rows[:first], *rest]
 
 
-@pytest.mark.parametrize("call_cost", [0.0, 16.0, 1e6])
+@pytest.mark.parametrize("call_cost", [0.0, 8.0, 1e6])
 def test_batches_are_cut_where_they_run_the_fewest_tokens(setup, call_cost):
     _, formatter = setup
     encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
     batches = shared_prompt_batches(encoded, batch_size=3, call_cost=call_cost)
     order = [key for batch in batches for key in batch]
-    fewest = min(batch_tokens(cut, encoded, call_cost) for cut in every_cut(order, 3))
-    assert batch_tokens(batches, encoded, call_cost) == fewest  # brute force over every cut
+    costs = {}
+
+    def cost(cut):
+        return sum(costs.setdefault(tuple(b), plan_cost(b, encoded, call_cost)) for b in cut)
+
+    fewest = min(cost(cut) for cut in every_cut(order, 3))
+    assert cost(batches) == fewest  # brute force over every cut
     full = [order[i : i + 3] for i in range(0, len(order), 3)]
     if call_cost == 0.0:
-        assert batch_tokens(full, encoded, 0.0) > fewest  # less padding than batches filled to the batch size
-    if call_cost >= 1e6:  # calls dominate: as few batches as the batch size allows, whatever their prompts
+        assert cost(full) > fewest  # less padding than batches filled to the batch size
+    if call_cost >= 1e6:  # calls dominate: as few batches as the batch size allows, whatever their prompts, no levels
         assert len(batches) == len(full)
         assert any(len({len(prompt_of(encoded[k])) for k in batch}) > 1 for batch in batches)
+        assert all(batch_levels([encoded[k] for k in batch], call_cost=call_cost) == () for batch in batches)
 
 
-def test_a_batch_of_prompts_of_different_lengths_gives_the_full_sequences_scores(setup, monkeypatch):
+@pytest.mark.parametrize("call_cost", [0.0, 3.0, 8.0])
+def test_a_batch_runs_in_its_cheapest_levels(setup, call_cost):
+    """The cuts a batch runs at cost what the independent dynamic programme over every cut position finds."""
+    _, formatter = setup
+    encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
+    for size in (2, 3, 5, 16):
+        for start in range(0, len(PAIRS), size):
+            batch = PAIRS[start : start + size]
+            cuts = batch_levels([encoded[k] for k in batch], call_cost=call_cost)
+            seqs = [tuple(encoded[k].input_ids) for k in batch]
+            bounds = [0, *cuts]
+            cost = sum(len({seq[:cut] for seq in seqs}) * (cut - previous) + call_cost
+                       for previous, cut in zip(bounds, bounds[1:]))
+            cost += len(seqs) * (max(map(len, seqs)) - bounds[-1]) + call_cost
+            assert cost == plan_cost(batch, encoded, call_cost)
+
+
+def test_answers_that_start_alike_run_their_common_start_once_with_the_full_sequences_scores(setup, monkeypatch):
     model, formatter = setup
-    monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 1e9)  # one batch of every pair
+    monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 3.0)
+    encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
     tokens, handle = count_tokens(model)
     try:
         shared = score_pairs(model, formatter, PAIRS, batch_size=16, moments=True)
@@ -132,14 +167,37 @@ def test_a_batch_of_prompts_of_different_lengths_gives_the_full_sequences_scores
         handle.remove()
     assert_same_scores(shared, score_pairs(model, formatter, PAIRS, batch_size=16, moments=True, share_prompts=False),
                        PAIRS, TOL)
-    # the opening all prompts share; the prompt pass: each prompt up to the shortest less one token, after the
-    # opening; the answer pass: every pair from there on, padded to the longest
+    # the opening all prompts share runs first; then the batches, each in its cheapest levels
     prompts = [formatter.prompt_ids(q) for q in QUESTIONS]
-    cut = min(len(p) for p in prompts) - 1
-    assert len({len(p) for p in prompts}) > 1 and cut > 0
-    opening = len(os.path.commonprefix(prompts)[:cut])
-    longest = max(len(formatter.encode(*pair).input_ids) for pair in PAIRS) - cut
-    assert tokens == [opening, len({tuple(p[:cut]) for p in prompts}) * (cut - opening), len(PAIRS) * longest]
+    opening = len(os.path.commonprefix(prompts))
+    assert tokens[0] == opening > 0
+    batches = shared_prompt_batches(encoded, 16, 3.0, opening)
+    assert sum(tokens[1:]) + 3.0 * (len(tokens) - 1) == sum(plan_cost(b, encoded, 3.0, opening) for b in batches)
+    # some level runs into the answers: "Mira Solen wrote The Glass Orchard in" once for two answers
+    assert any(max(batch_levels([encoded[k] for k in b], opening, 3.0), default=0)
+               > max(encoded[k].prompt_length for k in b) for b in batches)
+
+
+@pytest.mark.parametrize("with_opening", [False, True])
+def test_one_batch_of_every_prompt_length_in_many_levels_gives_a_full_passs_logits(setup, with_opening):
+    """Free calls put a level at every point where answers part, in prompts and answers alike; the logits that
+    predict each answer are those of the pair's full forward pass, whichever level or pass they come from."""
+    model, formatter = setup
+    examples = [formatter.encode(*pair) for pair in PAIRS]
+    cache_name = cache_argument(model)
+    with torch.inference_mode():
+        opening = shared_prefix(model, cache_name, [prompt_of(enc) for enc in examples], torch.device("cpu"))
+        opening = opening if with_opening else None
+        cuts = batch_levels(examples, len(opening or ()), call_cost=0.0)
+        steps, _, _ = forward_shared_prompts(model, examples, formatter.pad_token_id, torch.device("cpu"), False,
+                                             cache_name, opening, call_cost=0.0)
+        shortest_prompt = min(enc.prompt_length for enc in examples)
+        assert len(cuts) >= 3 and cuts[0] < shortest_prompt  # levels within the prompts, and within some answers:
+        assert any(cut > enc.prompt_length for cut in cuts for enc in examples)
+        for enc, step in zip(examples, steps):
+            full = model(input_ids=torch.tensor([enc.input_ids])).logits[0, enc.prompt_length - 1 : -1]
+            assert step.shape == full.shape
+            assert torch.allclose(step, full, atol=TOL, rtol=0)
 
 
 class WithoutCache(nn.Module):

@@ -346,12 +346,12 @@ def test_forget_quality_and_privleak_against_a_reference(setup):
 
 def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     model, formatter, task = setup
-    calls = []  # (rows, pass): the prompts' shared opening (no cache yet), a batch's prompts (on the opening's cache,
-    # output layer at the last position only) and its answers (on the prompts' cache, every position)
+    calls = []  # (rows, pass): the prompts' shared opening (no cache yet), a batch's levels (on a cache, output layer
+    # only where a scored token is predicted) and its last pass, one row per pair (every position)
 
     def record(module, args, kwargs):
         cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None
-        kind = "answers" if "logits_to_keep" not in kwargs else "prompts" if cached else "opening"
+        kind = "answers" if "logits_to_keep" not in kwargs else "level" if cached else "opening"
         calls.append((kwargs["input_ids"].shape[0], kind))
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
@@ -364,40 +364,38 @@ def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
     unique = {(ex.question, a) for ex in FORGET for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)}
     unique |= {(ex.question, ex.answer) for ex in HOLDOUT}
     unique |= {(ex.question, a) for ex in REAL_AUTHORS for a in (ex.answer, *ex.perturbed_answers)}
-    # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one answer row ...
+    # forget (q, answer) feeds four metrics and the ra pairs two, yet every distinct pair is one row of a last pass,
     assert sum(rows for rows, kind in calls if kind == "answers") == len(unique)
-    # ... each batch runs its questions' prompts once (a question whose answers span two batches runs twice) ...
-    prompt_rows = [rows for rows, kind in calls if kind == "prompts"]
-    assert len(prompt_rows) == sum(kind == "answers" for _, kind in calls)
-    assert len({q for q, _ in unique}) <= sum(prompt_rows) < len(unique)
+    # each level runs a prefix several rows share once ...
+    assert 0 < sum(rows for rows, kind in calls if kind == "level") < len(unique)
     # ... after the opening all prompts share, run once
     assert [rows for rows, kind in calls if kind == "opening"] == [1] and calls[0] == (1, "opening")
 
 
-def test_answers_needing_moments_share_their_prompt_with_the_other_answers(setup, monkeypatch):
+def test_answers_needing_moments_share_batches_with_the_other_answers(setup, monkeypatch):
     model, formatter, task = setup
-    # calls cost more than any padding: batches are never cut to save padding, so prompts run once per batch
+    # calls cost more than any padding or repeated prefix: one batch as large as the batch size allows, no levels
     monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 1e9)
-    prompt_rows = []
+    last_passes = []
 
-    def record(module, args, kwargs):  # prompt passes: on the shared opening's cache, output layer at the last position
-        if "logits_to_keep" in kwargs and kwargs.get("cache", kwargs.get("past_key_values")) is not None:
-            prompt_rows.append(kwargs["input_ids"].shape[0])
+    def record(module, args, kwargs):  # a batch's last pass: every position's logits
+        if "logits_to_keep" not in kwargs:
+            last_passes.append(kwargs["input_ids"].shape[0])
 
     handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    forget_pairs = [(ex.question, a) for ex in FORGET
+                    for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)]
     try:
         evaluate_tofu(model, formatter, task, metrics={"forget_Truth_Ratio", "mia_min_k_plus_plus"}, batch_size=64,
                       progress=False)
-        suite_prompt_rows, prompt_rows[:] = sum(prompt_rows), []
-        scores = score_pairs(model, formatter, [(ex.question, a) for ex in FORGET
-                                                for a in (ex.answer, ex.paraphrased_answer, *ex.perturbed_answers)],
-                             batch_size=64, moments={(ex.question, ex.answer) for ex in FORGET})
+        suite_passes, last_passes[:] = list(last_passes), []
+        scores = score_pairs(model, formatter, forget_pairs, batch_size=64,
+                             moments={(ex.question, ex.answer) for ex in FORGET})
     finally:
         handle.remove()
-    # the forget answers (with moments) run with the paraphrased and perturbed ones (without): each question's prompt
-    # runs once (one batch per prompt length)
-    assert suite_prompt_rows == len(FORGET) + len(HOLDOUT)
-    assert sum(prompt_rows) == len(FORGET)
+    # the forget answers (with moments) run with the paraphrased and perturbed ones (without) and the holdout answers
+    assert suite_passes == [len(set(forget_pairs)) + len(HOLDOUT)]
+    assert last_passes == [len(set(forget_pairs))]
     for ex in FORGET:
         assert scores[(ex.question, ex.answer)].token_mu is not None
         assert scores[(ex.question, ex.perturbed_answers[0])].token_mu is None

@@ -26,9 +26,10 @@ from unlearnkit.evaluation.suite import EvalResult
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.runio import write_json
 
-EVAL_CACHE_VERSION = 5  # 2: generation batches by answer length; 3: answers scored on their prompt's KV cache;
+EVAL_CACHE_VERSION = 6  # 2: generation batches by answer length; 3: answers scored on their prompt's KV cache;
 # 4: generation starts after the gold prefix, answers with and without Min-K%++ moments share batches;
-# 5: the opening all prompts share runs once, prompts of different lengths share batches
+# 5: the opening all prompts share runs once, prompts of different lengths share batches;
+# 6: the tokens several answers start with run once, in levels
 
 
 def model_fingerprint(folder: Path) -> str:

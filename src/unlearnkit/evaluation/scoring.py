@@ -256,7 +256,8 @@ def _score_encoded(
     opening = None
     if share:  # the opening every prompt shares runs once for all batches
         opening = shared_prefix(model, cache_name, (prompt_of(enc) for enc in encoded.values()), device)
-        ordered_batches = shared_prompt_batches(encoded, batch_size, call_cost(device), len(opening or ()))
+        ordered_batches = shared_prompt_batches(encoded, batch_size, call_cost(device), len(opening or ()),
+                                                answers=features is None)
     else:
         ordered = sorted(encoded, key=lambda key: len(encoded[key].input_ids), reverse=True)
         ordered_batches = list(_chunks(ordered, batch_size))
@@ -268,7 +269,8 @@ def _score_encoded(
             examples = [encoded[key] for key in batch_keys]
             if share:
                 steps, outputs, pooled = forward_shared_prompts(model, examples, formatter.pad_token_id, device,
-                                                                features is not None, cache_name, opening)
+                                                                features is not None, cache_name, opening,
+                                                                call_cost(device))
             else:
                 batch = collate(examples, formatter.pad_token_id, padding_side="right")
                 outputs = model(input_ids=batch["input_ids"].to(device),

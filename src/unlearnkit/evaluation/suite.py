@@ -58,8 +58,9 @@ from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
 # bump when what a stored score or generation holds changes (2: generation batches by answer length; 3: answers
 # scored on their prompt's KV cache, which may change a log-prob in its last bits; 4: pairs with and without
 # Min-K%++ moments scored in the same batches; 5: the opening all prompts share runs once, and prompts of different
-# lengths share batches, which may change a log-prob in its last bits)
-SCORES_VERSION = 5
+# lengths share batches, which may change a log-prob in its last bits; 6: the tokens several answers start with run
+# once, in levels)
+SCORES_VERSION = 6
 
 
 @dataclass(frozen=True)
