@@ -7,6 +7,7 @@ computation in exact arithmetic; in float32 the BLAS may round a small matrix sh
 float32 rounding (TOL), and the argmax predictions exactly.
 """
 
+import math
 import os
 
 import pytest
@@ -97,15 +98,18 @@ def test_batches_keep_each_question_together_longest_first(setup):
 def plan_cost(batch, encoded, call_cost, opening=0):
     """The cheapest cost of running one batch in levels, worked out independently of the module: a dynamic
     programme over every cut position up to the shortest row less one token (not only where answers part), with
-    the distinct prefixes of each length counted as a set; each level and the last pass cost a call, each token 1.
+    the distinct prefixes of each length counted as a set; each level and the last pass cost a call, each token 1;
+    a level, and the last pass after levels, run at least 4 positions (MIN_PASS_POSITIONS).
     """
     seqs = [tuple(encoded[key].input_ids) for key in batch]
     longest = max(len(seq) for seq in seqs)
     best = {opening: 0.0}  # best[c]: the cheapest levels ending at cut c
     for cut in range(opening + 1, min(len(seq) for seq in seqs)):
         distinct = len({seq[:cut] for seq in seqs})
-        best[cut] = min(cost + distinct * (cut - previous) + call_cost for previous, cost in best.items())
-    return min(cost + len(seqs) * (longest - cut) for cut, cost in best.items()) + call_cost
+        best[cut] = min((cost + distinct * (cut - previous) + call_cost for previous, cost in best.items()
+                         if cut - previous >= 4), default=math.inf)
+    return min(cost + len(seqs) * (longest - cut) for cut, cost in best.items()
+               if cut == opening or longest - cut >= 4) + call_cost
 
 
 def every_cut(rows, size):
@@ -150,6 +154,8 @@ def test_a_batch_runs_in_its_cheapest_levels(setup, call_cost):
             cuts = batch_levels([encoded[k] for k in batch], call_cost=call_cost)
             seqs = [tuple(encoded[k].input_ids) for k in batch]
             bounds = [0, *cuts]
+            assert all(cut - previous >= 4 for previous, cut in zip(bounds, bounds[1:]))
+            assert not cuts or max(map(len, seqs)) - cuts[-1] >= 4
             cost = sum(len({seq[:cut] for seq in seqs}) * (cut - previous) + call_cost
                        for previous, cut in zip(bounds, bounds[1:]))
             cost += len(seqs) * (max(map(len, seqs)) - bounds[-1]) + call_cost
@@ -180,7 +186,7 @@ def test_answers_that_start_alike_run_their_common_start_once_with_the_full_sequ
 
 @pytest.mark.parametrize("with_opening", [False, True])
 def test_one_batch_of_every_prompt_length_in_many_levels_gives_a_full_passs_logits(setup, with_opening):
-    """Free calls put a level at every point where answers part, in prompts and answers alike; the logits that
+    """Free calls put a level at most points where answers part, in prompts and answers alike; the logits that
     predict each answer are those of the pair's full forward pass, whichever level or pass they come from."""
     model, formatter = setup
     examples = [formatter.encode(*pair) for pair in PAIRS]
@@ -192,7 +198,7 @@ def test_one_batch_of_every_prompt_length_in_many_levels_gives_a_full_passs_logi
         steps, _, _ = forward_shared_prompts(model, examples, formatter.pad_token_id, torch.device("cpu"), False,
                                              cache_name, opening, call_cost=0.0)
         shortest_prompt = min(enc.prompt_length for enc in examples)
-        assert len(cuts) >= 3 and cuts[0] < shortest_prompt  # levels within the prompts, and within some answers:
+        assert len(cuts) >= 3 and cuts[0] <= shortest_prompt  # levels within the prompts, and within some answers:
         assert any(cut > enc.prompt_length for cut in cuts for enc in examples)
         for enc, step in zip(examples, steps):
             full = model(input_ids=torch.tensor([enc.input_ids])).logits[0, enc.prompt_length - 1 : -1]

@@ -14,7 +14,7 @@ from tiny_lm import assert_same_scores, fit, tiny_lm
 from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.evaluation.greedy import greedy_continuous
 from unlearnkit.evaluation.scoring import generate_answers, score_pairs
-from unlearnkit.evaluation.shared_prefix import SharedPrefix, common_prefix
+from unlearnkit.evaluation.shared_prefix import SharedPrefix, common_prefix, shared_prefix
 
 SYSTEM = "You are a careful assistant who answers questions about books and their authors."
 TEMPLATE = ("{% for m in messages %}<|system|>" + SYSTEM + "\n<|user|>{{ m['content'] }}\n{% endfor %}"
@@ -65,6 +65,16 @@ def test_common_prefix_leaves_every_sequence_its_last_tokens():
     assert common_prefix([[5, 6, 7]]) == (5, 6)
     assert common_prefix([[1, 2], [3, 4]]) == ()
     assert common_prefix([]) == ()
+
+
+def test_an_opening_of_fewer_than_four_tokens_is_not_run_apart():
+    """A pass of 1 to 3 positions takes other matrix kernels on the CPU, which round differently (MIN_PASS_POSITIONS):
+    such an opening runs with each prompt instead."""
+    cpu = torch.device("cpu")
+    assert shared_prefix(None, "cache", [[1, 2, 3, 9, 9], [1, 2, 3, 8, 8]], cpu) is None
+    opening = shared_prefix(None, "cache", [[1, 2, 3, 4, 9], [1, 2, 3, 4, 8]], cpu)
+    assert isinstance(opening, SharedPrefix) and opening.ids == [1, 2, 3, 4]
+    assert shared_prefix(None, None, [[1, 2, 3, 4, 9], [1, 2, 3, 4, 8]], cpu) is None  # no cache: nothing to share
 
 
 def test_the_chat_template_opens_every_prompt_with_the_same_tokens(setup):

@@ -38,7 +38,7 @@ from typing import Hashable, Sequence, TypeVar
 import torch
 
 from unlearnkit.data.formatting import Encoded, collate
-from unlearnkit.evaluation.shared_prefix import SharedPrefix
+from unlearnkit.evaluation.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix
 
 K = TypeVar("K", bound=Hashable)
 # the fixed cost of one forward call in tokens' worth of compute: on a CPU about 24 (measured with SmolLM2-135M on
@@ -165,19 +165,22 @@ def _levels(shared: Sequence[int], lengths: Sequence[int], cap: int, opening: in
     prefix row ``j`` shares with an earlier row of the batch (−1 for the first), so ``D(c) = #{j : shared[j] < c}``;
     ``cap``: the furthest a cut may go. Only cuts at some ``shared[j]`` or at ``cap`` need trying: ``D`` is constant
     between two of them, and moving a cut up to the next moves tokens to it from a level or pass of at least as many
-    rows. Dynamic programming over those cuts.
+    rows. Dynamic programming over those cuts; no level or last pass of fewer than :data:`MIN_PASS_POSITIONS`
+    positions is planned (but the last pass without levels: nothing can replace it).
     """
     rows, longest = len(lengths), max(lengths)
     candidates = sorted({min(s, cap) for s in shared if min(s, cap) > opening} | ({cap} if cap > opening else set()))
     ends, best, back = [opening], [0.0], [-1]
     for cut in candidates:
         distinct = sum(1 for s in shared if s < cut)
-        options = [best[i] + distinct * (cut - ends[i]) + call_cost for i in range(len(ends))]
+        options = [best[i] + distinct * (cut - ends[i]) + call_cost if cut - ends[i] >= MIN_PASS_POSITIONS
+                   else math.inf for i in range(len(ends))]
         i = min(range(len(options)), key=options.__getitem__)
         ends.append(cut)
         best.append(options[i])
         back.append(i)
-    totals = [best[i] + rows * (longest - ends[i]) for i in range(len(ends))]
+    totals = [best[i] + rows * (longest - ends[i]) if i == 0 or longest - ends[i] >= MIN_PASS_POSITIONS
+              else math.inf for i in range(len(ends))]
     i = min(range(len(totals)), key=totals.__getitem__)
     cost, cuts = totals[i] + call_cost, []
     while i > 0:
@@ -258,11 +261,14 @@ def forward_shared_prompts(
         ids = torch.tensor([prefix[previous:] for prefix in prefixes], dtype=torch.long, device=device)
         kept = cut - max(previous, first_scored)
         mask = torch.ones((len(prefixes), cut), dtype=torch.long, device=device)
-        output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=max(kept, 1),
+        # the output layer where some row needs logits (on every position of the level when those would make a
+        # product of fewer than MIN_PASS_POSITIONS rows), else on the last position alone
+        keep = 1 if kept <= 0 else kept if len(prefixes) * kept >= MIN_PASS_POSITIONS else 0
+        output = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=keep,
                        **({cache_name: cache} if cache is not None else {}))
         cache = output[cache_name]
         if kept > 0:
-            levels.append((cut - kept, output.logits, prefix_of_row))
+            levels.append((cut - kept, output.logits[:, -kept:], prefix_of_row))
         parent_of_row, previous = prefix_of_row, cut
     rests = [Encoded(enc.input_ids[previous:], enc.labels[previous:], max(enc.prompt_length - previous, 0))
              for enc in examples]

@@ -20,6 +20,12 @@ from typing import Iterable, Sequence
 
 import torch
 
+# a matrix product of fewer than 4 rows takes another kernel on the CPU (a matrix-vector path), which rounds
+# differently from a larger one; in a forward pass the attention's products have one row per position of the pass.
+# The opening, and every pass a scoring batch plans (prompt_sharing), thus run at least this many positions, so that
+# their values are a full pass's to the bit (measured with SmolLM2-135M's and the tiny models' layer and attention
+# shapes: products of 1 to 3 rows differ, of 4 to 69 do not)
+MIN_PASS_POSITIONS = 4
 
 def common_prefix(sequences: Iterable[Sequence[int]], keep: int = 1) -> tuple[int, ...]:
     """The longest run of tokens every sequence starts with, short enough that each sequence keeps at least
@@ -69,8 +75,8 @@ class SharedPrefix:
 def shared_prefix(model, cache_name: str | None, sequences: Iterable[Sequence[int]], device: torch.device,
                   keep: int = 1) -> SharedPrefix | None:
     """The :class:`SharedPrefix` of ``sequences`` (see :func:`common_prefix`), or None when the model takes no
-    cache (``cache_name`` None) or the sequences share no leading token."""
+    cache (``cache_name`` None) or the sequences share fewer than :data:`MIN_PASS_POSITIONS` leading tokens."""
     if cache_name is None:
         return None
     ids = common_prefix(sequences, keep)
-    return SharedPrefix(model, cache_name, ids, device) if ids else None
+    return SharedPrefix(model, cache_name, ids, device) if len(ids) >= MIN_PASS_POSITIONS else None
