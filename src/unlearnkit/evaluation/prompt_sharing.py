@@ -22,11 +22,13 @@ Exactness: the cached parts of a level have one length, so neither they nor the 
 pass's rows are right-padded, the positions are the cache's own, and each token sees the same keys at the same
 positions (and cache columns) as in a full forward pass of its sequence: the same computation in exact arithmetic,
 with no hand-made positions or masks with holes. The matrix products run on other shapes, though (a level of a few
-rows, a last pass of the rows' rests), and kernels may round some shapes differently, so a few log-probs can differ
-from a full pass's at the rounding level of the model's dtype (measured on the CPU in float32: up to about 1e-6; on
-the TOFU-suite benchmark 80 of 1244 answers at their first two positions, 3e-8 at most in an aggregate). The same
-holds between any two batchings under SDPA attention. Results stay deterministic: the batches and their levels are
-a function of the items, so a repeated, resumed or sharded evaluation gets the same bits.
+rows, a last pass of the rows' rests), and kernels may round some shapes differently. On the CPU a product of 1 to
+3 rows takes another kernel than a larger one, so no pass runs fewer than
+:data:`~unlearnkit.evaluation.shared_prefix.MIN_PASS_POSITIONS` positions (nor the output layer fewer rows): with
+SmolLM2-135M in float32 every log-prob of the TOFU-suite benchmark then equals the full pass's, while with the
+2M-parameter tiny models some still differ at the rounding level (up to about 1e-6 in a log-prob, 5e-8 in an
+aggregate). The same holds between any two batchings under SDPA attention. Results stay deterministic: the batches
+and their levels are a function of the items, so a repeated, resumed or sharded evaluation gets the same bits.
 """
 
 from __future__ import annotations
