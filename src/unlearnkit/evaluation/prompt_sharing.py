@@ -13,9 +13,9 @@ parent prefix's KV cache; the last pass runs every row from ``c_k`` on, right-pa
 where they run the fewest tokens, a forward call counting as a few dozen tokens on a CPU (:func:`_levels`), and the
 batches are cut from the rows (each question's answers kept together where they fit) by a dynamic programme over
 the same cost (:func:`shared_prompt_batches`): on real TOFU forget01 with SmolLM2, 30 batches for 368 rows. The
-output layer runs only on the positions whose logits predict a scored token (``logits_to_keep``), and a position
-shared by several answers yields its logits once. The opening every prompt starts with (a chat template's system
-prompt) runs once for all batches, and the first level starts from its cache
+levels run the output layer only on the positions whose logits predict a scored token (``logits_to_keep``), and a
+position shared by several answers yields its logits once. The opening every prompt starts with (a chat template's
+system prompt) runs once for all batches, and the first level starts from its cache
 (:mod:`~unlearnkit.evaluation.shared_prefix`).
 
 Exactness: the cached parts of a level have one length, so neither they nor the cache carry padding; the last
@@ -40,7 +40,7 @@ from typing import Hashable, Sequence, TypeVar
 import torch
 
 from unlearnkit.data.formatting import Encoded, collate
-from unlearnkit.evaluation.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix
+from unlearnkit.evaluation.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix, shared_length
 
 K = TypeVar("K", bound=Hashable)
 # the fixed cost of one forward call in tokens' worth of compute: on a CPU about 24 (measured with SmolLM2-135M on
@@ -147,13 +147,7 @@ def _cap(examples: Sequence[Encoded], answers: bool) -> int:
 
 def _shared_lengths(seqs: Sequence[Sequence[int]], window: int) -> list[list[int]]:
     """``table[i][d - 1]``: how many leading tokens ``seqs[i]`` and ``seqs[i + d]`` share, for 0 < d < ``window``."""
-    table = []
-    for i, seq in enumerate(seqs):
-        row = []
-        for other in seqs[i + 1 : i + window]:
-            row.append(next((t for t, (a, b) in enumerate(zip(seq, other)) if a != b), min(len(seq), len(other))))
-        table.append(row)
-    return table
+    return [[shared_length(seq, other) for other in seqs[i + 1 : i + window]] for i, seq in enumerate(seqs)]
 
 
 def _levels(shared: Sequence[int], lengths: Sequence[int], cap: int, opening: int,

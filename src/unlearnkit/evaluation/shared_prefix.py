@@ -27,6 +27,11 @@ import torch
 # shapes: products of 1 to 3 rows differ, of 4 to 69 do not)
 MIN_PASS_POSITIONS = 4
 
+def shared_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def common_prefix(sequences: Iterable[Sequence[int]], keep: int = 1) -> tuple[int, ...]:
     """The longest run of tokens every sequence starts with, short enough that each sequence keeps at least
     ``keep`` tokens after it (the token whose logits a prompt pass needs). Empty for no sequences."""
@@ -38,8 +43,7 @@ def common_prefix(sequences: Iterable[Sequence[int]], keep: int = 1) -> tuple[in
         if prefix is None:
             prefix = seq
         else:
-            n = next((i for i, (a, b) in enumerate(zip(prefix, seq)) if a != b), min(len(prefix), len(seq)))
-            prefix = prefix[:n]
+            prefix = prefix[: shared_length(prefix, seq)]
     if prefix is None:
         return ()
     return prefix[: max(0, shortest - keep)]
