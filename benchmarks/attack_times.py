@@ -67,7 +67,7 @@ from unlearnkit.config import AttacksConfig, EvalConfig, ModelConfig, RunConfig 
 from unlearnkit.data.formatting import QAFormatter  # noqa: E402
 from unlearnkit.data.types import Task  # noqa: E402
 from unlearnkit.errors import UnlearnkitError  # noqa: E402
-from unlearnkit.evaluation import suite  # noqa: E402
+from unlearnkit.evaluation.suites import tofu as suite# noqa: E402
 
 # the modules themselves (``unlearnkit.attacks.relearn`` the attribute is the function, hence import_module)
 relearn_module = importlib.import_module("unlearnkit.attacks.relearn")

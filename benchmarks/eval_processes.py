@@ -10,7 +10,7 @@ What is measured (CPU, float32):
    the one-process side has its warm-up) (timed apart) and then ``--repeats`` timed times (``wait_for_everyone`` before each),
    and rank 0 writes every rank's times and the result to a JSON file; the workers end with
    ``torch.distributed.destroy_process_group()``. ``score_pairs`` and ``generate_answers`` deal whole batches to the
-   processes and gather the results on every process (``unlearnkit.evaluation.distributed``).
+   processes and gather the results on every process (``unlearnkit.evaluation.scoring.distributed``).
 
 Printed: the wall time of the launch (process start-up, imports, model set-up, warm-up and timed runs included),
 the time inside the workers (median over the timed runs of the slowest rank), and the ratios
@@ -47,8 +47,8 @@ import torch  # noqa: E402
 from measurement import table  # noqa: E402
 from subjects import add_subject_options, describe_model, load_model, load_task, positive_int  # noqa: E402
 from unlearnkit.data.formatting import QAFormatter  # noqa: E402
-from unlearnkit.evaluation.result_store import model_fingerprint  # noqa: E402
-from unlearnkit.evaluation.suite import evaluate_tofu  # noqa: E402
+from unlearnkit.evaluation.scoring.store import model_fingerprint  # noqa: E402
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu  # noqa: E402
 
 # the TOFU suite's own metric set plus Min-K% (the suite's other MIA statistics are left out)
 METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio", "retain_Q_A_Prob", "retain_Q_A_ROUGE",

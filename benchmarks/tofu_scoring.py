@@ -3,13 +3,13 @@
 What is measured (CPU, float32, ``torch.set_num_threads`` set explicitly and printed):
 
 1. ``score_pairs(..., share_prompts=False)`` over every (question, answer) pair the TOFU suite plans for all of its
-   metrics (the suite's own plan, ``unlearnkit.evaluation.suite.plan_tofu``): encoding, length sorting, right-padded
+   metrics (the suite's own plan, ``unlearnkit.evaluation.suites.tofu.plan_tofu``): encoding, length sorting, right-padded
    batches of whole sequences, the forward pass and the per-answer-token log-probabilities and argmax matches.
 2. A bare batched forward pass: ``model(input_ids=..., attention_mask=...).logits`` under ``torch.inference_mode()``
    in eval mode, over the same distinct encoded sequences, sorted by length the same way and cut into the same
    batches. The batches are built before the clock starts: nothing but the forward passes is timed.
 3. ``score_pairs`` as the suite runs it (``share_prompts=True``: each batch runs its questions' prompts once and the
-   answers on the prompts' KV cache, :mod:`unlearnkit.evaluation.prompt_sharing`).
+   answers on the prompts' KV cache, :mod:`unlearnkit.evaluation.scoring.prompt_sharing`).
 
 All run once as a warm-up, then ``--repeats`` times, interleaved; the medians give the ratio bare / (1), the
 teacher-forced scoring throughput as a fraction of a bare forward pass over the same tokens (1.0 = the scoring adds
@@ -49,8 +49,8 @@ import torch  # noqa: E402
 from measurement import interleaved_medians, median, spread, table  # noqa: E402
 from subjects import add_subject_options, describe_model, load_model, load_task, positive_int, set_threads  # noqa: E402
 from unlearnkit.data.formatting import QAFormatter, collate  # noqa: E402
-from unlearnkit.evaluation import suite  # noqa: E402
-from unlearnkit.evaluation.scoring import score_pairs  # noqa: E402
+from unlearnkit.evaluation.suites import tofu as suite# noqa: E402
+from unlearnkit.evaluation.scoring.passes import score_pairs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

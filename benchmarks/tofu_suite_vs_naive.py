@@ -31,7 +31,7 @@ sides: the batch size (the most rows run at once), right padding for teacher for
 generation with the same stop tokens, and the numerics (per row, float32 ``log_softmax`` of the answer positions'
 logits, turned into Python floats; sums with ``math.fsum``). The per-metric evaluator generates with
 ``model.generate`` batch by batch, as OpenUnlearning does; the suite decodes with continuous batching
-(:mod:`unlearnkit.evaluation.greedy`) and only after the gold-answer tokens its scoring pass showed the model
+(:mod:`unlearnkit.evaluation.scoring.greedy`) and only after the gold-answer tokens its scoring pass showed the model
 writing (``--no-gold-prefix`` turns that off). Pairs are not de-duplicated within a metric (OpenUnlearning does not). OpenUnlearning's evaluator also keeps a cache by
 metric *name* (a pre-computed metric of the same name is computed once), which would share the real-authors /
 world-facts answer and perturbed passes between Q_A_Prob_normalised and Truth_Ratio; the script prints how many
@@ -43,7 +43,7 @@ equality check also cross-checks ``tofu_metrics`` / ``mia``. Library calls are t
 ``scipy.stats.hmean``.
 
 Exactness: the suite scores the answers to one question on its prompt's KV cache, and runs the tokens several
-answers start with once (:mod:`unlearnkit.evaluation.prompt_sharing`); the per-metric evaluator runs every
+answers start with once (:mod:`unlearnkit.evaluation.scoring.prompt_sharing`); the per-metric evaluator runs every
 (prompt + answer) sequence whole. The two are the same computation in exact arithmetic, but the matrix products have other shapes, and the
 CPU's BLAS rounds some small shapes differently, so a few log-probs differ in their last float32 bits and an
 aggregate by ~1e-8; with ``--no-share-prompts`` the suite runs whole sequences too and, under the default
@@ -89,7 +89,7 @@ from subjects import add_subject_options, describe_model, load_model, load_task,
 from tofu_scoring import time_inside_suite  # noqa: E402
 from unlearnkit.data.formatting import QAFormatter, collate  # noqa: E402
 from unlearnkit.data.types import QAExample, Task  # noqa: E402
-from unlearnkit.evaluation import suite  # noqa: E402
+from unlearnkit.evaluation.suites import tofu as suite# noqa: E402
 
 EPS = 1e-10  # the reference's guard in the truth ratio, its forget aggregator and the normalised probability
 MIN_K = 0.4  # OpenUnlearning's mia_min_k.yaml for TOFU

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from unlearnkit.data.types import Task
-    from unlearnkit.evaluation.suite import EvalResult
+    from unlearnkit.evaluation.suites.result import EvalResult
     from unlearnkit.pipeline import RunResult
 
 
@@ -49,7 +49,7 @@ def evaluate(model: Any, task: "Task", *, tokenizer: Any = None, reference: dict
     ``reference`` is the retain model's ``EvalResult.reference_stats()``: it enables forget_quality and privleak.
     """
     from unlearnkit.data.formatting import QAFormatter
-    from unlearnkit.evaluation.suite import evaluate_tofu
+    from unlearnkit.evaluation.suites.tofu import evaluate_tofu
     from unlearnkit.models.load import load_causal_lm
 
     if isinstance(model, (str, Path)):

@@ -159,8 +159,8 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
     def go():
         from unlearnkit.data.formatting import QAFormatter
         from unlearnkit.data.sources import load_task
-        from unlearnkit.evaluation.intervals import aggregate_intervals
-        from unlearnkit.evaluation.task_suite import evaluate_task, evaluate_task_cached
+        from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
+        from unlearnkit.evaluation.evaluator import evaluate_task, evaluate_task_cached
         from unlearnkit.models.load import load_causal_lm
         from unlearnkit.models.prepare import default_cache_dir
         from unlearnkit.runio import write_json

@@ -1,7 +1,7 @@
 """One unlearning run, start to finish: task → models → unlearn → evaluate → results.json and report.html.
 
 The task is a QA task (TOFU suite) or a raw-text corpus (MUSE suite: the methods train on ``max_length`` token
-windows of the forget and retain texts; :mod:`unlearnkit.evaluation.task_suite`).
+windows of the forget and retain texts; :mod:`unlearnkit.evaluation.evaluator`).
 
 A run is written into ``<output_dir>.partial`` and renamed to ``<output_dir>`` only when everything is written, so
 a finished run directory is always complete. Bad input is found before anything is created. A killed run leaves
@@ -29,16 +29,17 @@ from unlearnkit.data.idk import assign_idk
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.intervals import aggregate_intervals
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.representation_run import feature_spec, representation_results
-from unlearnkit.evaluation.suite import EvalResult, with_reference
-from unlearnkit.evaluation.task_suite import evaluate_task, evaluate_task_cached, is_corpus, suite_metrics
+from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.suites.representation import feature_spec, representation_results
+from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.evaluation.suites.tofu import with_reference
+from unlearnkit.evaluation.evaluator import evaluate_task, evaluate_task_cached, is_corpus, suite_metrics
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
 from unlearnkit.models.prepare import PreparedModels, default_cache_dir, prepare_models
-from unlearnkit.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
+from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 from unlearnkit.training.config import TrainConfig

@@ -13,7 +13,7 @@ from torch import nn
 from unlearnkit.attacks.quantize import (dequantized_weights, quantization_error_bound, quantize_attack,
                                          quantize_model)
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import evaluate_tofu
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
 from conftest import llama
 

@@ -11,7 +11,7 @@ import torch
 from unlearnkit.attacks.relearn import (UNDEFINED_AGREE, UNDEFINED_MISSING, RelearnResult, evaluation_steps,
                                         pick_examples, recovered_fraction, relearn, relearn_report)
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import evaluate_tofu
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.objectives import FineTune

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.evaluation.statistics import paired_difference
+from unlearnkit.evaluation.metrics.statistics import paired_difference
 from unlearnkit.report.compare import compare_results
 
 

@@ -10,8 +10,8 @@ import torch
 from accelerate import PartialState
 
 from store_fixture import EVAL, MUSE_EVAL, build, build_corpus
-from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
-from unlearnkit.evaluation.suite import evaluate_tofu
+from unlearnkit.evaluation.suites.muse import evaluate_muse_suite
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
 torch.set_num_threads(1)
 state = PartialState(cpu=True)

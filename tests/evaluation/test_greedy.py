@@ -1,4 +1,4 @@
-"""Continuous-batching greedy decoding (unlearnkit.evaluation.greedy) against one question at a time.
+"""Continuous-batching greedy decoding (unlearnkit.evaluation.scoring.greedy) against one question at a time.
 
 Reference: plain greedy decoding written out here, one question alone, no padding and no cache: each step runs the
 whole sequence and appends the argmax of the last position's logits, until an end token or the token budget.
@@ -10,8 +10,8 @@ from tiny_lm import fit, tiny_lm
 from transformers import MistralConfig, MistralForCausalLM
 
 from unlearnkit.data.formatting import collate
-from unlearnkit.evaluation.greedy import greedy_continuous, supports_continuous_batching
-from unlearnkit.evaluation.scoring import _generate_batch, generate_answers
+from unlearnkit.evaluation.scoring.greedy import greedy_continuous, supports_continuous_batching
+from unlearnkit.evaluation.scoring.generation import _generate_batch, generate_answers
 
 PAIRS = [
     ("Who wrote The Glass Orchard?", "Mira Solen wrote The Glass Orchard in 1998."),

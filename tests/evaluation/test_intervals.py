@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from unlearnkit.evaluation.intervals import aggregate_intervals
+from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
 
 B = 200
 

@@ -17,7 +17,9 @@ from transformers import LlamaForCausalLM
 
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation import mia
+from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.scoring.gradients import gradient_norms
+from unlearnkit.evaluation.scoring.passes import next_token_moments
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 LN2 = math.log(2)
@@ -29,7 +31,7 @@ def logits_of(probs):
 
 
 def test_next_token_moments_by_hand():
-    mu, sigma = mia.next_token_moments(logits_of(HALF_QUARTER))
+    mu, sigma = next_token_moments(logits_of(HALF_QUARTER))
     assert mu.shape == (1,) and sigma.shape == (1,)
     assert mu.item() == pytest.approx(-1.5 * LN2, abs=1e-12)
     assert sigma.item() == pytest.approx(0.5 * LN2, abs=1e-12)
@@ -40,16 +42,16 @@ def test_next_token_moments_batch_matches_written_out_sums():
     mu_hand = sum(p * math.log(p) for p in probs)
     var_hand = sum(p * math.log(p) ** 2 for p in probs) - mu_hand**2
     logits = torch.tensor([[math.log(p) + 3.0 for p in probs], [0.0, 0.0, 0.0]], dtype=torch.float64)  # shift-free
-    mu, sigma = mia.next_token_moments(logits)
+    mu, sigma = next_token_moments(logits)
     assert mu.tolist() == pytest.approx([mu_hand, -math.log(3)], abs=1e-12)
     assert sigma.tolist() == pytest.approx([math.sqrt(var_hand), 0.0], abs=1e-7)
     # float32 logits give float32 moments; a 1-D row gives scalars
-    mu32, sigma32 = mia.next_token_moments(logits[0].float())
+    mu32, sigma32 = next_token_moments(logits[0].float())
     assert mu32.dtype == torch.float32 and mu32.shape == () and mu32.item() == pytest.approx(mu_hand, abs=1e-5)
 
 
 def test_next_token_moments_with_impossible_tokens_is_finite():
-    mu, sigma = mia.next_token_moments(logits_of([0.5, 0.5, 0.0]))
+    mu, sigma = next_token_moments(logits_of([0.5, 0.5, 0.0]))
     assert mu.item() == pytest.approx(-LN2, abs=1e-12) and sigma.item() == pytest.approx(0.0, abs=1e-7)
 
 
@@ -57,7 +59,7 @@ def test_min_k_plus_plus_by_hand():
     # z = [1, -1, 0]: positions 1-2 under (1/2, 1/4, 1/4), position 3 under (1/2, 1/2, 0) with σ = 0 → clamp
     rows = logits_of(HALF_QUARTER).repeat(3, 1)
     rows[2] = logits_of([0.5, 0.5, 0.0])[0]
-    mu, sigma = mia.next_token_moments(rows)
+    mu, sigma = next_token_moments(rows)
     logprobs = [-LN2, -2 * LN2, -LN2]
     # T = 3, k = 0.4: int(1.2) = 1 lowest z = -1
     assert mia.min_k_plus_plus_score(logprobs, mu.tolist(), sigma.tolist()) == pytest.approx(1.0, abs=1e-6)
@@ -124,19 +126,6 @@ def test_auc_hand_count_on_four_points_and_sklearn():
     assert mia.mia_auc(forget, holdout) == pytest.approx(roc_auc_score(labels, np.concatenate([forget, holdout])))
 
 
-def test_mia_report_and_privleak_report():
-    report = mia.mia_report({"loss": [0.1, 0.4], "zlib": [0.5, 0.6]}, {"loss": [0.3, 0.5], "zlib": [0.1, 0.2]})
-    assert report == {"loss": pytest.approx(0.75), "zlib": pytest.approx(0.0)}
-    leaks = mia.privleak_report(report, {"loss": 0.5, "min_k": 0.6})
-    assert set(leaks) == {"loss"} and leaks["loss"] == pytest.approx((0.25 - 0.5) / 0.5 * 100)
-    with pytest.raises(UnlearnkitError, match="differ"):
-        mia.mia_report({"loss": [0.1]}, {"zlib": [0.2]})
-    with pytest.raises(UnlearnkitError, match="no forget or no holdout"):
-        mia.mia_report({"loss": []}, {"loss": [0.2]})
-    with pytest.raises(UnlearnkitError, match="NaN"):
-        mia.mia_report({"loss": [float("nan")]}, {"loss": [0.2]})
-
-
 # --- gradnorm on a tiny Llama ------------------------------------------------------------------------------
 
 PAIR = ("Who wrote The Glass Orchard?", "Mira Solen wrote it in 1998.")
@@ -172,16 +161,16 @@ def test_gradient_norm_matches_manual_autograd(tiny):
     mean_l2 = torch.stack([g.norm(2) for g in grads]).mean().item()
     flat = torch.cat([g.flatten() for g in grads])
     model.train()
-    (got,) = mia.gradient_norms(model, formatter, [PAIR])
+    (got,) = gradient_norms(model, formatter, [PAIR])
     assert got == pytest.approx(mean_l2, rel=1e-5)
     assert model.training  # mode restored
     assert all(p.grad is None for p in model.parameters())  # .grad buffers untouched
     for p in (1, 2, math.inf):
-        (global_norm,) = mia.gradient_norms(model, formatter, [PAIR], p=p, reduction="global")
+        (global_norm,) = gradient_norms(model, formatter, [PAIR], p=p, reduction="global")
         assert global_norm == pytest.approx(torch.linalg.vector_norm(flat, ord=p).item(), rel=1e-5)
     # keeping the EOS changes the loss, hence the norm
     with_eos = manual_grads(model, ids, enc.prompt_length, len(ids))
-    (got_eos,) = mia.gradient_norms(model, formatter, [PAIR], drop_eos=False)
+    (got_eos,) = gradient_norms(model, formatter, [PAIR], drop_eos=False)
     assert got_eos == pytest.approx(torch.stack([g.norm(2) for g in with_eos]).mean().item(), rel=1e-5)
     assert got_eos != pytest.approx(got, rel=1e-3)
 
@@ -190,7 +179,7 @@ def test_gradient_norm_of_raw_text_scores_every_token_after_the_first(tiny):
     model, formatter = tiny
     ids = list(formatter.tokenizer(TEXT)["input_ids"])
     grads = manual_grads(model, ids, 1, len(ids))
-    got = mia.gradient_norms(model, formatter, [TEXT, PAIR])
+    got = gradient_norms(model, formatter, [TEXT, PAIR])
     assert len(got) == 2
     assert got[0] == pytest.approx(torch.stack([g.norm(2) for g in grads]).mean().item(), rel=1e-5)
 
@@ -198,18 +187,18 @@ def test_gradient_norm_of_raw_text_scores_every_token_after_the_first(tiny):
 def test_gradient_norm_rejects_bad_input(tiny):
     model, formatter = tiny
     with pytest.raises(UnlearnkitError, match="p must be"):
-        mia.gradient_norms(model, formatter, [PAIR], p=3)
+        gradient_norms(model, formatter, [PAIR], p=3)
     with pytest.raises(UnlearnkitError, match="reduction"):
-        mia.gradient_norms(model, formatter, [PAIR], reduction="sum")
+        gradient_norms(model, formatter, [PAIR], reduction="sum")
     with pytest.raises(UnlearnkitError, match="cannot score"):
-        mia.gradient_norms(model, formatter, [42])
+        gradient_norms(model, formatter, [42])
     with pytest.raises(UnlearnkitError, match="no scored tokens"):
-        mia.gradient_norms(model, formatter, [("Who?", "")])
+        gradient_norms(model, formatter, [("Who?", "")])
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         with pytest.raises(UnlearnkitError, match="no trainable parameters"):
-            mia.gradient_norms(model, formatter, [PAIR])
+            gradient_norms(model, formatter, [PAIR])
     finally:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -11,7 +11,7 @@ from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.muse import (
+from unlearnkit.evaluation.metrics.muse import (
     _leading_special_ids,
     cut_at_stop_strings,
     evaluate_muse,

@@ -18,10 +18,10 @@ from unlearnkit.data.corpus import chunk_texts
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.intervals import aggregate_intervals
-from unlearnkit.evaluation.muse_suite import MUSE_SUITE_METRICS, default_chunk_tokens, evaluate_muse_suite
-from unlearnkit.evaluation.result_store import ResultStore
-from unlearnkit.evaluation.scoring import score_texts
+from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
+from unlearnkit.evaluation.suites.muse import MUSE_SUITE_METRICS, default_chunk_tokens, evaluate_muse_suite
+from unlearnkit.evaluation.scoring.store import ResultStore
+from unlearnkit.evaluation.scoring.passes import score_texts
 from unlearnkit.models.tiny import train_tokenizer
 
 CHUNK = 24

@@ -1,4 +1,4 @@
-"""Each shared prefix runs once (unlearnkit.evaluation.prompt_sharing): a prompt for all its answers, and the tokens
+"""Each shared prefix runs once (unlearnkit.evaluation.scoring.prompt_sharing): a prompt for all its answers, and the tokens
 several answers start with; the scores are the same.
 
 Reference for "the same": the plain path of score_pairs, which runs every (prompt + answer) sequence whole and is
@@ -15,16 +15,16 @@ import torch
 from tiny_lm import assert_same_scores, tiny_lm
 from torch import nn
 
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.prompt_sharing import (
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.scoring.prompt_sharing import (
     batch_levels,
     cache_argument,
     forward_shared_prompts,
     prompt_of,
     shared_prompt_batches,
 )
-from unlearnkit.evaluation.scoring import score_pairs
-from unlearnkit.evaluation.shared_prefix import shared_prefix
+from unlearnkit.evaluation.scoring.passes import score_pairs
+from unlearnkit.evaluation.scoring.shared_prefix import shared_prefix
 
 QUESTIONS = {
     "Who wrote The Glass Orchard?": ["Mira Solen wrote The Glass Orchard in 1998.", "Tom Hale wrote it.",
@@ -164,7 +164,7 @@ def test_a_batch_runs_in_its_cheapest_levels(setup, call_cost):
 
 def test_answers_that_start_alike_run_their_common_start_once_with_the_full_sequences_scores(setup, monkeypatch):
     model, formatter = setup
-    monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 3.0)
+    monkeypatch.setattr("unlearnkit.evaluation.scoring.passes.call_cost", lambda device: 3.0)
     encoded = {pair: formatter.encode(*pair) for pair in PAIRS}
     tokens, handle = count_tokens(model)
     try:

@@ -17,8 +17,8 @@ from transformers import LlamaForCausalLM
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.features import layer_features
-from unlearnkit.evaluation.representation import (
+from layer_features import layer_features
+from unlearnkit.evaluation.metrics.representation import (
     knn_accuracy,
     linear_cka,
     probe_accuracy,

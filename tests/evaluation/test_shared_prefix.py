@@ -1,4 +1,4 @@
-"""The opening every prompt shares runs once (unlearnkit.evaluation.shared_prefix), with the same scores and answers.
+"""The opening every prompt shares runs once (unlearnkit.evaluation.scoring.shared_prefix), with the same scores and answers.
 
 The tiny model gets a chat template whose system prompt opens every prompt, as SmolLM2's does. References: the
 scores of every (prompt + answer) sequence run whole (score_pairs' plain path, itself tested against one pair at a
@@ -12,9 +12,10 @@ import torch
 from tiny_lm import assert_same_scores, fit, tiny_lm
 
 from unlearnkit.data.formatting import QAFormatter, collate
-from unlearnkit.evaluation.greedy import greedy_continuous
-from unlearnkit.evaluation.scoring import generate_answers, score_pairs
-from unlearnkit.evaluation.shared_prefix import SharedPrefix, common_prefix, shared_prefix
+from unlearnkit.evaluation.scoring.greedy import greedy_continuous
+from unlearnkit.evaluation.scoring.generation import generate_answers
+from unlearnkit.evaluation.scoring.passes import score_pairs
+from unlearnkit.evaluation.scoring.shared_prefix import SharedPrefix, common_prefix, shared_prefix
 
 SYSTEM = "You are a careful assistant who answers questions about books and their authors."
 TEMPLATE = ("{% for m in messages %}<|system|>" + SYSTEM + "\n<|user|>{{ m['content'] }}\n{% endfor %}"
@@ -134,5 +135,5 @@ def test_generate_answers_with_the_opening_equals_generate(setup, monkeypatch):
     model, formatter = setup
     questions = list(QUESTIONS)
     answers = generate_answers(model, formatter, questions, max_new_tokens=14, batch_size=3)
-    monkeypatch.setattr("unlearnkit.evaluation.scoring.supports_continuous_batching", lambda model: None)
+    monkeypatch.setattr("unlearnkit.evaluation.scoring.generation.supports_continuous_batching", lambda model: None)
     assert answers == generate_answers(model, formatter, questions, max_new_tokens=14, batch_size=3)

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.statistics import bootstrap_ci, bootstrap_ci_multi, paired_difference
+from unlearnkit.evaluation.metrics.statistics import bootstrap_ci, bootstrap_ci_multi, paired_difference
 
 
 def naive_percentile_ci(groups, statistic, n_resamples, confidence, seed):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from store_fixture import EVAL, MUSE_EVAL, build, build_corpus
-from unlearnkit.evaluation.muse_suite import evaluate_muse_suite
-from unlearnkit.evaluation.result_store import model_fingerprint
-from unlearnkit.evaluation.shared_prefix import SharedPrefix
-from unlearnkit.evaluation.suite import evaluate_tofu
+from unlearnkit.evaluation.suites.muse import evaluate_muse_suite
+from unlearnkit.evaluation.scoring.store import model_fingerprint
+from unlearnkit.evaluation.scoring.shared_prefix import SharedPrefix
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
 
 def count_forward_calls(model):
@@ -73,7 +73,7 @@ def test_fingerprint_changes_with_any_weight():
 
 
 def count_openings(monkeypatch):
-    """A counter of the runs of a shared prompt opening (unlearnkit.evaluation.shared_prefix), one forward call each."""
+    """A counter of the runs of a shared prompt opening (unlearnkit.evaluation.scoring.shared_prefix), one forward call each."""
     runs = {"n": 0}
     original = SharedPrefix._run
 

@@ -3,9 +3,9 @@
 from dataclasses import replace
 
 from store_fixture import EVAL, build, build_corpus
-from unlearnkit.evaluation.muse_suite import MUSE_SUITE_METRICS, evaluate_muse_suite
-from unlearnkit.evaluation.suite import METRIC_NAMES, evaluate_tofu
-from unlearnkit.evaluation.task_suite import evaluate_task, suite_metrics
+from unlearnkit.evaluation.suites.muse import MUSE_SUITE_METRICS, evaluate_muse_suite
+from unlearnkit.evaluation.suites.tofu import METRIC_NAMES, evaluate_tofu
+from unlearnkit.evaluation.evaluator import evaluate_task, suite_metrics
 
 def test_a_qa_task_gets_the_tofu_suite():
     model, formatter, task = build()

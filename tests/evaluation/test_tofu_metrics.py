@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from unlearnkit.evaluation import mia, tofu_metrics
-from unlearnkit.evaluation.scoring import PairScore
+from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.metrics import tofu as tofu_metrics
+from unlearnkit.evaluation.scoring.passes import PairScore
 
 
 def score(logprobs, matches=None, ends_with_eos=True):

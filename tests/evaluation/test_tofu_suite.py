@@ -19,8 +19,10 @@ from transformers import LlamaForCausalLM
 from unlearnkit.data.formatting import QAFormatter, collate
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.scoring import generate_answers, greedy_prefix, score_pairs
-from unlearnkit.evaluation.suite import DEFAULT_METRICS, EvalResult, evaluate_tofu, with_reference
+from unlearnkit.evaluation.scoring.generation import generate_answers, greedy_prefix
+from unlearnkit.evaluation.scoring.passes import score_pairs
+from unlearnkit.evaluation.suites.tofu import DEFAULT_METRICS, evaluate_tofu, with_reference
+from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 
 MAX_NEW_TOKENS = 16
@@ -375,7 +377,7 @@ def test_a_pair_needed_by_several_metrics_is_scored_once(setup):
 def test_answers_needing_moments_share_batches_with_the_other_answers(setup, monkeypatch):
     model, formatter, task = setup
     # calls cost more than any padding or repeated prefix: one batch as large as the batch size allows, no levels
-    monkeypatch.setattr("unlearnkit.evaluation.scoring.call_cost", lambda device: 1e9)
+    monkeypatch.setattr("unlearnkit.evaluation.scoring.passes.call_cost", lambda device: 1e9)
     last_passes = []
 
     def record(module, args, kwargs):  # a batch's last pass: every position's logits
@@ -466,7 +468,7 @@ def test_features_come_from_the_scoring_pass_and_equal_one_example_at_a_time(set
     """evaluate_tofu(features=...) pools hidden states in the pass that scores the answers (issue #3, part 5):
     the model runs exactly as many forward passes as without features, the metrics are unchanged, and each
     feature equals the mean of hidden_states[layer] over the answer tokens of the pair run alone."""
-    from unlearnkit.evaluation.pooling import FeatureSpec
+    from unlearnkit.evaluation.scoring.pooling import FeatureSpec
 
     model, formatter, task = setup
     calls = []

@@ -18,15 +18,15 @@ import unlearnkit
 from unlearnkit.attacks.suite import run_attacks
 from unlearnkit.config import AttacksConfig, parse_config
 from unlearnkit.data.sources import load_task
-from unlearnkit.evaluation.features import layer_features
-from unlearnkit.evaluation.representation import representation_report
+from layer_features import layer_features
+from unlearnkit.evaluation.metrics.representation import representation_report
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.pipeline import resolve_models
 from unlearnkit.data.corpus import chunk_texts, encode_chunks
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.muse_suite import MUSE_SUITE_METRICS
+from unlearnkit.evaluation.suites.muse import MUSE_SUITE_METRICS
 from unlearnkit.models.tiny import train_tokenizer
 
 CORPUS = {

@@ -68,8 +68,8 @@ def test_representation_metrics_of_a_run(tmp_path):
     from unlearnkit.config import parse_config
     from unlearnkit.data.formatting import QAFormatter
     from unlearnkit.data.sources import load_task
-    from unlearnkit.evaluation.features import layer_features
-    from unlearnkit.evaluation.representation import representation_report
+    from layer_features import layer_features
+    from unlearnkit.evaluation.metrics.representation import representation_report
     from unlearnkit.models.load import load_causal_lm
     from unlearnkit.pipeline import resolve_models
 

@@ -9,7 +9,7 @@ respect to a perturbation δ added to the output of decoder block ``layer``. Use
 restores the answers, the knowledge is still in the weights and only its read-out was suppressed.
 
 Objective, for examples (q_i, a_i), i = 1..n, and ℓ̄_i(δ) the mean NLL of the answer tokens of a_i (EOS included,
-as :attr:`unlearnkit.evaluation.scoring.PairScore.mean_nll`) with δ added::
+as :attr:`unlearnkit.evaluation.scoring.passes.PairScore.mean_nll`) with δ added::
 
     universal:    min_{‖δ‖₂ ≤ ε}  (1/n) Σ_i ℓ̄_i(δ)          one vector δ ∈ R^d for all examples
     per_example:  min_{‖δ_i‖₂ ≤ ε} ℓ̄_i(δ_i)  for each i      one vector δ_i ∈ R^d per example
@@ -65,7 +65,7 @@ from unlearnkit.attacks.relearn import DEFAULT_TOLERANCE, Recovery, recovered_fr
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter, collate
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.scoring import model_device
+from unlearnkit.evaluation.scoring.passes import model_device
 
 Scope = Literal["universal", "per_example"]
 DEFAULT_EPSILONS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)

@@ -62,7 +62,8 @@ from torch import nn
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu
+from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
 FLOAT16_UNIT_ROUNDOFF = 2.0**-11
 FLOAT16_SUBNORMAL_ERROR = 2.0**-25  # half the spacing of float16 subnormals (2⁻²⁴)

@@ -40,7 +40,7 @@ from torch import nn
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import evaluate_tofu, resolve_metrics
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu, resolve_metrics
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.gradient_sync import is_distributed
 from unlearnkit.training.loop import train

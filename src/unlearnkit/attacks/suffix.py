@@ -16,7 +16,7 @@ Objective, minimised over s (the mean answer NLL, the quantity behind forget_Q_A
 
     L(s) = (1/E) Σ_e  −(1/|a_e|) Σ_t log p(a_e,t | prompt_e(s), a_e,<t)
 
-over the E examples, the answer's EOS token included (as :class:`~unlearnkit.evaluation.scoring.PairScore`).
+over the E examples, the answer's EOS token included (as :class:`~unlearnkit.evaluation.scoring.passes.PairScore`).
 
 One GCG step (the paper's Algorithm 1 with one prompt set, i.e. its Algorithm 2 without progressive goals):
 
@@ -40,7 +40,7 @@ for that.
 
 Evaluating with the suffix (transfer: optimise on one model, evaluate another): :class:`SuffixFormatter` is a
 :class:`~unlearnkit.data.formatting.QAFormatter` whose ``prompt_ids`` insert the suffix; scoring and generation in
-:func:`~unlearnkit.evaluation.suite.evaluate_tofu` read prompts only through ``formatter.encode`` (built on
+:func:`~unlearnkit.evaluation.suites.tofu.evaluate_tofu` read prompts only through ``formatter.encode`` (built on
 ``prompt_ids``) and ``formatter.prompt_ids``, so every TOFU metric sees the suffixed prompt
 (:func:`evaluate_with_suffix`). :func:`evaluate_paraphrased` re-runs the forget metrics with TOFU's paraphrased
 questions in place of the questions.
@@ -59,7 +59,8 @@ from torch import nn
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import EvalResult, evaluate_tofu, resolve_metrics
+from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.evaluation.suites.tofu import evaluate_tofu, resolve_metrics
 
 SUFFIX_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio")
 PARAPHRASE_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE")

@@ -31,8 +31,8 @@ from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import resolve_metrics
-from unlearnkit.evaluation.task_suite import evaluate_task_cached
+from unlearnkit.evaluation.suites.tofu import resolve_metrics
+from unlearnkit.evaluation.evaluator import evaluate_task_cached
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json

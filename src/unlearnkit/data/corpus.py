@@ -20,7 +20,7 @@ File formats read by :func:`load_corpus_task`:
 
 Every problem is raised as :class:`UnlearnkitError` naming the file, the 1-based line and the fix. Whether a
 text is long enough for VerbMem depends on the tokenizer, so it is checked there (short texts are skipped and
-counted, see :mod:`unlearnkit.evaluation.muse`), not here.
+counted, see :mod:`unlearnkit.evaluation.metrics.muse`), not here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Evaluation results of fixed models (the target and retain models), cached on disk: keys, reading, writing.
 
 The target and retain models of a task do not change between runs, so their evaluation (TOFU or MUSE suite, see
-:func:`unlearnkit.evaluation.task_suite.evaluate_task_cached`) is computed once and kept in
+:func:`unlearnkit.evaluation.evaluator.evaluate_task_cached`) is computed once and kept in
 ``<cache>/evals/<key>.json``; the key covers the model's files, the task's evaluation data, the formatting and the
 evaluation settings. A second run with the same models only evaluates the unlearned model. Underneath, the scores
 and generations go to the result store (``<cache>/scores``), so an interrupted evaluation resumes. Pooled
@@ -20,9 +20,9 @@ import numpy as np
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
-from unlearnkit.evaluation.distributed import world
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.suite import EvalResult
+from unlearnkit.evaluation.scoring.distributed import world
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.models.bases import folder_fingerprint
 from unlearnkit.runio import write_json
 

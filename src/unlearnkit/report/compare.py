@@ -3,7 +3,7 @@
 For every metric whose per-example values both runs hold for the same examples — probabilities, ROUGE, truth-ratio
 aggregates, extraction strength, exact memorization — the difference d = metric(A) − metric(B) with a 95% bootstrap
 interval (examples resampled jointly) and a sign-flip permutation p-value
-(:func:`unlearnkit.evaluation.statistics.paired_difference`). Metrics computed across splits or models
+(:func:`unlearnkit.evaluation.metrics.statistics.paired_difference`). Metrics computed across splits or models
 (model_utility, forget_quality, AUCs) have no single paired per-example sample and are listed without a test.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation import tofu_metrics
-from unlearnkit.evaluation.statistics import paired_difference
+from unlearnkit.evaluation.metrics import tofu as tofu_metrics
+from unlearnkit.evaluation.metrics.statistics import paired_difference
 
 PAIRED_SUFFIXES = ("_Q_A_Prob", "_Q_A_Prob_normalised", "_Q_A_ROUGE", "_Truth_Ratio")
 PAIRED_NAMES = ("extraction_strength", "exact_memorization")

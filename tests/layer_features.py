@@ -1,6 +1,6 @@
 """Frozen features of a causal LM: the mean-pooled hidden states of one layer, one vector per example.
 
-These are the inputs of the representation-level metrics in :mod:`unlearnkit.evaluation.representation`
+These are the inputs of the representation-level metrics in :mod:`unlearnkit.evaluation.metrics.representation`
 ("Are We Truly Forgetting?", arXiv:2503.06991, maps an image model's penultimate-layer features to, for an LLM,
 the mean-pooled hidden states of a chosen layer; research/metrics.md §5, methods.md §18 — the LLM mapping is a
 reconstruction, the paper studies image classifiers).
@@ -25,8 +25,8 @@ tokenizer with its special tokens (truncated to ``formatter.max_length``). ``poo
   dominate a mean over all tokens;
 - ``"all"`` (the only choice, and the default, for raw texts): every non-padding token, prompt included.
 
-Features come from the scoring pass (:func:`~unlearnkit.evaluation.scoring.score_pairs` /
-:func:`~unlearnkit.evaluation.scoring.score_texts` with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`): the
+Features come from the scoring pass (:func:`~unlearnkit.evaluation.scoring.passes.score_pairs` /
+:func:`~unlearnkit.evaluation.scoring.passes.score_texts` with a :class:`~unlearnkit.evaluation.scoring.pooling.FeatureSpec`): the
 same right-padded, length-sorted batches that yield the log-probs, so the TOFU suite computes them in its one pass
 (``evaluate_tofu(..., features=...)``); a causal model's hidden states at the real tokens do not depend on the right
 padding, so each row equals the example run alone (tested against one-at-a-time runs). Features are pooled in
@@ -43,8 +43,8 @@ import numpy as np
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.pooling import FeatureSpec, Pool
-from unlearnkit.evaluation.scoring import score_pairs, score_texts
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec, Pool
+from unlearnkit.evaluation.scoring.passes import score_pairs, score_texts
 
 Item = str | tuple[str, str] | QAExample
 

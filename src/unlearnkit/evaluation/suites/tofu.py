@@ -39,7 +39,7 @@ representation metrics need no forward pass of their own.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -48,12 +48,16 @@ import numpy as np
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation import mia, tofu_metrics
-from unlearnkit.evaluation.distributed import world
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.result_store import ResultStore, model_fingerprint
-from unlearnkit.evaluation.scoring import PairScore, generate_answers, greedy_prefix, score_pairs
-from unlearnkit.evaluation.tofu_metrics import MODEL_UTILITY_INPUTS, MetricValue
+from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.metrics import tofu as tofu_metrics
+from unlearnkit.evaluation.scoring.distributed import world
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.evaluation.scoring.gradients import gradient_norms
+from unlearnkit.evaluation.scoring.store import ResultStore, model_fingerprint
+from unlearnkit.evaluation.scoring.passes import PairScore, score_pairs
+from unlearnkit.evaluation.scoring.generation import generate_answers, greedy_prefix
+from unlearnkit.evaluation.metrics.tofu import MODEL_UTILITY_INPUTS, MetricValue
 
 # bump when what a stored score or generation holds changes (2: generation batches by answer length; 3: answers
 # scored on their prompt's KV cache, which may change a log-prob in its last bits; 4: pairs with and without
@@ -116,51 +120,6 @@ DEFAULT_METRICS = tuple(name for name in METRIC_NAMES if name not in OPT_IN_METR
 # representation split → the task field whose (question, answer) pairs are pooled into features
 FEATURE_SPLITS = {"forget": "eval_forget", "retain": "eval_retain", "holdout": "holdout"}
 REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc", "mia_loss_forget", "mia_loss_holdout")
-
-
-@dataclass
-class EvalResult:
-    """What :func:`evaluate_tofu` measured.
-
-    ``aggregates``: metric name → value (``None`` when skipped: empty split, no reference, no holdout).
-    ``per_example``: metric name → one value per example of its split, in split order (truth ratios are the raw
-    R; ``mia_min_k_forget`` / ``mia_min_k_holdout`` are the Min-K% scores). ``generations``: split prefix → the
-    greedy answers ROUGE was computed on. ``features``: representation split (:data:`FEATURE_SPLITS`) → ``[N,
-    hidden]`` float32 pooled hidden states, when requested (not part of :meth:`to_dict`; large and not JSON).
-    """
-
-    aggregates: dict[str, float | None]
-    per_example: dict[str, list] = field(default_factory=dict)
-    generations: dict[str, list[str]] = field(default_factory=dict)
-    intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
-    features: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def reference_stats(self, required: bool = True) -> dict:
-        """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
-
-        ``forget_truth_ratios`` (for forget_quality) and ``mia_min_k_auc`` (for privleak), each present only if
-        it was computed. With neither, raises unless ``required`` is False (then ``{}``: nothing to compare with,
-        e.g. a raw-text task without holdout texts).
-        """
-        stats: dict = {}
-        ratios = [r for r in self.per_example.get("forget_Truth_Ratio", []) if r is not None]
-        if ratios:
-            stats["forget_truth_ratios"] = ratios
-        if self.aggregates.get("mia_min_k") is not None:
-            stats["mia_min_k_auc"] = self.aggregates["mia_min_k"]
-        for key in ("mia_loss_forget", "mia_loss_holdout"):  # for the reference-model MIA statistic
-            if key in self.per_example:
-                stats[key] = self.per_example[key]
-        if not stats and required:
-            raise UnlearnkitError(
-                "this result has neither forget truth ratios nor a Min-K% AUC: evaluate the retain model with "
-                "forget_Truth_Ratio and mia_min_k on a task with eval_forget (and holdout) examples"
-            )
-        return stats
-
-    def to_dict(self) -> dict:
-        return {"aggregates": self.aggregates, "intervals": self.intervals, "per_example": self.per_example,
-                "generations": self.generations}
 
 
 def resolve_metrics(metrics: Iterable[str] | None) -> set[str]:
@@ -293,16 +252,16 @@ def evaluate_tofu(
     that to match its ROUGE numbers).
 
     With ``store_root``, scores and generations are kept on disk per model fingerprint
-    (:mod:`unlearnkit.evaluation.result_store`): an interrupted evaluation resumes where it stopped and a second
+    (:mod:`unlearnkit.evaluation.scoring.store`): an interrupted evaluation resumes where it stopped and a second
     evaluation of the same model only reads. In a ``torch.distributed`` process group the work is shared out across
     processes and every process returns the same result.
 
     ``features`` also pools, in the same scoring pass, the hidden states of the eval_forget, eval_retain and holdout
     answers (``EvalResult.features``). ``share_prompts=False`` scores every (prompt + answer) sequence whole instead
-    of the answers to one question on its prompt's KV cache (:func:`~unlearnkit.evaluation.scoring.score_pairs`).
+    of the answers to one question on its prompt's KV cache (:func:`~unlearnkit.evaluation.scoring.passes.score_pairs`).
     With ``gold_prefix`` (the default) greedy generation skips the decoding steps the scoring pass has already
     taken: the leading tokens of the gold answer whose teacher-forced argmax is the gold token are what greedy
-    decoding writes (:func:`~unlearnkit.evaluation.scoring.greedy_prefix`), so a model that knows an answer by heart
+    decoding writes (:func:`~unlearnkit.evaluation.scoring.generation.greedy_prefix`), so a model that knows an answer by heart
     is not run for it at all; ``gold_prefix=False`` decodes every answer from its prompt.
     """
     wanted = resolve_metrics(metrics)
@@ -411,7 +370,7 @@ def _mia_statistics(model, formatter: QAFormatter, task: Task, scores: dict, wan
             if metric in wanted and statistic in stats[0]:
                 out[f"{metric}_{split}"] = [st[statistic] for st in stats]
         if "mia_gradnorm" in wanted:
-            out[f"mia_gradnorm_{split}"] = mia.gradient_norms(model, formatter, [(ex.question, ex.answer) for ex in examples])
+            out[f"mia_gradnorm_{split}"] = gradient_norms(model, formatter, [(ex.question, ex.answer) for ex in examples])
     return out
 
 

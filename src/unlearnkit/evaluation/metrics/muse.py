@@ -31,11 +31,11 @@ the stop strings are also passed to ``generate`` (``stop_strings`` with the toke
 its text contains one; the text after a stop string is cut anyway, so this only saves time. Tests check every
 per-example value against unbatched ``generate`` plus ``rouge_score`` one example at a time.
 
-As for the TOFU suite's generations (:func:`unlearnkit.evaluation.scoring.generate_answers`), a ``store``
-(:class:`~unlearnkit.evaluation.result_store.ResultStore`) keeps every finished batch's continuations on disk, keyed by
+As for the TOFU suite's generations (:func:`unlearnkit.evaluation.scoring.generation.generate_answers`), a ``store``
+(:class:`~unlearnkit.evaluation.scoring.store.ResultStore`) keeps every finished batch's continuations on disk, keyed by
 (prompt ids, ``max_new_tokens``, stop strings), so an interrupted evaluation resumes and a repeated one only reads;
 in a ``torch.distributed`` process group the batches are dealt out across processes and the continuations gathered
-on every process (:mod:`unlearnkit.evaluation.distributed`), the same as one process's.
+on every process (:mod:`unlearnkit.evaluation.scoring.distributed`), the same as one process's.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from rouge_score import rouge_scorer
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.distributed import gather_dicts, load_all_before_any_append, my_batches
-from unlearnkit.evaluation.result_store import ResultStore, item_key
-from unlearnkit.evaluation.scoring import evaluation_mode, model_device
+from unlearnkit.evaluation.scoring.distributed import gather_dicts, load_all_before_any_append, my_batches
+from unlearnkit.evaluation.scoring.store import ResultStore, item_key
+from unlearnkit.evaluation.scoring.passes import evaluation_mode, model_device
 
 VERBMEM_PREFIX_TOKENS = 32
 VERBMEM_MAX_NEW_TOKENS = 128

@@ -1,6 +1,6 @@
 """Bootstrap confidence intervals for every aggregate of a TOFU evaluation, from its per-example values alone.
 
-Each aggregate is recomputed on resampled examples (percentile bootstrap, :mod:`unlearnkit.evaluation.statistics`):
+Each aggregate is recomputed on resampled examples (percentile bootstrap, :mod:`unlearnkit.evaluation.metrics.statistics`):
 
 - means (Q_A_Prob, normalised probability, ROUGE, extraction strength, exact memorization) and the truth-ratio
   aggregates: the examples of the split, with the metric's own aggregate;
@@ -21,8 +21,9 @@ import math
 import numpy as np
 from scipy import stats
 
-from unlearnkit.evaluation import mia, tofu_metrics
-from unlearnkit.evaluation.statistics import bootstrap_ci, bootstrap_ci_multi
+from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.metrics import tofu as tofu_metrics
+from unlearnkit.evaluation.metrics.statistics import bootstrap_ci, bootstrap_ci_multi
 
 MEAN_METRICS_SUFFIXES = ("_Q_A_Prob", "_Q_A_Prob_normalised", "_Q_A_ROUGE")
 UTILITY_SPLITS = (("retain", "retain_Q_A_Prob"), ("ra", "ra_Q_A_Prob_normalised"), ("wf", "wf_Q_A_Prob_normalised"))

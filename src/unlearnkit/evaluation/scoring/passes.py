@@ -1,20 +1,20 @@
 """Run the model once for everything the metrics need: teacher-forced answer scores and greedy generations.
 
-Metrics never call the model (see :mod:`unlearnkit.evaluation.tofu_metrics`). The suite plans every
+Metrics never call the model (see :mod:`unlearnkit.evaluation.metrics.tofu`). The suite plans every
 (question, answer) pair and every question it needs, and this module computes each one once:
 
 - :func:`score_pairs` de-duplicates the pairs, sorts them by tokenized length, and runs them in right-padded
   batches of similar length; answers that share a question run its prompt once, on a KV cache
-  (:mod:`~unlearnkit.evaluation.prompt_sharing`). For each pair it keeps, per answer token (the EOS token
+  (:mod:`~unlearnkit.evaluation.scoring.prompt_sharing`). For each pair it keeps, per answer token (the EOS token
   included), the log-probability of the label under teacher forcing and whether the teacher-forced argmax equals
   the label.
 - :func:`score_texts` does the same for raw texts (MUSE-style corpora): every token after the first is scored.
   Both run through one batching loop (:func:`_score_encoded`), with the same store and process-group sharding.
-- with a :class:`~unlearnkit.evaluation.pooling.FeatureSpec`, the same forward pass also returns the hidden states
+- with a :class:`~unlearnkit.evaluation.scoring.pooling.FeatureSpec`, the same forward pass also returns the hidden states
   and each item keeps its mean-pooled feature vector at the chosen layer (the representation metrics' input), so
   log-probs, Min-K%++ moments and features come from one pass per sequence.
 - :func:`generate_answers` runs left-padded greedy decoding with continuous batching where the model allows it
-  (:mod:`~unlearnkit.evaluation.greedy`), stops each row at an end token, and decodes only the new tokens, without
+  (:mod:`~unlearnkit.evaluation.scoring.greedy`), stops each row at an end token, and decodes only the new tokens, without
   special tokens. Given the tokens an answer is known to start with
   (:func:`greedy_prefix`: the scoring pass already showed the model writing the first tokens of its gold answer),
   it decodes only the rest.
@@ -42,15 +42,12 @@ from typing import Collection, Hashable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from unlearnkit.data.formatting import Encoded, QAFormatter, collate
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.distributed import gather_dicts, load_all_before_any_append, my_batches
-from unlearnkit.evaluation.greedy import greedy_continuous, supports_continuous_batching
-from unlearnkit.evaluation.mia import encode_item, next_token_moments
-from unlearnkit.evaluation.pooling import FeatureSpec, pooled_features
-from unlearnkit.evaluation.prompt_sharing import (
+from unlearnkit.evaluation.scoring.distributed import gather_dicts, load_all_before_any_append, my_batches
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec, pooled_features
+from unlearnkit.evaluation.scoring.prompt_sharing import (
     cache_argument,
     call_cost,
     forward_shared_prompts,
@@ -58,12 +55,10 @@ from unlearnkit.evaluation.prompt_sharing import (
     prompt_of,
     shared_prompt_batches,
 )
-from unlearnkit.evaluation.result_store import ResultStore, item_key
-from unlearnkit.evaluation.shared_prefix import shared_prefix
+from unlearnkit.evaluation.scoring.store import ResultStore, item_key
+from unlearnkit.evaluation.scoring.shared_prefix import shared_prefix
 
 K = TypeVar("K", bound=Hashable)
-# with continuous batching, questions are decoded (stored, dealt to processes) in units of this many batches
-CONTINUOUS_UNIT = 4
 
 
 @dataclass
@@ -165,15 +160,15 @@ def score_pairs(
 
     With a ``store``, batches already stored are read instead of computed, and each finished batch is stored
     (an interrupted evaluation resumes). In a process group the batches are dealt out across processes and the
-    results gathered on every process (see :mod:`unlearnkit.evaluation.distributed`). ``moments`` adds, in the same
+    results gathered on every process (see :mod:`unlearnkit.evaluation.scoring.distributed`). ``moments`` adds, in the same
     pass, the mean and standard deviation of log p under the model's next-token distribution at each answer
-    position (:func:`unlearnkit.evaluation.mia.next_token_moments`, for Min-K%++), for every pair (``True``) or for
+    position (:func:`unlearnkit.evaluation.scoring.passes.next_token_moments`, for Min-K%++), for every pair (``True``) or for
     the pairs in a collection (the others run in the same batches without them). ``features`` adds, in the same
-    pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.pooling.FeatureSpec`).
+    pass, each pair's mean-pooled hidden state (:class:`~unlearnkit.evaluation.scoring.pooling.FeatureSpec`).
 
     ``share_prompts`` (the default): when answers share a question and the model takes a KV cache, the opening all
-    prompts share runs once (:mod:`unlearnkit.evaluation.shared_prefix`) and each batch runs each of its prompts
-    once and its answers on the prompt's cache (:mod:`unlearnkit.evaluation.prompt_sharing`; the same log-probs as
+    prompts share runs once (:mod:`unlearnkit.evaluation.scoring.shared_prefix`) and each batch runs each of its prompts
+    once and its answers on the prompt's cache (:mod:`unlearnkit.evaluation.scoring.prompt_sharing`; the same log-probs as
     full sequences up to the dtype's rounding — tested). ``share_prompts=False`` runs every sequence whole.
     Features pooled over ``"all"`` tokens need the full sequences and turn it off.
     """
@@ -199,7 +194,7 @@ def score_texts(
     """Teacher-forced scores of every token after the first of each distinct raw text, each text scored once.
 
     A text is tokenized with the tokenizer's own special tokens (a BOS when it adds one), truncated to
-    ``formatter.max_length`` tokens, and no EOS is appended (:func:`unlearnkit.evaluation.mia.encode_item`, the
+    ``formatter.max_length`` tokens, and no EOS is appended (:func:`unlearnkit.evaluation.scoring.passes.encode_item`, the
     same encoding the gradnorm statistic uses); token t is scored from tokens 0..t-1, so a text of T tokens gets
     T − 1 scores: ``token_logprobs[t-1]`` = log p(x_t | x_<t) for t = 1..T−1. This is what MUSE's PrivLeak reads
     (swj0419/muse_bench, Min-K% over the log-probs of ``input_ids[0][1:]``) and OpenUnlearning's MIA on raw
@@ -236,10 +231,10 @@ def _score_encoded(
     """Scores of every encoded item (its tokens from ``prompt_length`` on): the one batching loop of this module.
 
     Items are sorted by length (longest first) and run in right-padded batches (with ``share_prompts``, batches
-    that run each prompt once, after the opening all prompts share: :mod:`unlearnkit.evaluation.prompt_sharing`,
-    :mod:`unlearnkit.evaluation.shared_prefix`); batches whose
+    that run each prompt once, after the opening all prompts share: :mod:`unlearnkit.evaluation.scoring.prompt_sharing`,
+    :mod:`unlearnkit.evaluation.scoring.shared_prefix`); batches whose
     items are all in the ``store`` are read, the others computed (dealt out across a process group) and appended to
-    the store batch by batch. Keys are stored as :func:`~unlearnkit.evaluation.result_store.item_key` of the item's
+    the store batch by batch. Keys are stored as :func:`~unlearnkit.evaluation.scoring.store.item_key` of the item's
     key. With ``features`` the forward pass also returns the hidden states, pooled per row in the same pass.
     """
     stored = load_all_before_any_append(store)
@@ -324,142 +319,39 @@ def _score_row(step_logits: torch.Tensor, enc: Encoded, eos_token_id: int, momen
     )
 
 
-def greedy_prefix(formatter: QAFormatter, question: str, answer: str, score: PairScore) -> list[int]:
-    """The tokens greedy decoding of ``question`` is known to start with, read off the teacher-forced ``score`` of
-    ``answer``: the answer's tokens before the first position whose argmax is not the answer's token.
+def next_token_moments(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of log p under the model's own next-token distribution, per position.
 
-    While the argmax at every earlier position equals the answer's token, greedy decoding has written exactly the
-    answer's tokens so far, so its next token is the argmax there too (the same logits: same prompt, same
-    preceding tokens; equal up to the rounding of other matrix shapes). A model that knows an answer by heart thus
-    writes all of it, its EOS included, without a single decoding step.
+    For one position with p = softmax(logits) over the vocabulary: μ = Σ_v p_v log p_v and
+    σ = sqrt(Σ_v p_v (log p_v − μ)²), which equals the reference's Σ_v p_v (log p_v)² − μ² (Min-K%++,
+    arXiv:2404.02936; OpenUnlearning ``mia/min_k_plus_plus.py``) but is computed in the centred form, which
+    does not lose precision to cancellation. Tokens with p_v = 0 (logits of −inf) contribute 0, not NaN.
+    ``logits``: shape (..., V); returns (μ, σ) of shape (...) in float32, or float64 for float64 logits. σ is not
+    clamped here; :func:`min_k_plus_plus_score` applies the reference's clamp.
     """
-    answer_ids = formatter.encode(question, answer).answer_ids
-    if len(answer_ids) != len(score.argmax_match):
-        raise UnlearnkitError(f"the score of {question!r} has {len(score.argmax_match)} tokens but the answer encodes "
-                              f"to {len(answer_ids)}: pass the score computed with this formatter")
-    matched = next((i for i, ok in enumerate(score.argmax_match) if not ok), len(answer_ids))
-    return answer_ids[:matched]
+    logits = torch.as_tensor(logits)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    present = p > 0
+    mu = torch.where(present, p * logp, torch.zeros_like(p)).sum(-1)
+    centred = torch.where(present, logp - mu.unsqueeze(-1), torch.zeros_like(p))
+    variance = (p * centred.square()).sum(-1)
+    return mu, variance.clamp(min=0).sqrt()
 
 
-class _RowBudgets(StoppingCriteria):
-    """Stops each row of a batch once it has generated its own number of new tokens."""
+def encode_item(formatter: QAFormatter, item) -> Encoded:
+    """A (question, answer) pair → ``formatter.encode``; a raw text → its tokens, every token after the first scored.
 
-    def __init__(self, prompt_width: int, budgets: list[int], device: torch.device):
-        self.prompt_width = prompt_width
-        self.budgets = torch.tensor(budgets, device=device)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return (input_ids.shape[1] - self.prompt_width) >= self.budgets
-
-
-def _stop_token_ids(model, formatter: QAFormatter) -> list[int]:
-    """The formatter's EOS plus any end tokens in the model's generation config (e.g. an end-of-turn token)."""
-    ids = [formatter.eos_token_id]
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if config_eos is not None:
-        ids += [int(config_eos)] if isinstance(config_eos, int) else [int(i) for i in config_eos]
-    return _unique(ids)
-
-
-def generate_answers(
-    model,
-    formatter: QAFormatter,
-    questions: Sequence[str],
-    max_new_tokens: int = 200,
-    batch_size: int = 16,
-    progress: bool = False,
-    store: ResultStore | None = None,
-    expected_lengths: dict[str, int] | None = None,
-    known_prefixes: dict[str, Sequence[int]] | None = None,
-) -> list[str]:
-    """Greedy answers to ``questions``, in order; each distinct question is generated once.
-
-    Prompts are ``formatter.prompt_ids(question)``, left-padded. Questions are ordered by ``expected_lengths``
-    (question → expected answer tokens, e.g. the gold answer's), longest first, then by prompt length. Decoding is
-    greedy (the argmax of the float32 logits, with the model's KV cache) for at most ``max_new_tokens`` tokens and
-    stops at an end token. Models with a plain key/value cache decode with continuous batching
-    (:mod:`unlearnkit.evaluation.greedy`: up to ``batch_size`` rows run, and a row that ends is taken by the next
-    question), in units of ``CONTINUOUS_UNIT`` batches' worth of questions; the others run ``model.generate``
-    (``do_sample=False``, one beam) batch by batch, where the ordering puts answers that should end together in one
-    batch. The answer is the new tokens up to the first end token, decoded with ``skip_special_tokens=True`` and
-    ``clean_up_tokenization_spaces=True`` and stripped of surrounding whitespace, as OpenUnlearning does. ``store``
-    and process groups work as in :func:`score_pairs`, with the unit (or batch) as what is stored and dealt out.
-
-    ``known_prefixes`` (question → token ids its greedy answer is known to start with, from :func:`greedy_prefix`)
-    saves the decoding steps of those tokens: an answer whose known prefix holds an end token or fills
-    ``max_new_tokens`` needs no model call at all, the others decode from prompt + prefix (batched by what is left
-    to write). The caller vouches for the prefixes; a wrong one gives a wrong answer.
+    Raw text is tokenized with the tokenizer's own special tokens (a BOS when it adds one), truncated to
+    ``formatter.max_length``, and no EOS is appended; each token is predicted from the ones before it.
     """
-    _check_batch_size(batch_size)
-    if max_new_tokens < 1:
-        raise UnlearnkitError(f"max_new_tokens must be at least 1, got {max_new_tokens}: pass a positive number")
-    unique_questions = _unique(list(questions))
-    prompts = {q: formatter.prompt_ids(q) for q in unique_questions}
-    stored = load_all_before_any_append(store)
-    answers: dict[str, str] = {q: stored[item_key(q)]["text"] for q in unique_questions if item_key(q) in stored}
-    stop_ids = _stop_token_ids(model, formatter)
-    prefixes = {q: list(known_prefixes[q])[:max_new_tokens] for q in unique_questions if q in (known_prefixes or {})}
-    whole = {q: decode_until_stop(formatter.tokenizer, prefix, stop_ids) for q, prefix in prefixes.items()
-             if set(prefix) & set(stop_ids) or len(prefix) == max_new_tokens}  # the answer: no model call
-    expected = expected_lengths or {}
-
-    def still_to_write(q: str) -> tuple[int, int]:
-        known = len(prefixes.get(q, ()))
-        return expected.get(q, 0) - known, len(prompts[q]) + known
-
-    ordered = sorted(unique_questions, key=still_to_write, reverse=True)
-    continuous = supports_continuous_batching(model)  # else model.generate, one batch at a time
-    unit = batch_size * CONTINUOUS_UNIT if continuous else batch_size
-    units = [u for u in _chunks([q for q in ordered if q not in whole], unit) if not all(q in answers for q in u)]
-    answers.update(whole)
-    mine = my_batches(units)
-    device = model_device(model)
-    # the opening every prompt shares (all of them, not this process's: the same on every process) runs once
-    opening = shared_prefix(model, continuous or None, prompts.values(), device)
-    computed: dict[str, str] = {}
-    with evaluation_mode(model):
-        for unit_questions in _progress(mine, len(mine), "generating answers", progress):
-            known = [prefixes.get(q, []) for q in unit_questions]
-            inputs = [prompts[q] + prefix for q, prefix in zip(unit_questions, known)]
-            budgets = [max_new_tokens - len(prefix) for prefix in known]
-            if continuous:
-                new_tokens = greedy_continuous(model, continuous, inputs, budgets, stop_ids, formatter.pad_token_id,
-                                               batch_size, device, opening)
-            else:
-                new_tokens = _generate_batch(model, inputs, budgets, stop_ids, formatter.pad_token_id, device)
-            texts = {q: decode_until_stop(formatter.tokenizer, prefix + row[:budget], stop_ids)
-                     for q, prefix, row, budget in zip(unit_questions, known, new_tokens, budgets)}
-            if store is not None:
-                store.append({item_key(q): {"text": t} for q, t in texts.items()})
-            computed.update(texts)
-    answers.update(gather_dicts(computed))
-    return [answers[q] for q in questions]
-
-
-def _generate_batch(model, inputs: list[list[int]], budgets: list[int], stop_ids: list[int], pad_token_id: int,
-                    device: torch.device) -> list[list[int]]:
-    """``model.generate`` on one left-padded batch: each row's new tokens, at most its budget."""
-    batch = collate([Encoded(ids, [-100] * len(ids), len(ids)) for ids in inputs], pad_token_id, padding_side="left")
-    width = batch["input_ids"].shape[1]
-    output = model.generate(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        max_new_tokens=max(budgets),
-        stopping_criteria=StoppingCriteriaList([_RowBudgets(width, budgets, device)]),
-        do_sample=False,
-        num_beams=1,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        eos_token_id=stop_ids,
-        pad_token_id=pad_token_id,
+    if isinstance(item, Encoded):
+        return item
+    if isinstance(item, str):
+        return formatter.encode_text(item)
+    if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(s, str) for s in item):
+        return formatter.encode(item[0], item[1])
+    raise UnlearnkitError(
+        f"cannot score {type(item).__name__} {item!r:.60}: pass (question, answer) pairs, raw text strings or Encoded"
     )
-    return output[:, width:].cpu().tolist()
-
-
-def decode_until_stop(tokenizer, token_ids: Sequence[int], stop_ids: Sequence[int]) -> str:
-    """Decode generated ids up to (not including) the first stop token, without special tokens, stripped."""
-    ids = list(token_ids)
-    cut = next((i for i, t in enumerate(ids) if t in set(stop_ids)), len(ids))
-    text = tokenizer.decode(ids[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=True)
-    return text.strip()

@@ -7,7 +7,7 @@ reference implementation swj0419/muse_bench ``eval.py`` (``eval_model``). Which 
 metric                 data                           value
 =====================  =============================  ===============================================================
 verbmem_f              forget chunks                  mean ROUGE-L F1 of the greedy continuation of each chunk's
-                                                      prefix (:func:`unlearnkit.evaluation.muse.verbmem`)
+                                                      prefix (:func:`unlearnkit.evaluation.metrics.muse.verbmem`)
 knowmem_f              task.forget_qa (+ its shots)   mean ROUGE-L F1 of the few-shot greedy answers
 knowmem_r              task.retain_qa (+ its shots)   as knowmem_f
 mia_loss               forget vs holdout chunks       ROC AUC of the mean NLL of each chunk (forget 0, holdout 1)
@@ -17,14 +17,14 @@ mia_min_k_plus_plus    forget vs holdout chunks       ROC AUC of Min-K%++ (k = 0
 privleak               —                              mia_min_k against the retain model's (:func:`mia.privleak`)
 =====================  =============================  ===============================================================
 
-The per-example statistics are those of :func:`unlearnkit.evaluation.mia.example_statistics` on the scores of
-:func:`unlearnkit.evaluation.scoring.score_texts` (every token after the first of a chunk; one pass feeds all four
+The per-example statistics are those of :func:`unlearnkit.evaluation.metrics.mia.example_statistics` on the scores of
+:func:`unlearnkit.evaluation.scoring.passes.score_texts` (every token after the first of a chunk; one pass feeds all four
 statistics, the Min-K%++ moments included). The AUC orientation and the privleak formula are those of the TOFU
 suite (OpenUnlearning's): AUC → 1 when the forget chunks look like training data, and
 privleak = ((1 − AUC) − (1 − AUC_retain)) / (1 − AUC_retain) × 100,
 which is MUSE's (AUC − AUC_retrain) / AUC_retrain × 100 in MUSE's orientation. ``privleak`` needs ``reference``
 (the retain model's :meth:`EvalResult.reference_stats`, ``{"mia_min_k_auc": ...}``) and is ``None`` without it;
-it is computed by :func:`unlearnkit.evaluation.suite.with_reference`, exactly as for TOFU, so a result evaluated
+it is computed by :func:`unlearnkit.evaluation.suites.tofu.with_reference`, exactly as for TOFU, so a result evaluated
 without the reference can be completed later.
 
 Chunking: the forget and holdout texts are cut with :func:`unlearnkit.data.corpus.chunk_texts` into windows of
@@ -51,19 +51,20 @@ import numpy as np
 from unlearnkit.data.corpus import CorpusTask, chunk_texts
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation import mia
-from unlearnkit.evaluation.distributed import world
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.muse import (
+from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.scoring.distributed import world
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.metrics.muse import (
     KNOWMEM_MAX_NEW_TOKENS,
     MUSE_METRICS,
     VERBMEM_MAX_NEW_TOKENS,
     VERBMEM_PREFIX_TOKENS,
     evaluate_muse,
 )
-from unlearnkit.evaluation.result_store import ResultStore, model_fingerprint
-from unlearnkit.evaluation.scoring import PairScore, score_texts
-from unlearnkit.evaluation.suite import EvalResult, with_reference
+from unlearnkit.evaluation.scoring.store import ResultStore, model_fingerprint
+from unlearnkit.evaluation.scoring.passes import PairScore, score_texts
+from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.evaluation.suites.tofu import with_reference
 
 TEXT_SCORES_VERSION = 1  # bump when what a stored text score holds changes
 # metric name -> statistic of mia.example_statistics (AUC of forget vs holdout chunks)
@@ -147,7 +148,7 @@ def evaluate_muse_suite(
 
     Any MIA metric or privleak needs holdout texts: without them :meth:`CorpusTask.require_holdout` raises.
     ``store_root`` keeps the chunk scores and the generations on disk per model fingerprint as
-    :func:`~unlearnkit.evaluation.suite.evaluate_tofu` does (an interrupted evaluation resumes, a repeated one only
+    :func:`~unlearnkit.evaluation.suites.tofu.evaluate_tofu` does (an interrupted evaluation resumes, a repeated one only
     reads); in a process group the scoring and the generation are shared out across processes.
 
     ``features`` (pool ``"all"``) also pools, in the same scoring pass, the hidden states of the forget, retain and

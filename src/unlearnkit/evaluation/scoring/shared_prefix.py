@@ -1,8 +1,8 @@
 """The leading tokens every prompt of an evaluation starts with, run once and their KV cache reused by every batch.
 
 With a chat template every prompt opens with the same tokens: SmolLM2's system prompt and the user-turn header are
-24 of a TOFU prompt's 37-63 tokens. :mod:`~unlearnkit.evaluation.prompt_sharing` runs each prompt once per batch
-and continuous-batching generation (:mod:`~unlearnkit.evaluation.greedy`) prefills each question once, but both
+24 of a TOFU prompt's 37-63 tokens. :mod:`~unlearnkit.evaluation.scoring.prompt_sharing` runs each prompt once per batch
+and continuous-batching generation (:mod:`~unlearnkit.evaluation.scoring.greedy`) prefills each question once, but both
 still ran that opening once per prompt: on real TOFU with SmolLM2, 12% of the teacher-forced suite's tokens. Here it
 runs once, in a batch of one, and each batch starts from a copy of its cache, one row per sequence.
 

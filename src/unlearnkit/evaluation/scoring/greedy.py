@@ -12,7 +12,7 @@ Each step is what ``model.generate`` does for a left-padded batch (transformers'
 the attention mask marks padding, position ids count a row's real tokens (``cumsum(mask) − 1``), and the next token
 is the argmax of the float32 logits of the last position. Rows joining a longer or shorter running cache are
 left-padded to its length (zero keys and values, masked out), and columns that are padding for every row are dropped.
-The opening every prompt shares (:mod:`~unlearnkit.evaluation.shared_prefix`) runs once: a prefill starts from its
+The opening every prompt shares (:mod:`~unlearnkit.evaluation.scoring.shared_prefix`) runs once: a prefill starts from its
 cache and left-pads the rows' own tokens after it (padding in the middle, masked out the same way).
 The answers are those of ``model.generate`` up to the rounding of other matrix shapes (tested against one question at
 a time).
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.data.formatting import Encoded, collate
-from unlearnkit.evaluation.prompt_sharing import cache_argument
-from unlearnkit.evaluation.shared_prefix import SharedPrefix
+from unlearnkit.evaluation.scoring.prompt_sharing import cache_argument
+from unlearnkit.evaluation.scoring.shared_prefix import SharedPrefix
 
 # generation-config settings that make ``generate`` change the logits before its argmax, with their neutral values:
 # a model that sets one (e.g. a repetition penalty) decodes with ``generate``, which applies it
@@ -79,7 +79,7 @@ def greedy_continuous(
 ) -> list[list[int]]:
     """Greedy continuations of every ``inputs[i]`` (token ids), at most ``budgets[i]`` new tokens each, ending at
     the first token in ``stop_ids`` (included). Questions join the running batch in the order given. ``shared``:
-    the opening every input starts with (:mod:`~unlearnkit.evaluation.shared_prefix`), run once; a prefill then
+    the opening every input starts with (:mod:`~unlearnkit.evaluation.scoring.shared_prefix`), run once; a prefill then
     runs only the tokens after it. Call under ``torch.inference_mode()`` with the model in eval mode."""
     if shared is not None and any(list(ids[: len(shared)]) != shared.ids or len(ids) <= len(shared) for ids in inputs):
         raise ValueError("greedy_continuous: every input must start with the shared prefix and go on after it")

@@ -36,21 +36,17 @@ under-unlearning (the forget set still looks like training data), strongly posit
 
 from __future__ import annotations
 
-import math
 import zlib
-from typing import Literal, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-from unlearnkit.data.formatting import IGNORE_INDEX, Encoded, QAFormatter
 from unlearnkit.errors import UnlearnkitError
 
 MIN_K_FRACTION = 0.4  # OpenUnlearning's mia_min_k.yaml for TOFU (the class default is 0.2)
 PRIVLEAK_EPS = 1e-10
 MIN_K_PLUS_PLUS_MIN_VARIANCE = 1e-6  # the reference clamps σ_t² at this value before the square root
-GRADNORM_P = 2  # OpenUnlearning's gradnorm p (1, 2 or inf are allowed there)
 
 STATISTICS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "gradnorm")
 
@@ -142,27 +138,6 @@ def reference_score(token_logprobs: Sequence[float], reference_token_logprobs: S
     return loss_score(token_logprobs) - loss_score(reference_token_logprobs)
 
 
-def next_token_moments(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of log p under the model's own next-token distribution, per position.
-
-    For one position with p = softmax(logits) over the vocabulary: μ = Σ_v p_v log p_v and
-    σ = sqrt(Σ_v p_v (log p_v − μ)²), which equals the reference's Σ_v p_v (log p_v)² − μ² (Min-K%++,
-    arXiv:2404.02936; OpenUnlearning ``mia/min_k_plus_plus.py``) but is computed in the centred form, which
-    does not lose precision to cancellation. Tokens with p_v = 0 (logits of −inf) contribute 0, not NaN.
-    ``logits``: shape (..., V); returns (μ, σ) of shape (...) in float32, or float64 for float64 logits. σ is not
-    clamped here; :func:`min_k_plus_plus_score` applies the reference's clamp.
-    """
-    logits = torch.as_tensor(logits)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    present = p > 0
-    mu = torch.where(present, p * logp, torch.zeros_like(p)).sum(-1)
-    centred = torch.where(present, logp - mu.unsqueeze(-1), torch.zeros_like(p))
-    variance = (p * centred.square()).sum(-1)
-    return mu, variance.clamp(min=0).sqrt()
-
-
 def min_k_plus_plus_score(
     token_logprobs: Sequence[float], mu: Sequence[float], sigma: Sequence[float], k: float = MIN_K_FRACTION
 ) -> float:
@@ -223,119 +198,3 @@ def example_statistics(
     if reference_token_logprobs is not None:
         out["reference"] = reference_score(token_logprobs, reference_token_logprobs)
     return out
-
-
-# --- gradnorm (runs the model) -----------------------------------------------------------------------------
-
-Reduction = Literal["mean", "global"]
-
-
-def encode_item(formatter: QAFormatter, item) -> Encoded:
-    """A (question, answer) pair → ``formatter.encode``; a raw text → its tokens, every token after the first scored.
-
-    Raw text is tokenized with the tokenizer's own special tokens (a BOS when it adds one), truncated to
-    ``formatter.max_length``, and no EOS is appended; each token is predicted from the ones before it.
-    """
-    if isinstance(item, Encoded):
-        return item
-    if isinstance(item, str):
-        return formatter.encode_text(item)
-    if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(s, str) for s in item):
-        return formatter.encode(item[0], item[1])
-    raise UnlearnkitError(
-        f"cannot score {type(item).__name__} {item!r:.60}: pass (question, answer) pairs, raw text strings or Encoded"
-    )
-
-
-def gradient_norms(
-    model,
-    formatter: QAFormatter,
-    items: Sequence,
-    p: float = GRADNORM_P,
-    reduction: Reduction = "mean",
-    drop_eos: bool = True,
-) -> list[float]:
-    """gradnorm statistic per example: the size of ∇θ ℓ̄(x), the gradient of the example's mean NLL, batch size 1.
-
-    ``items``: (question, answer) pairs (the answer tokens are scored), raw text strings (every token after the
-    first is scored) or :class:`~unlearnkit.data.formatting.Encoded` examples. ℓ̄ is the mean NLL of the scored
-    tokens without the final EOS prediction when ``drop_eos`` (the reference's ``tokenwise_logprobs``).
-
-    ``reduction="mean"`` (default) follows OpenUnlearning ``mia/gradnorm.py``: the mean over parameter tensors of
-    each tensor's gradient p-norm, (1/|Θ|) Σ_θ ‖∂ℓ̄/∂θ‖_p, over every trainable tensor that receives a gradient.
-    ``reduction="global"`` is the p-norm of the whole gradient vector, ‖∇θ ℓ̄‖_p (metrics.md §2's formula), which
-    weighs large tensors more. ``p`` is 1, 2 or ``math.inf``. Lower = more member-like (members sit near a
-    minimum of the training loss).
-
-    Gradients come from ``torch.autograd.grad``: the model's ``.grad`` buffers are never touched (the reference
-    zeroes them). The model runs in eval mode (no dropout) with gradients enabled; its train/eval mode is restored.
-    """
-    if p not in (1, 2, math.inf):
-        raise UnlearnkitError(f"gradnorm p must be 1, 2 or inf, got {p}")
-    if reduction not in ("mean", "global"):
-        raise UnlearnkitError(f"gradnorm reduction must be 'mean' or 'global', got {reduction!r}")
-    params = [param for param in model.parameters() if param.requires_grad]
-    if not params:
-        raise UnlearnkitError("the model has no trainable parameters: gradnorm needs requires_grad=True weights")
-    device = next(model.parameters()).device
-    norms: list[float] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            for item in items:
-                loss = _example_loss(model, formatter, encode_item(formatter, item), drop_eos, device)
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                per_tensor = torch.stack([g.detach().float().norm(p=p) for g in grads if g is not None])
-                total = per_tensor.mean() if reduction == "mean" else torch.linalg.vector_norm(per_tensor, ord=p)
-                norms.append(float(total))
-    finally:
-        model.train(was_training)
-    return norms
-
-
-def _example_loss(model, formatter: QAFormatter, enc: Encoded, drop_eos: bool, device) -> torch.Tensor:
-    """ℓ̄ of one un-padded example: mean NLL of its labelled tokens (last one dropped if it is the EOS)."""
-    start, end = enc.prompt_length, len(enc.input_ids)
-    if drop_eos and enc.input_ids[-1] == formatter.eos_token_id and enc.labels[-1] != IGNORE_INDEX:
-        end -= 1
-    if end <= start:
-        raise UnlearnkitError("an example has no scored tokens before its EOS: drop empty answers")
-    ids = torch.tensor([enc.input_ids], device=device)
-    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
-    logp = torch.log_softmax(logits[start - 1 : end - 1].float(), dim=-1)
-    targets = ids[0, start:end]
-    return -logp.gather(-1, targets[:, None]).mean()
-
-
-# --- AUC report --------------------------------------------------------------------------------------------
-
-
-def mia_report(
-    forget_stats: Mapping[str, Sequence[float]], holdout_stats: Mapping[str, Sequence[float]]
-) -> dict[str, float]:
-    """ROC AUC of every statistic, forget (label 0) vs holdout (label 1), as :func:`mia_auc`.
-
-    Both mappings are statistic name → per-example values and must name the same statistics; no side may be
-    empty or hold NaN. 1.0 = the forget set looks entirely like training data, 0.5 = indistinguishable.
-    """
-    if set(forget_stats) != set(holdout_stats):
-        raise UnlearnkitError(
-            f"forget statistics {sorted(forget_stats)} and holdout statistics {sorted(holdout_stats)} differ: "
-            "compute the same statistics on both splits"
-        )
-    report: dict[str, float] = {}
-    for name in forget_stats:
-        forget, holdout = forget_stats[name], holdout_stats[name]
-        if len(forget) == 0 or len(holdout) == 0:
-            raise UnlearnkitError(f"statistic {name!r} has no forget or no holdout values: both splits need examples")
-        values = np.asarray(list(forget) + list(holdout), dtype=np.float64)
-        if np.isnan(values).any():
-            raise UnlearnkitError(f"statistic {name!r} has NaN values: check the examples' token scores")
-        report[name] = mia_auc(forget, holdout)
-    return report
-
-
-def privleak_report(report: Mapping[str, float], reference_report: Mapping[str, float]) -> dict[str, float]:
-    """:func:`privleak` of every statistic present in both :func:`mia_report` outputs (model vs retain model)."""
-    return {name: privleak(report[name], reference_report[name]) for name in report if name in reference_report}

@@ -1,7 +1,7 @@
 """Evaluation during training: a chosen metric subset every N steps and/or each epoch, and the best checkpoint kept.
 
 A :class:`TrainingMonitor` is the training loop's ``on_step`` hook. At each due step it evaluates the model with
-:func:`unlearnkit.evaluation.task_suite.evaluate_task` (the TOFU or MUSE suite; only the chosen metrics and what they depend on) and returns the
+:func:`unlearnkit.evaluation.evaluator.evaluate_task` (the TOFU or MUSE suite; only the chosen metrics and what they depend on) and returns the
 values, which the loop stores in the step's log and its checkpoints. With a ``best`` criterion — e.g. the highest
 forget_quality among checkpoints whose model_utility is at least 0.4 — the best model so far is written to
 ``best_dir`` (with ``best.json``), so a resumed run continues the same selection. Evaluation runs in every process
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from unlearnkit.config import BestConfig, MonitorConfig
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suite import METRIC_NAMES
+from unlearnkit.evaluation.suites.tofu import METRIC_NAMES
 from unlearnkit.runio import atomic_dir, write_json
 
 BEST_FILE = "best.json"

@@ -1,12 +1,12 @@
 """Representation-level evaluation of a run: are the forget examples still represented as the target represents them?
 
-Features (mean-pooled hidden states at one layer, :mod:`unlearnkit.evaluation.pooling`) of the forget, retain and
+Features (mean-pooled hidden states at one layer, :mod:`unlearnkit.evaluation.scoring.pooling`) of the forget, retain and
 holdout examples (QA answers, or the text chunks of a raw-text task) under the unlearned, target and retain models
 come from each model's scoring pass (``evaluate_tofu`` / ``evaluate_muse_suite`` with ``features=spec``,
 ``EvalResult.features``): no forward pass of their own. This module picks
 the layer and turns the features into CKA of the unlearned (and, as a baseline, the target) model against the
 retain model on each split, and how separable the forget examples are from the others under each model
-(:func:`unlearnkit.evaluation.representation.representation_report`).
+(:func:`unlearnkit.evaluation.metrics.representation.representation_report`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from unlearnkit.config import RepresentationConfig
-from unlearnkit.evaluation.pooling import FeatureSpec, check_layer
-from unlearnkit.evaluation.representation import representation_report
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec, check_layer
+from unlearnkit.evaluation.metrics.representation import representation_report
 
 
 def feature_spec(model_config, cfg: RepresentationConfig, texts: bool = False) -> FeatureSpec:

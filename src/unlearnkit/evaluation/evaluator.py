@@ -15,14 +15,15 @@ from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.evaluation.cache import eval_key, read_cached, write_cached
-from unlearnkit.evaluation.muse_suite import (
+from unlearnkit.evaluation.suites.muse import (
     MUSE_MIA_STATISTICS,
     MUSE_SUITE_METRICS,
     evaluate_muse_suite,
     resolve_muse_metrics,
 )
-from unlearnkit.evaluation.pooling import FeatureSpec
-from unlearnkit.evaluation.suite import METRIC_NAMES, EvalResult, evaluate_tofu
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.suites.tofu import METRIC_NAMES, evaluate_tofu
+from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import default_cache_dir
 

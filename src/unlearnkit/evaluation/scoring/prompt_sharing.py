@@ -16,7 +16,7 @@ the same cost (:func:`shared_prompt_batches`): on real TOFU forget01 with SmolLM
 levels run the output layer only on the positions whose logits predict a scored token (``logits_to_keep``), and a
 position shared by several answers yields its logits once. The opening every prompt starts with (a chat template's
 system prompt) runs once for all batches, and the first level starts from its cache
-(:mod:`~unlearnkit.evaluation.shared_prefix`).
+(:mod:`~unlearnkit.evaluation.scoring.shared_prefix`).
 
 Exactness: the cached parts of a level have one length, so neither they nor the cache carry padding; the last
 pass's rows are right-padded, the positions are the cache's own, and each token sees the same keys at the same
@@ -24,7 +24,7 @@ positions (and cache columns) as in a full forward pass of its sequence: the sam
 with no hand-made positions or masks with holes. The matrix products run on other shapes, though (a level of a few
 rows, a last pass of the rows' rests), and kernels may round some shapes differently. On the CPU a product of 1 to
 3 rows takes another kernel than a larger one, so no pass runs fewer than
-:data:`~unlearnkit.evaluation.shared_prefix.MIN_PASS_POSITIONS` positions (nor the output layer fewer rows): with
+:data:`~unlearnkit.evaluation.scoring.shared_prefix.MIN_PASS_POSITIONS` positions (nor the output layer fewer rows): with
 SmolLM2-135M in float32 every log-prob of the TOFU-suite benchmark then equals the full pass's, while with the
 2M-parameter tiny models some still differ at the rounding level (up to about 1e-6 in a log-prob, 5e-8 in an
 aggregate). The same holds between any two batchings under SDPA attention. Results stay deterministic: the batches
@@ -40,7 +40,7 @@ from typing import Hashable, Sequence, TypeVar
 import torch
 
 from unlearnkit.data.formatting import Encoded, collate
-from unlearnkit.evaluation.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix, shared_length
+from unlearnkit.evaluation.scoring.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix, shared_length
 
 K = TypeVar("K", bound=Hashable)
 # the fixed cost of one forward call in tokens' worth of compute: on a CPU about 24 (measured with SmolLM2-135M on
@@ -236,7 +236,7 @@ def forward_shared_prompts(
     the last pass, and the views of the examples that those outputs are aligned with (the tokens from the last cut
     on). With ``output_hidden_states`` (features pooled over the answer) the levels stay within the prompts, so every
     answer token is in the last pass. ``cache_name``: the forward's cache argument (:func:`cache_argument`).
-    ``shared``: the opening every prompt starts with, already run (:mod:`~unlearnkit.evaluation.shared_prefix`); the
+    ``shared``: the opening every prompt starts with, already run (:mod:`~unlearnkit.evaluation.scoring.shared_prefix`); the
     first level (or the last pass) starts from its cache. ``call_cost``: as given to :func:`shared_prompt_batches`.
     """
     opening = len(shared) if shared is not None else 0

@@ -29,7 +29,7 @@ import numpy as np
 from rouge_score import rouge_scorer
 from scipy import stats
 
-from unlearnkit.evaluation.scoring import PairScore
+from unlearnkit.evaluation.scoring.passes import PairScore
 
 EPS = 1e-10  # OpenUnlearning's guard in the truth ratio, its forget aggregator and the normalised probability
 
