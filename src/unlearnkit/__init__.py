@@ -3,7 +3,7 @@
 The Python API is two functions; the ``unlearnkit`` command line is a thin layer over them.
 
 - :func:`unlearn` runs one unlearning job (task → target/retain models → method → evaluation → run directory).
-- :func:`evaluate` scores one model on a task's TOFU metrics.
+- :func:`evaluate` scores one model on a task: the TOFU suite for QA tasks, the MUSE suite for raw text.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from unlearnkit.data.corpus import CorpusTask
     from unlearnkit.data.types import Task
     from unlearnkit.evaluation.suites.result import EvalResult
     from unlearnkit.pipeline import RunResult
@@ -41,15 +42,19 @@ def unlearn(config: "str | Path | dict | Any | None" = None, *, resume: bool = F
     return run(cfg, resume=resume, progress=progress)
 
 
-def evaluate(model: Any, task: "Task", *, tokenizer: Any = None, reference: dict | None = None,
-             max_length: int = 256, template: str = "auto", batch_size: int = 16, max_new_tokens: int = 200,
+def evaluate(model: Any, task: "Task | CorpusTask", *, tokenizer: Any = None, reference: dict | None = None,
+             metrics: "list[str] | None" = None, max_length: int = 256, template: str = "auto",
+             batch_size: int = 16, max_new_tokens: int = 200, intervals: bool = True,
              progress: bool = False) -> "EvalResult":
-    """TOFU metrics of ``model`` (a model folder, or a loaded model with its ``tokenizer``) on ``task``.
+    """Evaluate ``model`` (a model folder, or a loaded model with its ``tokenizer``) on ``task``.
 
-    ``reference`` is the retain model's ``EvalResult.reference_stats()``: it enables forget_quality and privleak.
+    A QA task gets the TOFU suite, a raw-text (corpus) task the MUSE suite; ``metrics`` picks among the suite's
+    metrics (default: all but the opt-in ones). ``reference`` is the retain model's ``EvalResult.reference_stats()``:
+    it enables forget_quality and privleak. ``intervals``: a 95% bootstrap interval for every aggregate.
     """
+    from unlearnkit.config import EvalConfig
     from unlearnkit.data.formatting import QAFormatter
-    from unlearnkit.evaluation.suites.tofu import evaluate_tofu
+    from unlearnkit.evaluation.evaluator import Evaluator
     from unlearnkit.models.load import load_causal_lm
 
     if isinstance(model, (str, Path)):
@@ -57,5 +62,5 @@ def evaluate(model: Any, task: "Task", *, tokenizer: Any = None, reference: dict
     elif tokenizer is None:
         raise TypeError("evaluate(model, ...) with a loaded model needs tokenizer=...")
     formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
-    return evaluate_tofu(model, formatter, task, reference=reference, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, progress=progress)
+    config = EvalConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, intervals=intervals)
+    return Evaluator(task, formatter, config, metrics=metrics, store=False, progress=progress).evaluate(model, reference)

@@ -19,8 +19,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained model forget specific data, and prove that it did.")
 
-HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
-            "verbmem_f", "knowmem_f", "knowmem_r", "mia_min_k", "privleak", "extraction_strength")  # TOFU or MUSE
 
 
 def _fail(message: str) -> None:
@@ -74,10 +72,12 @@ def _guard(fn):
 
 
 def _print_summary(results: dict) -> None:
+    from unlearnkit.evaluation.metrics.registry import headline
+
     models = results.get("models", {})
     columns = [m for m in ("unlearned", "target", "retain") if m in models]
     typer.echo(f"{'metric':<22}" + "".join(f"{c:>14}" for c in columns))
-    for name in HEADLINE:
+    for name in headline():  # the metric table's headline metrics, of the run's suite (TOFU or MUSE)
         if not any(name in models[c]["aggregates"] for c in columns):
             continue  # a metric of the other suite (TOFU vs MUSE)
         cells = []
@@ -114,7 +114,7 @@ def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML 
 
     def go():
         from unlearnkit.data.sources import load_task
-        from unlearnkit.pipeline import resolve_models
+        from unlearnkit.models.prepare import resolve_models
 
         cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "model.base": base})
         task = load_task(cfg.task.source, **cfg.task.options)
@@ -159,24 +159,20 @@ def eval_(model: Path = typer.Option(..., "--model", help="model folder to evalu
     def go():
         from unlearnkit.data.formatting import QAFormatter
         from unlearnkit.data.sources import load_task
-        from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
-        from unlearnkit.evaluation.evaluator import evaluate_task, evaluate_task_cached
+        from unlearnkit.evaluation.evaluator import Evaluator
         from unlearnkit.models.load import load_causal_lm
-        from unlearnkit.models.prepare import default_cache_dir
         from unlearnkit.runio import write_json
 
         cfg = _config(config, sets, **({"task.options.data_dir": data_dir} if data_dir else {}))
         task = load_task(cfg.task.source, **cfg.task.options)
         loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
-        settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-        reference = None  # the TOFU suite, or the MUSE suite for raw-text tasks
+        evaluator = Evaluator(task, formatter, cfg.eval, progress=not quiet)  # TOFU's suite, or MUSE's for raw text
+        reference = None
         if retain is not None:
-            reference = evaluate_task_cached(retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                             not quiet).reference_stats(required=False) or None
-        result = evaluate_task(loaded, formatter, task, reference, settings, progress=not quiet,
-                               store_root=default_cache_dir() / "scores")
-        result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
+            reference = evaluator.evaluate_saved(retain, trust_remote_code=cfg.model.trust_remote_code,
+                                                 intervals=False).reference_stats(required=False) or None
+        result = evaluator.evaluate(loaded, reference)
         payload = {"model": str(model), "task": task.name, **result.to_dict()}
         if output is not None:
             write_json(output, payload)

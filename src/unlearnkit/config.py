@@ -52,8 +52,13 @@ class MethodConfig(Section):
 
 
 class EvalConfig(Section):
+    """How models are evaluated: scoring batch size, greedy answer length, bootstrap intervals."""
+
     batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(200, ge=1)
+    max_new_tokens: int = Field(200, ge=1)  # TOFU's; OpenUnlearning's generation config sets 64
+    intervals: bool = True  # a percentile-bootstrap confidence interval for every aggregate
+    n_resamples: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
 
 
 class BestConfig(Section):

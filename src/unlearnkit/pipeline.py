@@ -1,11 +1,13 @@
 """One unlearning run, start to finish: task → models → unlearn → evaluate → results.json and report.html.
 
 The task is a QA task (TOFU suite) or a raw-text corpus (MUSE suite: the methods train on ``max_length`` token
-windows of the forget and retain texts; :mod:`unlearnkit.evaluation.evaluator`).
+windows of the forget and retain texts); :class:`~unlearnkit.evaluation.evaluator.Evaluator` picks the suite.
 
-A run is written into ``<output_dir>.partial`` and renamed to ``<output_dir>`` only when everything is written, so
-a finished run directory is always complete. Bad input is found before anything is created. A killed run leaves
-its ``.partial`` folder with the epoch checkpoints; ``resume=True`` continues it.
+:func:`run` reads as its stages: check the input (before anything is created), resolve and load the models,
+evaluate the baselines, unlearn inside the run directory, pick the kept model, evaluate it, write the results.
+A run is written into ``<output_dir>.partial`` (:class:`RunDirectory`) and renamed to ``<output_dir>`` only when
+everything is written, so a finished run directory is always complete. A killed run leaves its ``.partial`` folder
+with the epoch checkpoints; ``resume=True`` continues it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from accelerate import PartialState
@@ -29,21 +33,19 @@ from unlearnkit.data.idk import assign_idk
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
-from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.evaluator import Evaluator, is_corpus
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.representation import feature_spec, representation_results
-from unlearnkit.evaluation.suites.result import EvalResult
-from unlearnkit.evaluation.suites.tofu import with_reference
-from unlearnkit.evaluation.evaluator import evaluate_task, evaluate_task_cached, is_corpus, suite_metrics
+from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
-from unlearnkit.models.prepare import PreparedModels, default_cache_dir, prepare_models
-from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
+from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
+from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
 from unlearnkit.training.sharding import steps_per_epoch
 
 log = logging.getLogger("unlearnkit")
@@ -59,30 +61,6 @@ def train_config(settings, seed: int) -> TrainConfig:
     return TrainConfig(**settings.model_dump(), seed=seed)
 
 
-def resolve_models(cfg: RunConfig, task: Task | CorpusTask, progress: bool = True) -> PreparedModels:
-    """The target and retain model folders: given in the config, or prepared (and cached) from the base."""
-    if cfg.model.target and cfg.model.retain:
-        return PreparedModels(Path(cfg.model.target), Path(cfg.model.retain), key="given")
-    if cfg.model.target and not cfg.model.retain:
-        return PreparedModels(Path(cfg.model.target), None, key="given")  # type: ignore[arg-type]
-    recipe = train_config(cfg.prepare, cfg.seed) if cfg.prepare else None
-    if _world_size() > 1 and not _prepared_exists(cfg, task, recipe):
-        raise UnlearnkitError("the target and retain models are not prepared yet: run `unlearnkit prepare CONFIG` "
-                              "once in a single process, then launch the run with several processes")
-    return prepare_models(task, cfg.model.base, recipe, max_length=cfg.model.max_length, template=cfg.model.template,
-                          seed=cfg.seed, cache_dir=default_cache_dir(), trust_remote_code=cfg.model.trust_remote_code,
-                          progress=progress, log=log.info)
-
-
-def _prepared_exists(cfg: RunConfig, task: Task | CorpusTask, recipe) -> bool:
-    from unlearnkit.models.prepare import default_recipe, prepare_key
-
-    recipe = recipe or default_recipe(cfg.model.base)
-    key = prepare_key(task, cfg.model.base, recipe, cfg.model.max_length, cfg.model.template, cfg.seed)
-    root = default_cache_dir() / "prepared" / key
-    return (root / "target" / "config.json").exists() and (root / "retain" / "config.json").exists()
-
-
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -91,13 +69,60 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_method_inputs(method: UnlearningMethod, task: Task | CorpusTask) -> None:
-    if method.uses_idk and is_corpus(task):
-        raise UnlearnkitError(f"method {method.name!r} trains on refusal answers to questions, and a raw-text task has "
-                              "no questions: choose a method that works on text (ga, graddiff, npo, simnpo, rmu)")
-    if method.uses_idk and not task.idk_answers:
-        raise UnlearnkitError(f"method {method.name!r} needs refusal answers but the task has none: "
-                              "give the task an idk file (task.options.idk)")
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _finish_distributed() -> None:
+    """Wait for every rank, then leave the process group: what follows is the main process's alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+class RunDirectory:
+    """``<output_dir>.partial`` while the run is written, renamed to ``<output_dir>`` when it is complete.
+
+    Constructing it only checks (an existing output is refused; an interrupted run needs ``resume``); nothing is
+    created before :meth:`training` (the main process creates the folder, every rank waits for it). A user error
+    inside :meth:`training` removes a folder this run created; any other failure keeps it, with its checkpoints,
+    for ``--resume``.
+    """
+
+    def __init__(self, output_dir: str | Path, resume: bool):
+        self.final = Path(output_dir)
+        self.partial = self.final.with_name(self.final.name + ".partial")
+        self.resume = resume
+        if self.final.exists():
+            raise UnlearnkitError(f"output directory {self.final} already exists: choose another (--output-dir) or "
+                                  "delete it")
+        if self.partial.exists() and not resume:
+            raise UnlearnkitError(f"{self.partial} holds an interrupted run: pass --resume to continue it, or delete it")
+
+    @contextmanager
+    def training(self) -> Iterator[Path]:
+        created = not self.partial.exists()
+        _barrier()  # every rank has checked the output folder before the main one creates it
+        if _is_main():
+            self.partial.mkdir(parents=True, exist_ok=True)
+        _barrier()
+        try:
+            yield self.partial
+        except UnlearnkitError:
+            if created and not self.resume and _is_main():
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+        _barrier()  # the main process has written the last checkpoint (and the best model) before anyone reads them
+
+    def finish(self, results: dict, cfg: RunConfig) -> Path:
+        """Write results.json and report.html, drop the resumption state, and rename the folder to its final name."""
+        write_json(self.partial / "results.json", results)
+        write_report(self.partial / "report.html", results, cfg)
+        for scratch in ("checkpoints", "best"):  # resumption state; the kept model is in model/
+            shutil.rmtree(self.partial / scratch, ignore_errors=True)
+        os.replace(self.partial, self.final)
+        return self.final
 
 
 def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResult:
@@ -105,32 +130,17 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     started = time.time()
     if _world_size() > 1:  # join the process group first, so the ranks can agree before anything is written
         PartialState(cpu=not torch.cuda.is_available())
-    final = Path(cfg.output_dir)
-    partial = final.with_name(final.name + ".partial")
-    if final.exists():
-        raise UnlearnkitError(f"output directory {final} already exists: choose another (--output-dir) or delete it")
-    if partial.exists() and not resume:
-        raise UnlearnkitError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
+    run_dir = RunDirectory(cfg.output_dir, resume)
+    method, train_settings, task = check_inputs(cfg)  # everything that can be wrong is found before anything is written
 
-    # everything that can be wrong with the input is found before anything is written
-    method = get_method(cfg.method.name, **cfg.method.params)
-    train_settings = train_config(cfg.train, cfg.seed)
-    train_settings.validate()
-    task = load_task(cfg.task.source, **cfg.task.options)
-    check_method_inputs(method, task)
-    check_corpus_run(cfg, task)
-    if cfg.monitor is not None:
-        check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target),
-                      known=suite_metrics(task))
-    models = resolve_models(cfg, task, progress)
+    models = resolve_models(cfg, task, progress, log=log.info)
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
-    settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
-    # representation features come out of each model's scoring pass (a bad layer is found before training)
-    spec = None
+    spec = None  # representation features come out of each model's scoring pass (a bad layer is found here)
     if cfg.representation is not None and models.retain is not None:
         spec = feature_spec(model.config, cfg.representation, texts=is_corpus(task))
-    baselines, reference, features = evaluate_baselines(cfg, task, formatter, models, settings, progress, spec)
+    evaluator = Evaluator(task, formatter, cfg.eval, features=spec, progress=progress)
+    baselines, reference, features = evaluate_baselines(cfg, evaluator, models)
     if spec is not None:  # the report's inputs (split sizes, k-NN's k) are checked on the baselines, before training
         representation_results({"target": features["target"], "retain": features["retain"]}, spec)
     forget, retain = training_items(task.forget, formatter), training_items(task.retain, formatter)
@@ -138,58 +148,18 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         raise UnlearnkitError("the forget set gives no training example (a raw text needs at least two tokens): "
                               "give longer forget texts")
 
-    created = not partial.exists()
-    _barrier()  # every rank has checked the output folder before the main one creates it
-    if _is_main():
-        partial.mkdir(parents=True, exist_ok=True)
-    _barrier()
-    try:
+    with run_dir.training() as partial:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
-        idk = None
-        if method.uses_idk:
-            refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
-            idk = [formatter.encode(e.question, r) for e, r in zip(task.forget, refusals)]
-
-        def reference_model():
-            ref, _ = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
-            return ref
-
-        monitor = None
-        if cfg.monitor is not None:
-            per_epoch = steps_per_epoch(len(forget), cfg.train.batch_size * cfg.train.gradient_accumulation_steps
-                                        * _world_size())
-            monitor = TrainingMonitor(
-                cfg.monitor, per_epoch, train_settings.total_steps(per_epoch),
-                evaluate=lambda m: evaluate_task(m, formatter, task, reference, settings, progress=False,
-                                                 metrics=set(cfg.monitor.metrics) | _best_metrics(cfg)).aggregates,
-                save_model=lambda m, folder: save_model(m, tokenizer, folder),
-                best_dir=partial / "best", is_main=_is_main())
-        log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
-        trained = train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
-                        resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
-    except UnlearnkitError:
-        if created and not resume and _is_main():
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _barrier()  # the main process has written the last checkpoint (and the best model) before anyone reads them
-    selection = {"selected": "final"}
-    best_file = partial / "best" / BEST_FILE
-    if cfg.monitor is not None and cfg.monitor.best is not None:
-        if best_file.exists():
-            model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
-            selection = {"selected": "best", "best": json.loads(best_file.read_text())}
-        else:
-            selection = {"selected": "final", "best": None,
-                         "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
-    model.eval()
+        trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
+                          partial, evaluator, reference, resume, progress)
+    model, selection = kept_model(cfg, model, partial)
     log.info("evaluating the unlearned model")
-    unlearned = evaluate_task(model, formatter, task, reference, settings, progress=progress,
-                              store_root=default_cache_dir() / "scores", features=spec)
+    unlearned = evaluator.evaluate(model, reference, intervals=False)
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
-        return RunResult(final, {})
-    unlearned = with_intervals(unlearned, reference)
+        return RunResult(run_dir.final, {})
+    unlearned = evaluator.with_intervals(unlearned, reference) if cfg.eval.intervals else unlearned
     representation = None
     if spec is not None:
         representation = representation_results({"unlearned": unlearned.features, **features}, spec)
@@ -205,11 +175,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "representation": representation,
         "seconds": round(time.time() - started, 1),
     }
-    write_json(partial / "results.json", results)
-    write_report(partial / "report.html", results, cfg)
-    for scratch in ("checkpoints", "best"):  # resumption state; the kept model is in model/
-        shutil.rmtree(partial / scratch, ignore_errors=True)
-    os.replace(partial, final)
+    final = run_dir.finish(results, cfg)
     if cfg.attacks is not None:
         from unlearnkit.attacks.suite import run_attacks
 
@@ -217,21 +183,27 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     return RunResult(final, results)
 
 
-def _best_metrics(cfg: RunConfig) -> set[str]:
-    best = cfg.monitor.best if cfg.monitor is not None else None
-    return set() if best is None else {best.metric, *best.at_least, *best.at_most}
+def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | CorpusTask]:
+    """The method, the training settings and the task, with every combination a run cannot do refused."""
+    method = get_method(cfg.method.name, **cfg.method.params)
+    train_settings = train_config(cfg.train, cfg.seed)
+    train_settings.validate()
+    task = load_task(cfg.task.source, **cfg.task.options)
+    check_method_inputs(method, task)
+    check_corpus_run(cfg, task)
+    if cfg.monitor is not None:
+        check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target),
+                      known=registry.names("muse" if is_corpus(task) else "tofu"))
+    return method, train_settings, task
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def _finish_distributed() -> None:
-    """Wait for every rank, then leave the process group: evaluation runs in the main process alone."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+def check_method_inputs(method: UnlearningMethod, task: Task | CorpusTask) -> None:
+    if method.uses_idk and is_corpus(task):
+        raise UnlearnkitError(f"method {method.name!r} trains on refusal answers to questions, and a raw-text task has "
+                              "no questions: choose a method that works on text (ga, graddiff, npo, simnpo, rmu)")
+    if method.uses_idk and not task.idk_answers:
+        raise UnlearnkitError(f"method {method.name!r} needs refusal answers but the task has none: "
+                              "give the task an idk file (task.options.idk)")
 
 
 def check_corpus_run(cfg: RunConfig, task: Task | CorpusTask) -> None:
@@ -241,6 +213,82 @@ def check_corpus_run(cfg: RunConfig, task: Task | CorpusTask) -> None:
     if cfg.attacks is not None:
         raise UnlearnkitError(f"the robustness attacks read QA answers, and task source {cfg.task.source!r} is raw "
                               "text: remove the attacks: section for this task (they run on QA tasks)")
+
+
+def evaluate_baselines(cfg: RunConfig, evaluator: Evaluator, models: PreparedModels) -> tuple[dict, dict | None, dict]:
+    """The retain and target models' results (cached per model), the retain model's reference statistics, and
+    each model's pooled representation features (empty unless the evaluator pools features)."""
+    out: dict = {}
+    pooled: dict = {}
+    reference = None
+    if models.retain is not None:
+        log.info("evaluating the retain model")
+        retain_result = evaluator.evaluate_saved(models.retain, trust_remote_code=cfg.model.trust_remote_code,
+                                                 intervals=False)
+        reference = retain_result.reference_stats(required=False) or None
+        out["retain"] = _with_reference_and_intervals(evaluator, retain_result, reference)
+        pooled["retain"] = retain_result.features
+    log.info("evaluating the target model")
+    target_result = evaluator.evaluate_saved(models.target, reference, trust_remote_code=cfg.model.trust_remote_code)
+    out["target"] = target_result.to_dict()
+    pooled["target"] = target_result.features
+    return out, reference, (pooled if evaluator.features is not None else {})
+
+
+def _with_reference_and_intervals(evaluator: Evaluator, result: EvalResult, reference: dict | None) -> dict:
+    result = with_reference(result, reference)
+    if evaluator.config.intervals:
+        result = evaluator.with_intervals(result, reference)
+    return result.to_dict()
+
+
+def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfig, model, tokenizer,
+            formatter: QAFormatter, task, forget, retain, models: PreparedModels, partial: Path,
+            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool):
+    """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured."""
+    idk = None
+    if method.uses_idk:
+        refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
+        idk = [formatter.encode(e.question, r) for e, r in zip(task.forget, refusals)]
+
+    def reference_model():
+        ref, _ = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
+        return ref
+
+    monitor = None
+    if cfg.monitor is not None:
+        per_epoch = steps_per_epoch(len(forget), cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+                                    * _world_size())
+        chosen = set(cfg.monitor.metrics) | _best_metrics(cfg)
+        monitor = TrainingMonitor(
+            cfg.monitor, per_epoch, train_settings.total_steps(per_epoch),
+            evaluate=lambda m: evaluator.evaluate(m, reference, metrics=chosen, intervals=False, store=False,
+                                                  progress=False).aggregates,
+            save_model=lambda m, folder: save_model(m, tokenizer, folder),
+            best_dir=partial / "best", is_main=_is_main())
+    log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
+    return train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
+                 resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
+
+
+def kept_model(cfg: RunConfig, model, partial: Path):
+    """The model the run keeps (the final one, or the monitor's best checkpoint) and how it was selected."""
+    selection = {"selected": "final"}
+    best_file = partial / "best" / BEST_FILE
+    if cfg.monitor is not None and cfg.monitor.best is not None:
+        if best_file.exists():
+            model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
+            selection = {"selected": "best", "best": json.loads(best_file.read_text())}
+        else:
+            selection = {"selected": "final", "best": None,
+                         "note": "no evaluated checkpoint met the best-checkpoint bounds; the final model is kept"}
+    model.eval()
+    return model, selection
+
+
+def _best_metrics(cfg: RunConfig) -> set[str]:
+    best = cfg.monitor.best if cfg.monitor is not None else None
+    return set() if best is None else {best.metric, *best.at_least, *best.at_most}
 
 
 def task_summary(task: Task | CorpusTask) -> dict:
@@ -254,31 +302,3 @@ def forget_samples(task: Task | CorpusTask) -> list[dict]:
     """The questions shown in the report beside each model's answers (KnowMem's forget questions for a corpus)."""
     examples = task.forget_qa if is_corpus(task) else task.eval_forget
     return [{"question": e.question, "answer": e.answer} for e in examples[:10]]
-
-
-def with_intervals(result: EvalResult, reference: dict | None) -> EvalResult:
-    """``result`` with a 95% bootstrap confidence interval for every aggregate (seeded: reproducible)."""
-    result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
-    return result
-
-
-def evaluate_baselines(cfg: RunConfig, task: Task | CorpusTask, formatter: QAFormatter, models: PreparedModels, settings: dict,
-                       progress: bool = True, features: FeatureSpec | None = None) -> tuple[dict, dict | None, dict]:
-    """The retain and target models' results (cached per model), the retain model's reference statistics, and
-    each model's pooled representation features (empty unless ``features``)."""
-    out: dict = {}
-    pooled: dict = {}
-    reference = None
-    if models.retain is not None:
-        log.info("evaluating the retain model")
-        retain_result = evaluate_task_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                             progress, features=features)
-        reference = retain_result.reference_stats(required=False) or None
-        out["retain"] = with_intervals(with_reference(retain_result, reference), reference).to_dict()
-        pooled["retain"] = retain_result.features
-    log.info("evaluating the target model")
-    target_result = evaluate_task_cached(models.target, task, formatter, settings, cfg.model.trust_remote_code,
-                                         progress, features=features)
-    out["target"] = with_intervals(with_reference(target_result, reference), reference).to_dict()
-    pooled["target"] = target_result.features
-    return out, reference, (pooled if features is not None else {})

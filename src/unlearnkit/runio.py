@@ -1,4 +1,4 @@
-"""Writing files and folders so that a crash or a kill never leaves a half-written one behind."""
+"""Where unlearnkit keeps files, and writing them so that a crash or a kill never leaves a half-written one behind."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def default_cache_dir() -> Path:
+    """Prepared models, scores and evaluation results: ``$UNLEARNKIT_CACHE``, else ``~/.cache/unlearnkit``."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit"))
 
 
 @contextmanager
@@ -31,6 +36,6 @@ def write_json(path: Path, obj) -> None:
     """Write JSON to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent writers never mix
     tmp.write_text(json.dumps(obj, indent=2, allow_nan=True))
     os.replace(tmp, path)

@@ -21,7 +21,8 @@ from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.scoring.generation import generate_answers, greedy_prefix
 from unlearnkit.evaluation.scoring.passes import score_pairs
-from unlearnkit.evaluation.suites.tofu import DEFAULT_METRICS, evaluate_tofu, with_reference
+from unlearnkit.evaluation.suites.result import with_reference
+from unlearnkit.evaluation.suites.tofu import DEFAULT_METRICS, evaluate_tofu
 from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.models.tiny import tiny_config, train_tokenizer
 

@@ -21,7 +21,7 @@ from unlearnkit.data.sources import load_task
 from layer_features import layer_features
 from unlearnkit.evaluation.metrics.representation import representation_report
 from unlearnkit.models.load import load_causal_lm
-from unlearnkit.pipeline import resolve_models
+from unlearnkit.models.prepare import resolve_models
 from unlearnkit.data.corpus import chunk_texts, encode_chunks
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task

@@ -71,7 +71,7 @@ def test_representation_metrics_of_a_run(tmp_path):
     from layer_features import layer_features
     from unlearnkit.evaluation.metrics.representation import representation_report
     from unlearnkit.models.load import load_causal_lm
-    from unlearnkit.pipeline import resolve_models
+    from unlearnkit.models.prepare import resolve_models
 
     config = small_config(tmp_path, representation={"layer": 2})
     results = unlearnkit.unlearn(config, progress=False).results

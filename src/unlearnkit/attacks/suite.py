@@ -31,9 +31,10 @@ from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.evaluation.suites.tofu import resolve_metrics
-from unlearnkit.evaluation.evaluator import evaluate_task_cached
 from unlearnkit.models.load import load_causal_lm
+from unlearnkit.models.prepare import resolve_models
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 
@@ -51,22 +52,21 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
 
 def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) -> dict:
     """Attack the run's unlearned model (and its target and retain models); update results.json and report.html."""
-    from unlearnkit.pipeline import resolve_models  # the run's own target/retain models, from the cache
-
     cfg, results = load_run(run_dir)
     resolve_metrics(set(attacks.metrics))  # unknown metric names fail before any work
     task = load_task(cfg.task.source, **cfg.task.options)
     if isinstance(task, CorpusTask):
         raise UnlearnkitError(f"{run_dir} unlearned a raw-text task ({cfg.task.source!r}); the attacks read QA "
                               "answers and run on QA tasks (tofu, synthetic, custom) only")
-    models = resolve_models(cfg, task, progress)
+    models = resolve_models(cfg, task, progress, log=log.info)  # the run's own target/retain models, from the cache
     unlearned, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
     reference = None
     if models.retain is not None:
-        reference = evaluate_task_cached(models.retain, task, formatter, settings, cfg.model.trust_remote_code,
-                                         progress).reference_stats()
+        evaluator = Evaluator(task, formatter, cfg.eval, progress=progress)
+        reference = evaluator.evaluate_saved(models.retain, trust_remote_code=cfg.model.trust_remote_code,
+                                             intervals=False).reference_stats()
     subjects = {"unlearned": unlearned, "target": load_causal_lm(models.target)[0]}
     if models.retain is not None:
         subjects["retain"] = load_causal_lm(models.retain)[0]

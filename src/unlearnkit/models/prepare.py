@@ -23,9 +23,10 @@ from pathlib import Path
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.bases import base_identity, load_base
 from unlearnkit.models.load import save_model
-from unlearnkit.runio import atomic_dir, write_json
+from unlearnkit.runio import atomic_dir, default_cache_dir, write_json
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.objectives import FineTune
@@ -38,10 +39,6 @@ RECIPES = {
     "tiny": TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, weight_decay=0.0, warmup_steps=20),
     "default": TrainConfig(epochs=5, batch_size=8, gradient_accumulation_steps=4, learning_rate=1e-5, weight_decay=0.01),
 }
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit"))
 
 
 def default_recipe(base: str) -> TrainConfig:
@@ -101,3 +98,28 @@ def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainCon
                                                          "recipe": recipe.to_dict(), "key": key})
         shutil.rmtree(work, ignore_errors=True)
     return PreparedModels(target=folders["target"], retain=folders["retain"], key=key)
+
+
+def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=print) -> PreparedModels:
+    """The target and retain model folders of a run config (:class:`~unlearnkit.config.RunConfig`): given in
+    ``model.target`` / ``model.retain``, or prepared (and cached) from ``model.base``.
+
+    With several processes the models must be prepared already (one process fine-tunes, in ``unlearnkit prepare``).
+    """
+    if cfg.model.target:
+        retain = Path(cfg.model.retain) if cfg.model.retain else None
+        return PreparedModels(Path(cfg.model.target), retain, key="given")  # type: ignore[arg-type]
+    recipe = TrainConfig(**cfg.prepare.model_dump(), seed=cfg.seed) if cfg.prepare else None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _prepared_exists(cfg, task, recipe):
+        raise UnlearnkitError("the target and retain models are not prepared yet: run `unlearnkit prepare CONFIG` "
+                              "once in a single process, then launch the run with several processes")
+    return prepare_models(task, cfg.model.base, recipe, max_length=cfg.model.max_length, template=cfg.model.template,
+                          seed=cfg.seed, cache_dir=default_cache_dir(), trust_remote_code=cfg.model.trust_remote_code,
+                          progress=progress, log=log)
+
+
+def _prepared_exists(cfg, task: Task | CorpusTask, recipe: TrainConfig | None) -> bool:
+    recipe = replace(recipe or default_recipe(cfg.model.base), seed=cfg.seed)
+    key = prepare_key(task, cfg.model.base, recipe, cfg.model.max_length, cfg.model.template, cfg.seed)
+    root = default_cache_dir() / "prepared" / key
+    return (root / "target" / "config.json").exists() and (root / "retain" / "config.json").exists()

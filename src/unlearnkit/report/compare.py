@@ -1,7 +1,7 @@
 """``unlearnkit compare RUN_A RUN_B``: the paired difference of two runs' metrics on the same evaluation examples.
 
-For every metric whose per-example values both runs hold for the same examples — probabilities, ROUGE, truth-ratio
-aggregates, extraction strength, exact memorization — the difference d = metric(A) − metric(B) with a 95% bootstrap
+For every metric whose per-example values both runs hold for the same examples (the metric table's ``paired``:
+probabilities, ROUGE, truth-ratio aggregates, extraction strength, exact memorization, VerbMem, KnowMem) the difference d = metric(A) − metric(B) with a 95% bootstrap
 interval (examples resampled jointly) and a sign-flip permutation p-value
 (:func:`unlearnkit.evaluation.metrics.statistics.paired_difference`). Metrics computed across splits or models
 (model_utility, forget_quality, AUCs) have no single paired per-example sample and are listed without a test.
@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.metrics import tofu as tofu_metrics
 from unlearnkit.evaluation.metrics.statistics import paired_difference
 
-PAIRED_SUFFIXES = ("_Q_A_Prob", "_Q_A_Prob_normalised", "_Q_A_ROUGE", "_Truth_Ratio")
-PAIRED_NAMES = ("extraction_strength", "exact_memorization")
+AGGREGATES = {"mean": np.mean, "truth_ratio_forget": tofu_metrics.closer_to_1_better,
+              "truth_ratio": tofu_metrics.true_better}
 
 
 def load_results(run_dir: Path) -> dict:
@@ -27,14 +28,6 @@ def load_results(run_dir: Path) -> dict:
     if not path.is_file():
         raise UnlearnkitError(f"{run_dir} has no results.json: pass a finished run directory (written by `unlearnkit run`)")
     return json.loads(path.read_text())
-
-
-def _aggregate_for(name: str):
-    if name == "forget_Truth_Ratio":
-        return tofu_metrics.closer_to_1_better
-    if name.endswith("_Truth_Ratio"):
-        return tofu_metrics.true_better
-    return np.mean
 
 
 def compare_results(a: dict, b: dict, model: str = "unlearned", seed: int = 0) -> dict[str, dict]:
@@ -49,9 +42,10 @@ def compare_results(a: dict, b: dict, model: str = "unlearned", seed: int = 0) -
     out: dict[str, dict] = {}
     for name in ma["aggregates"]:
         row = {"a": ma["aggregates"].get(name), "b": mb["aggregates"].get(name)}
-        paired = name.endswith(PAIRED_SUFFIXES) or name in PAIRED_NAMES
+        declared = registry.metric(name)
+        paired = declared.paired if declared is not None else None
         va, vb = ma["per_example"].get(name), mb["per_example"].get(name)
         if paired and va and vb and len(va) == len(vb) and None not in va and None not in vb:
-            row.update(paired_difference(va, vb, aggregate=_aggregate_for(name), seed=seed))
+            row.update(paired_difference(va, vb, aggregate=AGGREGATES[paired], seed=seed))
         out[name] = row
     return out

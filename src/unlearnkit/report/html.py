@@ -14,36 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, select_autoescape
 
 from unlearnkit.config import RunConfig, dump_config
-
-METRIC_NOTES = {
-    "forget_quality": "KS-test p-value of forget truth ratios vs the retain model (higher = closer to never trained on it)",
-    "forget_quality_log10": "log10 of forget_quality",
-    "model_utility": "harmonic mean of the 9 retain / real-author / world-fact numbers",
-    "forget_Q_A_Prob": "length-normalised probability of the forget answers",
-    "forget_Q_A_ROUGE": "ROUGE-L recall of greedy answers on the forget set",
-    "forget_Truth_Ratio": "mean min(R, 1/R) of the truth ratio on the forget set",
-    "retain_Q_A_Prob": "probability of the retain answers",
-    "retain_Q_A_ROUGE": "ROUGE-L recall on the retain set",
-    "retain_Truth_Ratio": "mean max(0, 1 − R) on the retain set",
-    "ra_Q_A_Prob_normalised": "normalised probability, real authors",
-    "ra_Q_A_ROUGE": "ROUGE-L recall, real authors",
-    "ra_Truth_Ratio": "truth ratio aggregate, real authors",
-    "wf_Q_A_Prob_normalised": "normalised probability, world facts",
-    "wf_Q_A_ROUGE": "ROUGE-L recall, world facts",
-    "wf_Truth_Ratio": "truth ratio aggregate, world facts",
-    "extraction_strength": "share of each forget answer recoverable by teacher-forced greedy prediction",
-    "exact_memorization": "share of forget answer tokens predicted exactly",
-    "mia_min_k": "Min-K% (k = 0.4) membership-inference AUC, forget vs holdout",
-    "privleak": "relative Min-K% AUC gap to the retain model, in % (0 = ideal)",
-    "verbmem_f": "ROUGE-L F1 of the greedy continuation of forget-text prefixes (MUSE VerbMem; lower = forgotten)",
-    "knowmem_f": "ROUGE-L F1 of few-shot answers to questions on the forget texts (MUSE KnowMem)",
-    "knowmem_r": "ROUGE-L F1 of few-shot answers to questions on the retain texts (MUSE utility)",
-    "mia_loss": "loss membership-inference AUC, forget vs holdout",
-    "mia_zlib": "zlib-normalised loss membership-inference AUC, forget vs holdout",
-    "mia_min_k_plus_plus": "Min-K%++ (k = 0.4) membership-inference AUC, forget vs holdout",
-}
-HEADLINE = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "verbmem_f", "knowmem_f",
-            "knowmem_r", "privleak")
+from unlearnkit.evaluation.metrics import registry
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>unlearnkit report — {{ method.name }} on {{ task.name }}</title>
@@ -135,14 +106,20 @@ def _forget_generations(model: dict) -> list[str]:
     return generations.get("forget", generations.get("knowmem_f", []))
 
 
+def _meaning(name: str) -> str:
+    declared = registry.metric(name)
+    return declared.meaning if declared is not None else ""
+
+
 def render_report(results: dict, config_text: str = "") -> str:
     models = results.get("models", {})
     columns = [name for name in ("unlearned", "target", "retain") if name in models]
     names: list[str] = []
     for name in columns:
         names += [k for k in models[name]["aggregates"] if k not in names]
-    ordered = [n for n in HEADLINE if n in names] + [n for n in names if n not in HEADLINE]
-    rows = [{"name": n, "headline": n in HEADLINE, "note": METRIC_NOTES.get(n, ""),
+    headline = registry.headline()  # the metric table says what is headline and what each metric means
+    ordered = [n for n in headline if n in names] + [n for n in names if n not in headline]
+    rows = [{"name": n, "headline": n in headline, "note": _meaning(n),
              "cells": [_cell(models[c], n) for c in columns]} for n in ordered]
     samples = []
     forget_gens = {c: _forget_generations(models[c]) for c in columns}

@@ -1,8 +1,8 @@
 """Evaluation during training: a chosen metric subset every N steps and/or each epoch, and the best checkpoint kept.
 
 A :class:`TrainingMonitor` is the training loop's ``on_step`` hook. At each due step it evaluates the model with
-:func:`unlearnkit.evaluation.evaluator.evaluate_task` (the TOFU or MUSE suite; only the chosen metrics and what they depend on) and returns the
-values, which the loop stores in the step's log and its checkpoints. With a ``best`` criterion — e.g. the highest
+:meth:`unlearnkit.evaluation.evaluator.Evaluator.evaluate` (the TOFU or MUSE suite; only the chosen metrics and what
+they depend on) and returns the values, which the loop stores in the step's log and its checkpoints. With a ``best`` criterion — e.g. the highest
 forget_quality among checkpoints whose model_utility is at least 0.4 — the best model so far is written to
 ``best_dir`` (with ``best.json``), so a resumed run continues the same selection. Evaluation runs in every process
 (it shares its work out across them and every process gets the same numbers); only the main one writes.
@@ -16,21 +16,22 @@ from typing import Callable, Sequence
 
 from unlearnkit.config import BestConfig, MonitorConfig
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suites.tofu import METRIC_NAMES
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.runio import atomic_dir, write_json
 
 BEST_FILE = "best.json"
 
 
-def check_monitor(cfg: MonitorConfig, has_reference: bool, known: Sequence[str] = METRIC_NAMES) -> None:
+def check_monitor(cfg: MonitorConfig, has_reference: bool, known: Sequence[str] | None = None) -> None:
     """Reject metric names the task's suite (``known``) does not have, and criteria that cannot be computed."""
+    known = registry.names("tofu") if known is None else known
     named = set(cfg.metrics)
     if cfg.best is not None:
         named |= {cfg.best.metric, *cfg.best.at_least, *cfg.best.at_most}
     unknown = sorted(named - set(known))
     if unknown:
         raise UnlearnkitError(f"monitor: unknown metric(s) {', '.join(unknown)}: choose from {', '.join(known)}")
-    needs_reference = {"forget_quality", "forget_quality_log10", "privleak"} & named
+    needs_reference = {name for name in named if registry.metric(name).reference}
     if needs_reference and not has_reference:
         raise UnlearnkitError(f"monitor: {', '.join(sorted(needs_reference))} need(s) a retain model: set model.retain "
                               "or let unlearnkit prepare one")

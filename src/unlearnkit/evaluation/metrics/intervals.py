@@ -21,11 +21,10 @@ import math
 import numpy as np
 from scipy import stats
 
-from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.metrics import mia, registry
 from unlearnkit.evaluation.metrics import tofu as tofu_metrics
 from unlearnkit.evaluation.metrics.statistics import bootstrap_ci, bootstrap_ci_multi
 
-MEAN_METRICS_SUFFIXES = ("_Q_A_Prob", "_Q_A_Prob_normalised", "_Q_A_ROUGE")
 UTILITY_SPLITS = (("retain", "retain_Q_A_Prob"), ("ra", "ra_Q_A_Prob_normalised"), ("wf", "wf_Q_A_Prob_normalised"))
 
 
@@ -53,29 +52,32 @@ def aggregate_intervals(aggregates: dict, per_example: dict, reference: dict | N
 
 
 def _interval(name: str, aggregates: dict, per_example: dict, ref: dict, settings: dict):
-    if name.endswith(MEAN_METRICS_SUFFIXES) or name in ("extraction_strength", "exact_memorization", "verbmem_f",
-                                                          "knowmem_f", "knowmem_r"):
+    """The interval of ``name``, drawn as its declaration in the metric table says (:mod:`.registry`)."""
+    declared = registry.metric(name)
+    kind = declared.interval if declared is not None else None
+    if kind in ("mean", "truth_ratio_forget", "truth_ratio"):
         values = _present(per_example.get(name))
-        return bootstrap_ci(values, np.mean, **settings) if values else None
-    if name.endswith("_Truth_Ratio"):
-        values = _present(per_example.get(name))
-        return bootstrap_ci(values, _truth_aggregate(name.split("_")[0]), **settings) if values else None
-    if name in ("forget_quality", "forget_quality_log10"):
+        if not values:
+            return None
+        statistic = {"mean": np.mean, "truth_ratio_forget": tofu_metrics.closer_to_1_better,
+                     "truth_ratio": tofu_metrics.true_better}[kind]
+        return bootstrap_ci(values, statistic, **settings)
+    if kind in ("forget_quality", "forget_quality_log10"):
         ours, theirs = _present(per_example.get("forget_Truth_Ratio")), _present(ref.get("forget_truth_ratios"))
         if not ours or not theirs:
             return None
         low, high = bootstrap_ci_multi([ours, theirs], lambda a, b: stats.ks_2samp(a, b).pvalue, **settings)
-        if name == "forget_quality":
+        if kind == "forget_quality":
             return low, high
         return tuple(math.log10(p) if p > 0 else float("-inf") for p in (low, high))
-    if name == "model_utility":
+    if kind == "model_utility":
         return _utility_interval(per_example, settings)
-    if name.startswith("mia_") or name == "privleak":
-        metric = "mia_min_k" if name == "privleak" else name
+    if kind in ("auc", "privleak"):
+        metric = "mia_min_k" if kind == "privleak" else name
         forget, holdout = _present(per_example.get(f"{metric}_forget")), _present(per_example.get(f"{metric}_holdout"))
         if not forget or not holdout:
             return None
-        if name == "privleak":
+        if kind == "privleak":
             reference_auc = float(ref["mia_min_k_auc"]) if "mia_min_k_auc" in ref else None
             if reference_auc is None:
                 return None

@@ -1,4 +1,9 @@
-"""What an evaluation returns: aggregates, per-example values, generations, intervals and pooled features."""
+"""What an evaluation returns (:class:`EvalResult`), and the metrics computed from the table into one.
+
+:func:`compute_metrics` runs the wanted metrics' ``compute`` (:mod:`unlearnkit.evaluation.metrics.registry`) in
+dependency order on a suite's scores; :func:`with_reference` recomputes, without any model, the metrics that
+compare with the retain model, for a result evaluated (or cached) without its statistics.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.metrics import registry
+from unlearnkit.evaluation.metrics.registry import Inputs
+
+REFERENCE_KEYS = ("forget_truth_ratios", "mia_min_k_auc", "mia_loss_forget", "mia_loss_holdout")
 
 
 @dataclass
 class EvalResult:
-    """What :func:`evaluate_tofu` measured.
+    """What a suite measured (``suite``: ``"tofu"`` or ``"muse"``, whose metric table names the aggregates).
 
     ``aggregates``: metric name → value (``None`` when skipped: empty split, no reference, no holdout).
     ``per_example``: metric name → one value per example of its split, in split order (truth ratios are the raw
     R; ``mia_min_k_forget`` / ``mia_min_k_holdout`` are the Min-K% scores). ``generations``: split prefix → the
-    greedy answers ROUGE was computed on. ``features``: representation split (:data:`FEATURE_SPLITS`) → ``[N,
+    greedy answers ROUGE was computed on. ``features``: representation split (forget, retain, holdout) → ``[N,
     hidden]`` float32 pooled hidden states, when requested (not part of :meth:`to_dict`; large and not JSON).
     """
 
@@ -25,6 +34,7 @@ class EvalResult:
     generations: dict[str, list[str]] = field(default_factory=dict)
     intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    suite: str = "tofu"
 
     def reference_stats(self, required: bool = True) -> dict:
         """The ``reference`` to pass to :func:`evaluate_tofu` when this model is the retain model.
@@ -50,5 +60,51 @@ class EvalResult:
         return stats
 
     def to_dict(self) -> dict:
-        return {"aggregates": self.aggregates, "intervals": self.intervals, "per_example": self.per_example,
-                "generations": self.generations}
+        return {"suite": self.suite, "aggregates": self.aggregates, "intervals": self.intervals,
+                "per_example": self.per_example, "generations": self.generations}
+
+
+def check_reference(reference: dict | None) -> dict:
+    """``reference`` as a dict (``{}`` for None), its keys checked."""
+    if reference is None:
+        return {}
+    if not isinstance(reference, dict):
+        raise UnlearnkitError("reference must be a dict: pass EvalResult.reference_stats() of the retain model")
+    unknown = sorted(set(reference) - set(REFERENCE_KEYS))
+    if unknown:
+        raise UnlearnkitError(
+            f"reference has unknown keys {unknown}: pass EvalResult.reference_stats() of the retain model "
+            f"(keys {', '.join(REFERENCE_KEYS)})"
+        )
+    return reference
+
+
+def compute_metrics(suite: str, wanted: set[str], inputs: Inputs) -> EvalResult:
+    """The wanted metrics of ``suite``, each computed after those it depends on; ``inputs`` gathers the values."""
+    generations: dict[str, list[str]] = {}
+    for metric in registry.in_order(suite, wanted):
+        computed = metric.compute(inputs)
+        inputs.aggregates[metric.name] = computed.aggregate
+        inputs.per_example.update(computed.per_example)
+        generations.update(computed.generations)
+    order = registry.names(suite)
+    aggregates = {name: inputs.aggregates[name] for name in order if name in wanted}
+    return EvalResult(aggregates, dict(inputs.per_example), generations, suite=suite)
+
+
+def with_reference(result: EvalResult, reference: dict | None) -> EvalResult:
+    """``result`` with the metrics that compare with the retain model recomputed against ``reference``.
+
+    For results computed (or cached) without the retain model's statistics: no model runs, the comparisons are
+    pure functions of the stored per-example values and aggregates. Only the metrics ``result`` has keys for are
+    filled in; ``reference=None`` sets them to ``None``.
+    """
+    ref = check_reference(reference)
+    inputs = Inputs(aggregates=dict(result.aggregates), per_example=dict(result.per_example), reference=ref)
+    for metric in registry.in_order(result.suite, set(result.aggregates)):
+        if metric.reference:
+            computed = metric.compute(inputs)
+            inputs.aggregates[metric.name] = computed.aggregate
+            inputs.per_example.update(computed.per_example)
+    return EvalResult(inputs.aggregates, inputs.per_example, dict(result.generations), features=result.features,
+                      suite=result.suite)
