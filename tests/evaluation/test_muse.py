@@ -1,28 +1,26 @@
-"""MUSE VerbMem / KnowMem: batched generation equals a naive one-example-at-a-time computation; the pieces
-(stop strings, prompt format, ROUGE-L F1) against hand-worked values."""
+"""MUSE VerbMem / KnowMem pieces (unlearnkit.evaluation.metrics.muse, pure): stop strings, prompt format, prompts
+and references, cutting and scoring, ROUGE-L F1 against hand-worked values. That the suite's generation equals a
+naive one-example-at-a-time computation is tested in test_muse_generation.py."""
 
 import pytest
-import torch
 from rouge_score import rouge_scorer
 from tokenizers import processors
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics.muse import (
     _leading_special_ids,
     cut_at_stop_strings,
-    evaluate_muse,
+    knowmem_examples,
     knowmem_prompt,
+    knowmem_prompts,
+    mean_rouge,
     rouge_l_f1,
-    verbmem,
+    verbmem_examples,
+    verbmem_prompts,
 )
 from unlearnkit.models.tiny import train_tokenizer
-
-PREFIX, VERB_NEW, KNOW_NEW = 16, 24, 24
-STOPS = ("\n\n", "\nQuestion", "Question:")
 
 
 @pytest.fixture(scope="module")
@@ -35,39 +33,8 @@ def tokenizer(task):
     return train_tokenizer(task.texts(), vocab_size=300)
 
 
-@pytest.fixture(scope="module")
-def model(task, tokenizer):
-    """A tiny Llama trained for a few steps on the biographies and few-shot QA, so that its greedy generations
-    vary from prompt to prompt, overlap the references in part and sometimes contain the stop strings."""
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=0)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    texts = task.forget + task.retain + [knowmem_prompt(q.question, task.forget_qa_icl) + q.answer + "\n\n"
-                                         for q in task.forget_qa[::2] + task.retain_qa[::3]]
-    encoded = [tokenizer(t)["input_ids"][:96] for t in texts]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(60):
-        batch = [encoded[(step * 8 + i) % len(encoded)] for i in range(8)]
-        width = max(map(len, batch))
-        ids = torch.tensor([b + [0] * (width - len(b)) for b in batch])
-        labels = torch.tensor([b + [-100] * (width - len(b)) for b in batch])
-        model(input_ids=ids, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.double().eval()  # float64: batched and single-row greedy decoding cannot tie-break apart
-
-
 def naive_rouge_l_f1(reference: str, generation: str) -> float:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, generation)["rougeL"].fmeasure
-
-
-def naive_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> str:
-    """MUSE's loop body: one prompt, greedy, decode every new token without special tokens."""
-    output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(output[0, len(prompt_ids):], skip_special_tokens=True)
 
 
 def test_rouge_l_f1_by_hand():
@@ -95,59 +62,6 @@ def test_knowmem_prompt_exact_format():
     assert knowmem_prompt("Q?") == "Question: Q?\nAnswer: "
 
 
-def test_verbmem_equals_naive_one_at_a_time(model, tokenizer, task):
-    texts = task.chunked(tokenizer, 48).forget
-    result = evaluate_muse(model, tokenizer, CorpusTask("t", texts, []), metrics=["verbmem_f"],
-                           prefix_tokens=PREFIX, verbmem_max_new_tokens=VERB_NEW, batch_size=3)
-    expected, skipped = [], 0
-    for text in texts:
-        ids = tokenizer(text)["input_ids"]  # this tokenizer adds no special tokens
-        if len(ids) <= PREFIX:
-            skipped += 1
-            continue
-        generation = naive_generate(model, tokenizer, ids[:PREFIX], VERB_NEW)
-        reference = tokenizer.decode(ids[PREFIX : PREFIX + VERB_NEW], skip_special_tokens=True)
-        expected.append((reference, generation, naive_rouge_l_f1(reference, generation)))
-    got = result["per_example"]["verbmem_f"]
-    assert skipped >= 1 and result["skipped"]["verbmem_f"] == skipped  # the short last chunk of a biography
-    assert len(got) == len(expected) >= 5
-    assert sum(f1 > 0 for _, _, f1 in expected) >= 2  # the comparison is not all zeros
-    for row, (reference, generation, f1) in zip(got, expected):
-        assert row["reference"] == reference
-        assert row["generation"] == generation.strip()
-        assert row["rougeL_f1"] == pytest.approx(f1, abs=1e-6)
-    mean = sum(f1 for _, _, f1 in expected) / len(expected)
-    assert result["aggregates"]["verbmem_f"] == pytest.approx(mean, abs=1e-6)
-
-
-def test_knowmem_equals_naive_one_at_a_time(model, tokenizer, task):
-    result = evaluate_muse(model, tokenizer, task, metrics=["knowmem_f", "knowmem_r"],
-                           knowmem_max_new_tokens=KNOW_NEW, batch_size=5)
-    n_cut = 0
-    for metric, qa, shots in (("knowmem_f", task.forget_qa, task.forget_qa_icl),
-                              ("knowmem_r", task.retain_qa, task.retain_qa_icl)):
-        demonstrations = "".join(f"Question: {s.question}\nAnswer: {s.answer}\n\n" for s in shots)
-        expected = []
-        for ex in qa:
-            prompt = demonstrations + f"Question: {ex.question}\nAnswer: "
-            raw = naive_generate(model, tokenizer, tokenizer(prompt)["input_ids"], KNOW_NEW)
-            answer = raw
-            for stop in STOPS:
-                answer = answer.split(stop)[0]
-            n_cut += answer != raw
-            expected.append((prompt, answer, naive_rouge_l_f1(ex.answer, answer)))
-        got = result["per_example"][metric]
-        assert len(got) == len(qa)
-        for row, (prompt, answer, f1) in zip(got, expected):
-            assert row["prompt"] == prompt
-            assert row["generation"] == answer.strip()
-            assert row["rougeL_f1"] == pytest.approx(f1, abs=1e-6)
-        mean = sum(f1 for _, _, f1 in expected) / len(expected)
-        assert result["aggregates"][metric] == pytest.approx(mean, abs=1e-6)
-    assert n_cut >= 3  # some generations ran into a stop string, so the early stop and the cut are exercised
-    assert result["settings"]["knowmem_shots_forget"] == 2
-
-
 def test_prompt_keeps_the_tokenizers_leading_special_tokens(tokenizer):
     text = "Velmora is the capital of Ardenia."
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -160,17 +74,46 @@ def test_prompt_keeps_the_tokenizers_leading_special_tokens(tokenizer):
     assert _leading_special_ids(with_bos, text, ids) == [with_bos.bos_token_id]
 
 
-def test_verbmem_skips_short_texts_and_fails_when_all_are_short(model, tokenizer):
+def test_verbmem_prompts_cut_each_text_at_the_prefix(tokenizer, task):
+    texts = task.chunked(tokenizer, 48).forget
+    prompts, prefixes, references, skipped = verbmem_prompts(tokenizer, texts, prefix_tokens=16, max_new_tokens=24)
+    kept = [t for t in texts if len(tokenizer(t)["input_ids"]) > 16]  # this tokenizer adds no special tokens
+    assert skipped == len(texts) - len(kept) >= 1 and len(prompts) == len(kept) >= 5
+    for text, prompt, prefix, reference in zip(kept, prompts, prefixes, references):
+        ids = tokenizer(text)["input_ids"]
+        assert prompt == ids[:16]
+        assert prefix == tokenizer.decode(ids[:16], skip_special_tokens=True)
+        assert reference == tokenizer.decode(ids[16:40], skip_special_tokens=True)
+
+
+def test_verbmem_skips_short_texts_and_fails_when_all_are_short(tokenizer):
     long_text = "Born in Velmora, Ardenia, the writer wrote many books about the sea and the city. " * 3
-    examples, skipped = verbmem(model, tokenizer, ["too short", long_text], prefix_tokens=8, max_new_tokens=4)
-    assert (len(examples), skipped) == (1, 1)
+    prompts, _, _, skipped = verbmem_prompts(tokenizer, ["too short", long_text], prefix_tokens=8, max_new_tokens=4)
+    assert (len(prompts), skipped) == (1, 1)
+    assert verbmem_prompts(tokenizer, [], prefix_tokens=8) == ([], [], [], 0)
     with pytest.raises(UnlearnkitError, match="prefix_tokens=8"):
-        verbmem(model, tokenizer, ["too short", "also short"], prefix_tokens=8)
+        verbmem_prompts(tokenizer, ["too short", "also short"], prefix_tokens=8)
+    with pytest.raises(UnlearnkitError, match="prefix_tokens must be at least 1"):
+        verbmem_prompts(tokenizer, [long_text], prefix_tokens=0)
 
 
-def test_empty_splits_give_none_and_unknown_metric_fails(model, tokenizer):
-    result = evaluate_muse(model, tokenizer, CorpusTask("t", [], []), verbmem_max_new_tokens=4)
-    assert result["aggregates"] == {"verbmem_f": None, "knowmem_f": None, "knowmem_r": None}
-    assert result["skipped"] == {"verbmem_f": 0}
-    with pytest.raises(UnlearnkitError, match="unknown MUSE metric 'privleak'"):
-        evaluate_muse(model, tokenizer, CorpusTask("t", [], []), metrics=["privleak"])
+def test_knowmem_prompts_are_tokenized_with_special_tokens(tokenizer):
+    shots = [QAExample("Q one?", "A one.")]
+    qa = [QAExample("Q two?", "A two."), QAExample("Q three?", "A three.")]
+    texts, ids = knowmem_prompts(tokenizer, qa, shots)
+    assert texts == [knowmem_prompt(ex.question, shots) for ex in qa]
+    assert ids == [tokenizer(text)["input_ids"] for text in texts]
+
+
+def test_examples_cut_then_strip_then_score():
+    qa = [QAExample("Where?", "Velmora"), QAExample("Who?", "Ana Ruiz"), QAExample("When?", "In 1998")]
+    # cut before stripping: a generation that opens with a stop string is empty, as in the reference
+    generations = [" Velmora.\nQuestion: next?", "\n\nAna Ruiz", "In 1998 Question: and then"]
+    examples = knowmem_examples(["p1", "p2", "p3"], qa, generations)
+    assert [ex.generation for ex in examples] == ["Velmora.", "", "In 1998"]
+    assert [ex.rougeL_f1 for ex in examples] == [1.0, 0.0, 1.0]
+    assert [(ex.prompt, ex.reference) for ex in examples] == [("p1", "Velmora"), ("p2", "Ana Ruiz"), ("p3", "In 1998")]
+    verb = verbmem_examples(["the cat"], ["sat on the mat"], ["  sat on a mat\n"])
+    assert verb[0].generation == "sat on a mat"
+    assert verb[0].rougeL_f1 == pytest.approx(naive_rouge_l_f1("sat on the mat", "sat on a mat"), abs=1e-12)
+    assert mean_rouge(examples) == pytest.approx(2 / 3) and mean_rouge([]) is None

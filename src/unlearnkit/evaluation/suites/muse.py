@@ -3,7 +3,8 @@
 Paper: "MUSE: Machine Unlearning Six-Way Evaluation for Language Models", Shi et al. 2024, arXiv:2407.06460;
 reference implementation swj0419/muse_bench ``eval.py`` (``eval_model``). The metrics, which data each reads and
 how each is computed, are declared in the metric table (:mod:`unlearnkit.evaluation.metrics.muse_table`); this
-module chunks the texts, generates and scores what they plan, and computes them.
+module chunks the texts, generates (:mod:`unlearnkit.evaluation.suites.muse_generation`, through the engine's one
+generation path) and scores what they plan, and computes them.
 
 The per-example statistics are those of :func:`unlearnkit.evaluation.metrics.mia.example_statistics` on the scores of
 :func:`unlearnkit.evaluation.scoring.passes.score_texts` (every token after the first of a chunk; one pass feeds all four
@@ -40,20 +41,17 @@ from unlearnkit.data.corpus import CorpusTask, chunk_texts
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics import registry
+from unlearnkit.evaluation.metrics.muse import KNOWMEM_MAX_NEW_TOKENS, VERBMEM_MAX_NEW_TOKENS, VERBMEM_PREFIX_TOKENS
 from unlearnkit.evaluation.metrics.registry import Inputs
 from unlearnkit.evaluation.scoring.distributed import world
-from unlearnkit.evaluation.scoring.pooling import FeatureSpec
-from unlearnkit.evaluation.metrics.muse import (
-    KNOWMEM_MAX_NEW_TOKENS,
-    VERBMEM_MAX_NEW_TOKENS,
-    VERBMEM_PREFIX_TOKENS,
-    evaluate_muse,
-)
-from unlearnkit.evaluation.scoring.store import ResultStore, model_fingerprint
 from unlearnkit.evaluation.scoring.passes import score_texts
+from unlearnkit.evaluation.scoring.pooling import FeatureSpec
+from unlearnkit.evaluation.scoring.store import ResultStore, model_fingerprint
+from unlearnkit.evaluation.suites.muse_generation import evaluate_muse_generations
 from unlearnkit.evaluation.suites.result import EvalResult, check_reference, compute_metrics
 
-TEXT_SCORES_VERSION = 1  # bump when what a stored text score holds changes
+# bump when what a stored text score or generation holds changes (CHANGELOG.md says what each version changed)
+TEXT_SCORES_VERSION = 2
 MUSE_SUITE_METRICS = registry.names("muse")
 MUSE_MIA_STATISTICS = tuple(name for name in MUSE_SUITE_METRICS if name.startswith("mia_"))
 
@@ -143,9 +141,9 @@ def evaluate_muse_suite(
         if store_root is not None:
             generation_store = ResultStore(store_root, model_fingerprint(model, formatter), "muse_generations",
                                            {"version": TEXT_SCORES_VERSION}, world()[0])
-        muse = evaluate_muse(model, tokenizer, replace(task, forget=forget_chunks), plan.generate,
-                             prefix_tokens, verbmem_max_new_tokens, knowmem_max_new_tokens, batch_size,
-                             generation_store)
+        muse = evaluate_muse_generations(model, tokenizer, replace(task, forget=forget_chunks), plan.generate,
+                                         prefix_tokens, verbmem_max_new_tokens, knowmem_max_new_tokens, batch_size,
+                                         generation_store, progress)
         inputs.generations = muse["per_example"]
 
     pooled = {}
