@@ -51,6 +51,11 @@ aggregate by ~1e-8; with ``--no-share-prompts`` the suite runs whole sequences t
 by the padded width), the aggregates are bit for bit equal. The aggregates must agree to ``--tolerance`` (default
 1e-6; the script exits with status 1 otherwise). Both evaluators run with the same attention.
 
+Intervals: the suite is timed *with* its 95% bootstrap confidence intervals (``aggregate_intervals`` on its
+result, B = 1000, as ``pipeline.with_intervals`` adds them to every evaluated model), the per-metric evaluator
+without any (OpenUnlearning reports none); the intervals' time and share of the suite's time are printed
+separately. ``--no-intervals`` times the suite without them.
+
 The forget_quality, privleak and mia_reference need the retain model's numbers; a fixed made-up reference is
 passed to both evaluators (log-normal truth ratios and per-example losses from seed 0, AUC 0.5), which exercises
 the same code as a real one.
@@ -59,6 +64,7 @@ Examples::
 
     python benchmarks/tofu_suite_vs_naive.py --threads 1
     python benchmarks/tofu_suite_vs_naive.py --threads 1 --train-epochs 4
+    python benchmarks/tofu_suite_vs_naive.py --threads 1 --train-epochs 4 --no-intervals
     python benchmarks/tofu_suite_vs_naive.py --threads 1 --tofu ../shared/data/tofu --split forget01 --max-examples 40
 """
 
@@ -89,6 +95,7 @@ from subjects import add_subject_options, describe_model, load_model, load_task,
 from tofu_scoring import time_inside_suite  # noqa: E402
 from unlearnkit.data.formatting import QAFormatter, collate  # noqa: E402
 from unlearnkit.data.types import QAExample, Task  # noqa: E402
+from unlearnkit.evaluation.metrics.intervals import aggregate_intervals  # noqa: E402
 from unlearnkit.evaluation.suites import tofu as suite# noqa: E402
 
 EPS = 1e-10  # the reference's guard in the truth ratio, its forget aggregator and the normalised probability
@@ -126,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "model's knowledge of them at a size the CPU can train), or on the evaluated retain "
                              "examples only (a retain model: what unlearning aims at, knows nothing of the forget set)")
     parser.add_argument("--train-lr", type=float, default=1e-3, help="AdamW learning rate of the fine-tuning")
+    parser.add_argument("--no-intervals", dest="intervals", action="store_false",
+                        help="time the suite without its bootstrap confidence intervals (aggregate_intervals)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -484,9 +493,12 @@ def main(argv: list[str] | None = None) -> dict:
                                          max_new_tokens=args.max_new_tokens, metrics=set(METRICS),
                                          progress=False, share_prompts=args.share_prompts,
                                          gold_prefix=args.gold_prefix)
+            evaluated = time.perf_counter()
+            if args.intervals:  # as pipeline.with_intervals: B = 1000, 95%, seed 0
+                result.intervals = aggregate_intervals(result.aggregates, result.per_example, reference)
             total = time.perf_counter() - start
         return result.aggregates, {"total": total, "teacher_forced": spent["score_pairs"],
-                                   "generation": spent["generate_answers"]}
+                                   "generation": spent["generate_answers"], "intervals": total - (evaluated - start)}
 
     def run_naive():
         runner = NaiveRunner(model, formatter, args.batch_size, args.max_new_tokens,
@@ -494,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         aggregates = naive_evaluate(runner, task, reference)
         total = time.perf_counter() - start
-        return aggregates, {"total": total, **runner.seconds}, runner
+        return aggregates, {"total": total, **runner.seconds, "intervals": 0.0}, runner
 
     suite_aggregates, _ = run_suite()  # untimed: warm-up, and the values compared
     naive_aggregates, _, runner = run_naive()
@@ -527,20 +539,26 @@ def main(argv: list[str] | None = None) -> dict:
     def med(runs, part):
         return float(np.median([r[part] for r in runs]))
 
-    parts = ("total", "teacher_forced", "generation")
+    parts = ("total", "teacher_forced", "generation", "intervals")
     print()
     print(table(["part (median s)", "suite", "naive", "naive/suite"], [
         [part, f"{med(suite_times, part):.3f}", f"{med(naive_times, part):.3f}",
-         f"{med(naive_times, part) / med(suite_times, part):.2f}"] for part in parts
+         f"{med(naive_times, part) / med(suite_times, part):.2f}" if med(naive_times, part) > 0 else "-"]
+        for part in parts
     ]))
     ratio = med(naive_times, "total") / med(suite_times, "total")
-    print(f"\ntime ratio naive/suite = {ratio:.2f} (whole evaluation), "
+    intervals_share = float(np.median([r["intervals"] / r["total"] for r in suite_times]))
+    print(f"\nsuite intervals: {'on' if args.intervals else 'off'}; median {med(suite_times, 'intervals'):.3f} s, "
+          f"{100 * intervals_share:.1f}% of the suite's time (the per-metric evaluator computes none)")
+    print(f"time ratio naive/suite = {ratio:.2f} (whole evaluation"
+          f"{', the suite with its intervals' if args.intervals else ''}), "
           f"{med(naive_times, 'teacher_forced') / med(suite_times, 'teacher_forced'):.2f} (teacher-forced passes)")
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "model": describe_model(args.model, model),
         "attention": args.attention, "naive_batching": args.naive_batching,
-        "share_prompts": args.share_prompts, "gold_prefix": args.gold_prefix, "task": task.name, "threads": threads,
+        "share_prompts": args.share_prompts, "gold_prefix": args.gold_prefix, "intervals": args.intervals,
+        "intervals_share": intervals_share, "task": task.name, "threads": threads,
         "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "train_epochs": args.train_epochs, "train_on": args.train_on,
         "train_lr": args.train_lr, "train_loss": train_loss,

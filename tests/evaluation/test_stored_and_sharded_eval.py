@@ -11,7 +11,7 @@ import torch
 
 from store_fixture import EVAL, MUSE_EVAL, build, build_corpus
 from unlearnkit.evaluation.suites.muse import evaluate_muse_suite
-from unlearnkit.evaluation.scoring.store import model_fingerprint
+from unlearnkit.evaluation.scoring.store import ResultStore, model_fingerprint
 from unlearnkit.evaluation.scoring.shared_prefix import SharedPrefix
 from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
@@ -105,7 +105,20 @@ def test_two_processes_give_exactly_the_single_process_result(tmp_path, monkeypa
     # the MUSE suite on a raw-text task: generations (VerbMem, KnowMem) and chunk scores shared out the same way
     model, formatter, task = build_corpus()
     calls = count_forward_calls(model)
+    openings["n"] = 0
     single_muse = evaluate_muse_suite(model, formatter, task, progress=False, **MUSE_EVAL)
     assert json.loads((tmp_path / "muse.json").read_text()) == json.loads(json.dumps(single_muse.to_dict()))
     per_rank = [json.loads((tmp_path / f"muse-forward-calls-{r}.json").read_text()) for r in (0, 1)]
-    assert min(per_rank) > 0 and sum(per_rank) <= calls["n"]
+    # as for TOFU: each process runs the KnowMem prompts' shared opening (the few-shot examples) for itself
+    assert 0 < openings["n"] and min(per_rank) > 0 and sum(per_rank) <= calls["n"] + openings["n"]
+
+
+def test_a_line_appended_after_a_torn_one_stays_whole(tmp_path):
+    """A killed writer leaves half a line; the next append starts a new line, so only the torn one is lost."""
+    store = ResultStore(tmp_path, "model", "scores", {"version": 1})
+    store.append({"a": {"v": 1}})
+    with open(store.folder / "part-0.jsonl", "a") as handle:
+        handle.write('{"key": "half", "val')
+    store.append({"b": {"v": 2}})
+    store.append({"c": {"v": 3}})
+    assert store.load() == {"a": {"v": 1}, "b": {"v": 2}, "c": {"v": 3}}

@@ -7,7 +7,7 @@ reference implementation swj0419/muse_bench ``eval.py`` (``eval_model``). Which 
 metric                 data                           value
 =====================  =============================  ===============================================================
 verbmem_f              forget chunks                  mean ROUGE-L F1 of the greedy continuation of each chunk's
-                                                      prefix (:func:`unlearnkit.evaluation.metrics.muse.verbmem`)
+                                                      prefix (:func:`unlearnkit.evaluation.metrics.muse.verbmem_prompts`)
 knowmem_f              task.forget_qa (+ its shots)   mean ROUGE-L F1 of the few-shot greedy answers
 knowmem_r              task.retain_qa (+ its shots)   as knowmem_f
 mia_loss               forget vs holdout chunks       ROC AUC of the mean NLL of each chunk (forget 0, holdout 1)

@@ -69,7 +69,13 @@ class ResultStore:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n" for k, v in values.items())
-        with open(self.folder / f"part-{self.rank}.jsonl", "a") as handle:
-            handle.write(lines)
+        part = self.folder / f"part-{self.rank}.jsonl"
+        with open(part, "a+b") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0:  # a killed writer's torn last line: end it, so that the next line stays whole
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    lines = "\n" + lines
+            handle.write(lines.encode())
             handle.flush()
             os.fsync(handle.fileno())
