@@ -1,10 +1,15 @@
 """Typed hyper-parameters: every method's Params is documented, keeps the old defaults, refuses bad values in one
-line naming the parameter, its type and range."""
+line naming the parameter, its type and range; methods are found without being listed anywhere."""
+
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
+from unlearnkit.methods import registry
 
 # get_method(name).params() before the methods declared Params (recorded in every run's config; keep it stable)
 DEFAULTS = {
@@ -62,3 +67,35 @@ def test_other_bad_values(name, params, needles):
         get_method(name, **params)
     for needle in needles:
         assert needle in str(err.value)
+
+
+def test_a_new_method_module_is_found_without_being_listed(tmp_path, monkeypatch):
+    """Adding a method is one file with @register: here a file in a folder added to the package's path."""
+    import unlearnkit.methods as package
+
+    (tmp_path / "zz_extra_method.py").write_text(textwrap.dedent('''
+        from unlearnkit.methods.base import UnlearningMethod
+        from unlearnkit.methods.registry import register
+
+
+        @register
+        class Extra(UnlearningMethod):
+            name = "zz-extra"
+            summary = citation = "a test method"
+    '''))
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    try:
+        assert "zz-extra" in available()
+        assert get_method("zz-extra").params() == {}
+    finally:
+        sys.modules.pop("unlearnkit.methods.zz_extra_method", None)
+
+
+def test_the_package_lists_no_method_module():
+    """In a fresh process, importing the package imports no method; the registry still finds all of them."""
+    code = ("import sys, unlearnkit.methods as m\n"
+            "assert 'unlearnkit.methods.npo' not in sys.modules\n"
+            "print(' '.join(m.available()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == sorted(DEFAULTS)

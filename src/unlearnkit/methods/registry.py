@@ -1,7 +1,14 @@
-"""Methods registered by the names users say (``npo``, ``simnpo``, ``rmu``)."""
+"""Methods registered by the names users say (``npo``, ``simnpo``, ``rmu``).
+
+Every module of the :mod:`unlearnkit.methods` package is imported the first time the registry is asked (and each
+time after, which is free once imported), so adding a method is one new file whose class carries ``@register``:
+nothing else lists the methods.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from unlearnkit.errors import UnlearnkitError
@@ -17,9 +24,15 @@ def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
     return cls
 
 
-def available() -> dict[str, type[UnlearningMethod]]:
-    import unlearnkit.methods  # noqa: F401  (registers the built-in methods)
+def _import_method_modules() -> None:
+    import unlearnkit.methods as package
 
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def available() -> dict[str, type[UnlearningMethod]]:
+    _import_method_modules()
     return dict(sorted(_REGISTRY.items()))
 
 
