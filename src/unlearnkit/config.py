@@ -1,7 +1,9 @@
 """The run configuration: one YAML file (or CLI flags), validated once at the edge.
 
 Every section forbids unknown keys, so a typo is a one-line error naming the key and the valid ones, not a silently
-ignored setting. Inside the package the validated object is passed on as plain data.
+ignored setting. ``method.params`` is checked against the chosen method's typed ``Params`` (its type, range and
+meaning per parameter, :mod:`unlearnkit.methods.params`) here too, so ``beta: 0`` stops at load, before any model,
+data or evaluation is touched. Inside the package the validated object is passed on as plain data.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class TrainSettings(Section):
 
 
 class MethodConfig(Section):
+    """A registered method's name and the parameters given (checked against its ``Params`` by :func:`parse_config`;
+    the defaults fill in the rest when the method is built)."""
+
     name: str = "npo"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -160,11 +165,25 @@ def _explain(exc: ValidationError, where: str) -> str:
     return f"{where}: {key}: {err['msg']} (got {err.get('input')!r})"
 
 
+def check_method(method: MethodConfig, where: str = "config") -> None:
+    """The method exists and its params fit its ``Params``; else a one-line error naming the parameter, its type
+    and range. Imports the methods (and torch), no model or data."""
+    from unlearnkit.methods.registry import method_class
+
+    try:
+        cls = method_class(method.name)
+    except UnlearnkitError as exc:
+        raise UnlearnkitError(f"{where}: method.name: {exc}") from None
+    cls.Params.check(method.params, cls.name, where)
+
+
 def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     try:
-        return RunConfig.model_validate(data or {})
+        cfg = RunConfig.model_validate(data or {})
     except ValidationError as exc:
         raise UnlearnkitError(_explain(exc, where)) from None
+    check_method(cfg.method, where)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
