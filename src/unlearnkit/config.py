@@ -4,6 +4,9 @@ Every section forbids unknown keys, so a typo is a one-line error naming the key
 ignored setting. ``method.params`` is checked against the chosen method's typed ``Params`` (its type, range and
 meaning per parameter, :mod:`unlearnkit.methods.params`) here too, so ``beta: 0`` stops at load, before any model,
 data or evaluation is touched. Inside the package the validated object is passed on as plain data.
+
+``train:`` and ``prepare:`` are :class:`unlearnkit.training.config.TrainSettings`, the settings the training loop's
+:class:`~unlearnkit.training.config.TrainConfig` is made of; the run's ``seed:`` is top-level and applies to both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.training.config import TrainSettings
 
 
 class Section(BaseModel):
@@ -33,19 +37,6 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     max_length: int = Field(256, ge=16)
     template: Literal["auto", "chat", "plain"] = "auto"
-
-
-class TrainSettings(Section):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int | None = Field(None, ge=0)
-    schedule: Literal["linear", "constant", "cosine"] = "linear"
-    max_grad_norm: float | None = Field(None, gt=0)
-    bf16: bool = False
-    max_steps: int | None = Field(None, ge=1)
 
 
 class MethodConfig(Section):

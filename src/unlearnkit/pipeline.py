@@ -114,7 +114,6 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     # everything that can be wrong with the input is found before anything is written
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
-    train_settings.validate()
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
     check_corpus_run(cfg, task)

@@ -79,3 +79,11 @@ def test_unknown_method_or_parameter_stops_at_load(method, needles):
         parse_config({"method": method})
     for needle in needles:
         assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("section", ["train", "prepare"])
+@pytest.mark.parametrize("key", ["seed", "save_every_epoch"])
+def test_train_sections_keep_their_schema(section, key):
+    """The run's seed is the top-level seed: and a run checkpoints every epoch; the sections do not take either."""
+    with pytest.raises(UnlearnkitError, match=f"unknown config key '{section}.{key}'"):
+        parse_config({section: {key: 1}})
