@@ -135,10 +135,10 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
     _setup_logging(quiet)
 
     def go():
+        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
+                                       "output_dir": output_dir})  # a bad config stops here, before the heavy imports
         from unlearnkit.pipeline import run as run_pipeline
 
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
-                                       "output_dir": output_dir})
         return run_pipeline(cfg, resume=resume, progress=not quiet)
 
     result = _guard(go)
@@ -280,12 +280,25 @@ def compare(run_a: Path = typer.Argument(..., help="first run directory"),
 
 
 @app.command()
-def methods():
-    """List the unlearning methods: name, what it does, citation."""
-    from unlearnkit.methods.registry import available
+def methods(name: Optional[str] = typer.Argument(None, help="a method: show its parameters")):
+    """List the unlearning methods (name, what it does, citation), or one method's parameters."""
+    from unlearnkit.methods.registry import available, method_class
 
-    for name, cls in available().items():
-        typer.echo(f"{name:<10} {cls.summary}\n{'':<10} {cls.citation}")
+    if name is None:
+        for listed, cls in available().items():
+            typer.echo(f"{listed:<10} {cls.summary}\n{'':<10} {cls.citation}")
+        return
+    from unlearnkit.methods.params import rows
+
+    cls = _guard(lambda: method_class(name))
+    typer.echo(f"{cls.name}: {cls.summary}\n{cls.citation}\n")
+    table = [("parameter", "type", "default", "range", "meaning"), *rows(cls.Params)]
+    if len(table) == 1:
+        typer.echo("no parameters")
+        return
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
 
 
 def main() -> None:  # python -m unlearnkit

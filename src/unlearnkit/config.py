@@ -1,7 +1,12 @@
 """The run configuration: one YAML file (or CLI flags), validated once at the edge.
 
 Every section forbids unknown keys, so a typo is a one-line error naming the key and the valid ones, not a silently
-ignored setting. Inside the package the validated object is passed on as plain data.
+ignored setting. ``method.params`` is checked against the chosen method's typed ``Params`` (its type, range and
+meaning per parameter, :mod:`unlearnkit.methods.params`) here too, so ``beta: 0`` stops at load, before any model,
+data or evaluation is touched. Inside the package the validated object is passed on as plain data.
+
+``train:`` and ``prepare:`` are :class:`unlearnkit.training.config.TrainSettings`, the settings the training loop's
+:class:`~unlearnkit.training.config.TrainConfig` is made of; the run's ``seed:`` is top-level and applies to both.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.training.config import TrainSettings
 
 
 class Section(BaseModel):
@@ -33,20 +39,10 @@ class ModelConfig(Section):
     template: Literal["auto", "chat", "plain"] = "auto"
 
 
-class TrainSettings(Section):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int | None = Field(None, ge=0)
-    schedule: Literal["linear", "constant", "cosine"] = "linear"
-    max_grad_norm: float | None = Field(None, gt=0)
-    bf16: bool = False
-    max_steps: int | None = Field(None, ge=1)
-
-
 class MethodConfig(Section):
+    """A registered method's name and the parameters given (checked against its ``Params`` by :func:`parse_config`;
+    the defaults fill in the rest when the method is built)."""
+
     name: str = "npo"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -165,11 +161,25 @@ def _explain(exc: ValidationError, where: str) -> str:
     return f"{where}: {key}: {err['msg']} (got {err.get('input')!r})"
 
 
+def check_method(method: MethodConfig, where: str = "config") -> None:
+    """The method exists and its params fit its ``Params``; else a one-line error naming the parameter, its type
+    and range. Imports the methods (and torch), no model or data."""
+    from unlearnkit.methods.registry import method_class
+
+    try:
+        cls = method_class(method.name)
+    except UnlearnkitError as exc:
+        raise UnlearnkitError(f"{where}: method.name: {exc}") from None
+    cls.Params.check(method.params, cls.name, where)
+
+
 def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     try:
-        return RunConfig.model_validate(data or {})
+        cfg = RunConfig.model_validate(data or {})
     except ValidationError as exc:
         raise UnlearnkitError(_explain(exc, where)) from None
+    check_method(cfg.method, where)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:

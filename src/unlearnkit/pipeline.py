@@ -187,7 +187,6 @@ def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | 
     """The method, the training settings and the task, with every combination a run cannot do refused."""
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
-    train_settings.validate()
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
     check_corpus_run(cfg, task)

@@ -82,6 +82,17 @@ def test_unknown_method_parameter(tmp_path):
     assert_clean_failure(result, tmp_path, "betta", "beta")
 
 
+def test_bad_method_parameter_value_stops_before_the_pipeline(tmp_path, monkeypatch):
+    """beta: 0 is refused when the config is read, before the pipeline starts (no model, data or evaluation)."""
+    def pipeline_started(*args, **kwargs):
+        raise AssertionError("the pipeline started")
+
+    monkeypatch.setattr("unlearnkit.pipeline.run", pipeline_started)
+    cfg = write_config(tmp_path, {"method": {"name": "npo", "params": {"beta": 0}}})
+    result = runner.invoke(app, ["run", str(cfg)])
+    assert_clean_failure(result, tmp_path, "method.params.beta: must be > 0, got 0", "float", "default 0.1")
+
+
 def test_unknown_config_key(tmp_path):
     cfg = write_config(tmp_path, {"train": {"learning_rat": 1e-4}})
     result = runner.invoke(app, ["run", str(cfg)])
@@ -111,7 +122,8 @@ def test_entry_point_exit_status_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unlearnkit", "run", str(cfg)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method 'forgetall'")
+    # caught when the config is read: the message names the file and the key
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {cfg}: method.name: unknown method 'forgetall'")
 
 
 def test_methods_lists_every_registered_method():

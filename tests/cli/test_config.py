@@ -53,3 +53,37 @@ def test_every_example_config_is_valid(example):
 
     cfg = load_config(example)
     assert cfg.output_dir and get_method(cfg.method.name, **cfg.method.params).name == cfg.method.name
+
+
+@pytest.mark.parametrize("method", ["npo", "simnpo", "idkdpo"])
+@pytest.mark.parametrize("value, problem", [(0, "must be > 0, got 0"), ("x", "must be a number, got 'x'")])
+def test_bad_method_parameter_stops_at_load(tmp_path, method, value, problem):
+    """Checked against the method's typed Params when the file is read: one line naming the parameter, its type
+    and range, not a failure at the first training step."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"method:\n  name: {method}\n  params: {{beta: {value!r}}}\n")
+    with pytest.raises(UnlearnkitError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: method.params.beta: {problem} (beta: float, > 0, default ")
+
+
+@pytest.mark.parametrize("method, needles", [
+    ({"name": "forgetall"}, ["method.name", "unknown method 'forgetall'", "ga, graddiff, idkdpo, idknll, npo, rmu"]),
+    ({"name": "npo", "params": {"gamma": 1.0}}, ["no parameter 'gamma'", "beta, forget_weight, retain_weight"]),
+    ({"name": "rmu", "params": {"positions": "tokens"}}, ["method.params.positions", "'answer' or 'all'"]),
+])
+def test_unknown_method_or_parameter_stops_at_load(method, needles):
+    with pytest.raises(UnlearnkitError) as err:
+        parse_config({"method": method})
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("section", ["train", "prepare"])
+@pytest.mark.parametrize("key", ["seed", "save_every_epoch"])
+def test_train_sections_keep_their_schema(section, key):
+    """The run's seed is the top-level seed: and a run checkpoints every epoch; the sections do not take either."""
+    with pytest.raises(UnlearnkitError, match=f"unknown config key '{section}.{key}'"):
+        parse_config({section: {key: 1}})

@@ -1,7 +1,6 @@
 """Preparing target/retain models is cached by a hash of its inputs; loading checks what users get wrong."""
 
 import importlib.util
-from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import RECIPES, prepare_key, prepare_models
 
 TASK = make_synthetic_task(n_people=6, forget_people=1, holdout_people=1)
-RECIPE = replace(RECIPES["tiny"], epochs=1, batch_size=16)
+RECIPE = RECIPES["tiny"].model_copy(update={"epochs": 1, "batch_size": 16})
 
 
 def test_second_prepare_is_served_from_the_cache(tmp_path, monkeypatch):
@@ -35,10 +34,10 @@ def test_the_cache_key_covers_data_recipe_and_formatting():
     key = prepare_key(TASK, "tiny", RECIPE, 64, "auto", 0)
     other_task = make_synthetic_task(n_people=6, forget_people=1, holdout_people=1, seed=1)
     assert key != prepare_key(other_task, "tiny", RECIPE, 64, "auto", 0)
-    assert key != prepare_key(TASK, "tiny", replace(RECIPE, learning_rate=1e-4), 64, "auto", 0)
+    assert key != prepare_key(TASK, "tiny", RECIPE.model_copy(update={"learning_rate": 1e-4}), 64, "auto", 0)
     assert key != prepare_key(TASK, "tiny", RECIPE, 128, "auto", 0)
     assert key != prepare_key(TASK, "tiny", RECIPE, 64, "auto", 1)
-    assert key == prepare_key(TASK, "tiny", replace(RECIPE), 64, "auto", 0)
+    assert key == prepare_key(TASK, "tiny", RECIPE.model_copy(), 64, "auto", 0)
 
 
 def test_missing_model_folder_and_offline_hub_id(tmp_path, monkeypatch):

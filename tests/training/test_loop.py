@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_model
 
 from training_fixtures import PAD, ExampleMeanNLL, NoisyGradDiff, make_examples, per_example_nll, tiny_llama
@@ -300,10 +301,17 @@ def test_progress_bar_runs(tmp_path):
     (dict(max_grad_norm=-1.0), "max_grad_norm"),
     (dict(warmup_steps=-2), "warmup_steps"),
 ])
-def test_bad_settings_are_user_errors(tmp_path, change, needle):
-    with pytest.raises(UnlearnkitError, match=needle):
-        train(tiny_llama(), ExampleMeanNLL(), make_examples(2), None, None, PAD, TrainConfig(**change), tmp_path,
-              progress=False)
+def test_bad_settings_are_refused_before_training(change, needle):
+    """A TrainConfig cannot hold a bad value, so train() never sees one: construction and assignment validate, and
+    TrainConfig.checked (for settings a user passed through an API) says so in one line."""
+    with pytest.raises(ValidationError, match=needle):
+        TrainConfig(**change)
+    config = TrainConfig()
+    with pytest.raises(ValidationError, match=needle):
+        setattr(config, *next(iter(change.items())))
+    with pytest.raises(UnlearnkitError, match=needle) as err:
+        TrainConfig.checked(**change)
+    assert "\n" not in str(err.value)
 
 
 def test_missing_inputs_are_user_errors(tmp_path):

@@ -131,9 +131,8 @@ def relearn(model: nn.Module, formatter: QAFormatter, task: Task, examples: Sequ
         raise UnlearnkitError("relearn runs in one process: start it without accelerate launch / torchrun")
     wanted = set(metrics)
     resolve_metrics(wanted)  # unknown names fail here, before any training
-    config = TrainConfig(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.0,
-                         warmup_steps=warmup_steps, schedule="constant", seed=seed, save_every_epoch=False)
-    config.validate()
+    config = TrainConfig.checked(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.0,
+                                 warmup_steps=warmup_steps, schedule="constant", seed=seed, save_every_epoch=False)
     points = evaluation_steps(steps, eval_every)
     curve: dict[str, list[float | None]] = {name: [] for name in metrics}
 

@@ -1,9 +1,9 @@
-"""Unlearning methods. Importing this package registers the built-in ones (see :mod:`.registry`).
+"""Unlearning methods: one module per method, each registering its class with ``@register`` (see :mod:`.registry`,
+which imports every module of this package, so none is listed here).
 
 Iterative losses: ``ga``, ``graddiff``, ``npo``, ``simnpo``, ``idknll``, ``idkdpo``, ``rmu``.
 """
 
-from unlearnkit.methods import ga, graddiff, idk, npo, rmu, simnpo  # noqa: F401  (each module registers its methods)
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import available, get_method, register
 

@@ -15,14 +15,20 @@ Batch contract (built by the training loop from :mod:`unlearnkit.data.formatting
 every process). Methods whose reference is the initial model store what they need there (NPO: the reference
 sequence log-probabilities) so that no second model is held in memory. A method that needs per-token reference
 distributions or activations says so with ``needs_reference_model``; the loop then passes a frozen copy.
+
+Hyper-parameters are declared, typed and documented, in the method's ``Params`` (a
+:class:`unlearnkit.methods.params.MethodParams`); the method is built from validated values, each of which becomes
+an attribute (``self.beta``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
+
+from unlearnkit.methods.params import MethodParams
 
 
 class UnlearningMethod:
@@ -31,6 +37,13 @@ class UnlearningMethod:
     citation: ClassVar[str]  # paper title, authors, year, arXiv id
     uses_retain: ClassVar[bool] = False
     uses_idk: ClassVar[bool] = False
+    Params: ClassVar[type[MethodParams]] = MethodParams  # no hyper-parameters
+
+    def __init__(self, **values: Any):
+        """Check ``values`` against :attr:`Params` (one-line :class:`UnlearnkitError`); each becomes an attribute."""
+        checked = self.Params.check(values, self.name)
+        for name in type(checked).model_fields:
+            setattr(self, name, getattr(checked, name))
 
     @property
     def needs_reference_model(self) -> bool:

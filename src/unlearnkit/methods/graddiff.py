@@ -14,11 +14,14 @@ for "kl").
 
 from __future__ import annotations
 
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.params import MethodParams
+from unlearnkit.methods.retain_regularised import ForgetWeight, RetainRegularised, RetainWeight
 from unlearnkit.methods.losses import forward_logits, mean_nll
 from unlearnkit.methods.registry import register
 
@@ -30,10 +33,13 @@ class GradDiff(RetainRegularised):
     name = "graddiff"
     summary = "Gradient ascent on the forget set plus NLL (or KL to the original model) on the retain set."
     citation = "Liu, Liu and Stone, Continual Learning and Private Unlearning, 2022, arXiv:2203.12817"
-    retain_choices = ("nll", "kl")
 
-    def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str = "nll"):
-        self._set_weights(forget_weight, retain_weight, retain_loss)
+    class Params(MethodParams):
+        forget_weight: ForgetWeight = 1.0
+        retain_weight: RetainWeight = 1.0
+        retain_loss: Literal["nll", "kl"] = Field(
+            "nll", description="retain term: 'nll' (mean NLL on the retain set) or 'kl' (KL(pi_ref || pi_theta) on the "
+                               "retain set; holds a frozen copy of the model)")
 
     def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         return -mean_nll(forward_logits(model, forget_batch), forget_batch["labels"]), {}

@@ -31,9 +31,11 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.params import MethodParams
+from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
 from unlearnkit.methods.losses import (
     forward_logits,
     mean_nll,
@@ -59,8 +61,10 @@ class IdkNLL(RetainRegularised):
     citation = TOFU_CITATION
     uses_idk = True
 
-    def __init__(self, forget_weight: float = 1.0, retain_weight: float = 1.0, retain_loss: str | None = "nll"):
-        self._set_weights(forget_weight, retain_weight, retain_loss)
+    class Params(MethodParams):
+        forget_weight: ForgetWeight = 1.0
+        retain_weight: RetainWeight = 1.0
+        retain_loss: RetainLoss = "nll"
 
     def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         return mean_nll(forward_logits(model, forget_batch, "idk_"), forget_batch["idk_labels"]), {}
@@ -76,10 +80,15 @@ class IdkDPO(RetainRegularised):
                 "2023, arXiv:2305.18290; as an unlearning baseline: " + TOFU_CITATION)
     uses_idk = True
 
-    def __init__(self, beta: float = 0.1, forget_weight: float = 1.0, retain_weight: float = 1.0,
-                 retain_loss: str | None = "nll"):
-        self.beta = beta
-        self._set_weights(forget_weight, retain_weight, retain_loss)
+    class Params(MethodParams):
+        beta: float = Field(0.1, gt=0, description="DPO inverse temperature: how strongly the refusal is preferred to "
+                                                   "the answer, relative to the original model")
+        forget_weight: ForgetWeight = 1.0
+        retain_weight: RetainWeight = 1.0
+        retain_loss: RetainLoss = "nll"
+
+    def __init__(self, **values):
+        super().__init__(**values)
         self._reference_answer: torch.Tensor | None = None
         self._reference_refusal: torch.Tensor | None = None
 

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.data.formatting import IGNORE_INDEX
-from unlearnkit.errors import UnlearnkitError
 
 RETAIN_LOSSES = ("nll", "kl")
 
@@ -77,14 +76,6 @@ def retain_kl(model: nn.Module, reference_model: nn.Module, batch: dict) -> torc
     reference = F.log_softmax(reference_logits.float(), dim=-1).flatten(0, 1)
     current = F.log_softmax(forward_logits(model, batch).float(), dim=-1).flatten(0, 1)
     return F.kl_div(current, reference, reduction="batchmean", log_target=True)
-
-
-def check_retain_loss(value: str | None, allowed: tuple[str | None, ...], method: str) -> str | None:
-    """Validate a method's ``retain_loss`` option (a user setting) and return it."""
-    if value not in allowed:
-        choices = ", ".join("None" if a is None else repr(a) for a in allowed)
-        raise UnlearnkitError(f"method {method!r} has no retain_loss {value!r}: choose one of {choices}")
-    return value
 
 
 def retain_term(kind: str, model: nn.Module, retain_batch: dict | None, reference_model: nn.Module | None) -> torch.Tensor:

@@ -28,9 +28,11 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.params import MethodParams
+from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
 from unlearnkit.methods.losses import forward_logits, sequence_nll
 from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
 from unlearnkit.methods.registry import register
@@ -50,10 +52,15 @@ class NPO(RetainRegularised):
     citation = ("Zhang, Lin, Bai and Mei, Negative Preference Optimization: From Catastrophic Collapse to "
                 "Effective Unlearning, 2024, arXiv:2404.05868")
 
-    def __init__(self, beta: float = 0.1, forget_weight: float = 1.0, retain_weight: float = 1.0,
-                 retain_loss: str | None = "nll"):
-        self.beta = beta
-        self._set_weights(forget_weight, retain_weight, retain_loss)
+    class Params(MethodParams):
+        beta: float = Field(0.1, gt=0, description="inverse temperature: how soon the loss saturates once pi_theta(y|x) "
+                                                   "falls below pi_ref(y|x); NPO tends to gradient ascent as beta -> 0")
+        forget_weight: ForgetWeight = 1.0
+        retain_weight: RetainWeight = 1.0
+        retain_loss: RetainLoss = "nll"
+
+    def __init__(self, **values):
+        super().__init__(**values)
         self._reference_logprobs: torch.Tensor | None = None
 
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:

@@ -1,8 +1,15 @@
-"""Methods registered by the names users say (``npo``, ``simnpo``, ``rmu``)."""
+"""Methods registered by the names users say (``npo``, ``simnpo``, ``rmu``).
+
+Every module of the :mod:`unlearnkit.methods` package is imported the first time the registry is asked (and each
+time after, which is free once imported), so adding a method is one new file whose class carries ``@register``:
+nothing else lists the methods.
+"""
 
 from __future__ import annotations
 
-import inspect
+import importlib
+import pkgutil
+from typing import Any
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
@@ -17,22 +24,26 @@ def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
     return cls
 
 
-def available() -> dict[str, type[UnlearningMethod]]:
-    import unlearnkit.methods  # noqa: F401  (registers the built-in methods)
+def _import_method_modules() -> None:
+    import unlearnkit.methods as package
 
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def available() -> dict[str, type[UnlearningMethod]]:
+    _import_method_modules()
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_method(name: str, **params) -> UnlearningMethod:
-    """Instantiate a registered method; unknown names and parameters are user errors."""
+def method_class(name: str) -> type[UnlearningMethod]:
+    """The registered class called ``name``; an unknown name is a user error listing the valid ones."""
     methods = available()
     if name not in methods:
         raise UnlearnkitError(f"unknown method {name!r}: choose one of {', '.join(methods)} (see `unlearnkit methods`)")
-    cls = methods[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise UnlearnkitError(
-            f"method {name!r} has no parameter {', '.join(map(repr, unknown))}: its parameters are {', '.join(sorted(accepted)) or 'none'}"
-        )
-    return cls(**params)
+    return methods[name]
+
+
+def get_method(name: str, **params: Any) -> UnlearningMethod:
+    """Instantiate a registered method; unknown names, unknown parameters and bad values are user errors."""
+    return method_class(name)(**params)

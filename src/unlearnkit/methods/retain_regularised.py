@@ -3,28 +3,35 @@
 The retain term is ``"nll"`` (the retain batch's mean NLL, as GradDiff) or ``"kl"`` (KL(π_ref ‖ π_θ) on the retain
 batch, :func:`unlearnkit.methods.losses.retain_kl`, which needs the frozen reference model), or ``None`` for the
 forget objective alone where the method allows it. Subclasses define ``forget_loss`` and may extend ``prepare``.
+
+The three settings are typed once here (:data:`ForgetWeight`, :data:`RetainWeight`, :data:`RetainLoss`) and each
+method's ``Params`` lists them with its own defaults, in the order of its formula.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable
+from typing import Annotated, Any, Iterable, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.losses import check_retain_loss, require_reference, retain_term
+from unlearnkit.methods.losses import require_reference, retain_term
+
+ForgetWeight = Annotated[float, Field(ge=0, description="weight of the forget objective (gamma in OpenUnlearning)")]
+RetainWeight = Annotated[float, Field(ge=0, description="weight of the retain term (alpha in OpenUnlearning)")]
+RetainLoss = Annotated[Literal["nll", "kl"] | None, Field(
+    description="retain term: 'nll' (mean NLL on the retain set), 'kl' (KL(pi_ref || pi_theta) on the retain set; "
+                "holds a frozen copy of the model) or null (the forget objective alone)")]
 
 
 class RetainRegularised(UnlearningMethod):
     uses_retain = True
-    retain_choices: ClassVar[tuple[str | None, ...]] = (None, "nll", "kl")
 
-    def _set_weights(self, forget_weight: float, retain_weight: float, retain_loss: str | None) -> None:
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.retain_loss = check_retain_loss(retain_loss, self.retain_choices, self.name)
-        if retain_loss is None:
+    def __init__(self, **values: Any):
+        super().__init__(**values)
+        if self.retain_loss is None:
             self.uses_retain = False
         self._reference_model: nn.Module | None = None
 

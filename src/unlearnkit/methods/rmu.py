@@ -37,14 +37,14 @@ from __future__ import annotations
 from typing import Iterable, Literal
 
 import torch
+from pydantic import Field, NonNegativeInt
 from torch import nn
 
 from unlearnkit.data.formatting import IGNORE_INDEX
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
-
-Positions = Literal["answer", "all"]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -101,18 +101,23 @@ class RMU(UnlearningMethod):
                 "arXiv:2403.03218")
     uses_retain = True
 
-    def __init__(self, steering_coeff: float = 2.0, layer: int | None = 7, forget_weight: float = 1.0,
-                 retain_weight: float = 1.0, update_layers: list[int] | None = None, positions: Positions = "answer",
-                 seed: int = 42):
-        if positions not in ("answer", "all"):
-            raise UnlearnkitError(f"method 'rmu' has no positions {positions!r}: choose 'answer' or 'all'")
-        self.steering_coeff = steering_coeff
-        self.layer = layer
-        self.forget_weight = forget_weight
-        self.retain_weight = retain_weight
-        self.update_layers = None if update_layers is None else list(update_layers)
-        self.positions = positions
-        self.seed = seed
+    class Params(MethodParams):
+        steering_coeff: float = Field(2.0, gt=0, description="c: the norm of the random target c·u that forget "
+                                                             "activations are pushed to (model-specific; tune it)")
+        layer: int | None = Field(7, ge=0, description="decoder layer whose output is steered (null: the middle "
+                                                       "layer, num_layers // 2)")
+        forget_weight: float = Field(1.0, ge=0, description="weight of the forget MSE (gamma in OpenUnlearning)")
+        retain_weight: float = Field(1.0, ge=0, description="weight of the retain MSE to the frozen model's "
+                                                            "activations (alpha in OpenUnlearning)")
+        update_layers: list[NonNegativeInt] | None = Field(
+            None, min_length=1, description="layers whose mlp.down_proj is trained (null: layer-2 .. layer)")
+        positions: Literal["answer", "all"] = Field(
+            "answer", description="token positions the MSE averages: 'answer' (answer tokens, OpenUnlearning) or "
+                                  "'all' (every position of the padded batch, WMDP)")
+        seed: int = Field(42, description="seed of the generator that draws the random direction u")
+
+    def __init__(self, **values):
+        super().__init__(**values)
         self._reference_model: nn.Module | None = None
         self._control_vector: torch.Tensor | None = None
 

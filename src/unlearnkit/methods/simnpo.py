@@ -25,12 +25,13 @@ No reference model. Cost: 1 forward+backward on each of the forget and retain ba
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from unlearnkit.methods.retain_regularised import RetainRegularised
+from unlearnkit.methods.params import MethodParams
+from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
 from unlearnkit.methods.losses import (
     answer_lengths,
     forward_logits,
@@ -53,11 +54,14 @@ class SimNPO(RetainRegularised):
     citation = ("Fan, Liu, Lin, Jia, Zhang, Mei and Liu, Simplicity Prevails: Rethinking Negative Preference "
                 "Optimization for LLM Unlearning, 2024, arXiv:2410.07163")
 
-    def __init__(self, beta: float = 4.5, delta: float = 0.0, forget_weight: float = 0.125,
-                 retain_weight: float = 1.0, retain_loss: str | None = "nll"):
-        self.beta = beta
-        self.delta = delta
-        self._set_weights(forget_weight, retain_weight, retain_loss)
+    class Params(MethodParams):
+        beta: float = Field(4.5, gt=0, description="inverse temperature applied to the length-normalised NLL; "
+                                                   "also scales the margin (beta * delta)")
+        delta: float = Field(0.0, description="margin subtracted from the length-normalised NLL (the paper's "
+                                              "gamma = beta * delta)")
+        forget_weight: ForgetWeight = 0.125
+        retain_weight: RetainWeight = 1.0
+        retain_loss: RetainLoss = "nll"
 
     def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         labels = forget_batch["labels"]

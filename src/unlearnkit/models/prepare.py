@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from unlearnkit.data.corpus import CorpusTask, training_items
@@ -42,7 +42,7 @@ RECIPES = {
 
 
 def default_recipe(base: str) -> TrainConfig:
-    return replace(RECIPES["tiny" if base == "tiny" else "default"])
+    return RECIPES["tiny" if base == "tiny" else "default"].model_copy()
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainCon
                    template: str = "auto", seed: int = 0, cache_dir: Path | None = None,
                    trust_remote_code: bool = False, progress: bool = True, log=print) -> PreparedModels:
     """Fine-tune (or find in the cache) the target and the retain model of ``task``."""
-    recipe = replace(recipe or default_recipe(base), seed=seed)
+    recipe = (recipe or default_recipe(base)).model_copy(update={"seed": seed})
     cache_dir = Path(cache_dir or default_cache_dir())
     key = prepare_key(task, base, recipe, max_length, template, seed)
     root = cache_dir / "prepared" / key
@@ -119,7 +119,7 @@ def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=prin
 
 
 def _prepared_exists(cfg, task: Task | CorpusTask, recipe: TrainConfig | None) -> bool:
-    recipe = replace(recipe or default_recipe(cfg.model.base), seed=cfg.seed)
+    recipe = (recipe or default_recipe(cfg.model.base)).model_copy(update={"seed": cfg.seed})
     key = prepare_key(task, cfg.model.base, recipe, cfg.model.max_length, cfg.model.template, cfg.seed)
     root = default_cache_dir() / "prepared" / key
     return (root / "target" / "config.json").exists() and (root / "retain" / "config.json").exists()

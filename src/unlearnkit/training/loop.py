@@ -74,7 +74,6 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
     checkpoint and survives a resume (evaluation during training uses this). It must leave the model's weights
     and train/eval mode as it found them.
     """
-    config.validate()
     _check_inputs(objective, forget, retain, idk, reference_model_factory)
     output_dir = Path(output_dir)
     if not resume and complete_checkpoints(output_dir):
