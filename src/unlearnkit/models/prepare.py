@@ -8,7 +8,8 @@ The retain model is the gold standard of unlearning: the model that never saw th
 ``<cache>/prepared/<hash>/{target,retain}`` where the hash covers the base, the task's training data, the formatting
 and the fine-tuning hyper-parameters, so a second ``prepare`` with the same inputs is instant. A killed preparation
 resumes from its last epoch checkpoint (``<hash>/work-<role>``); a folder only appears under its final name once
-complete.
+complete. Processes preparing the same model at once take turns (a file lock per model): the second one reads what
+the first one trained.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
@@ -79,25 +82,34 @@ def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainCon
     cache_dir = Path(cache_dir or default_cache_dir())
     key = prepare_key(task, base, recipe, max_length, template, seed)
     root = cache_dir / "prepared" / key
+    root.mkdir(parents=True, exist_ok=True)
     folders = {}
     for role, examples in (("target", task.full), ("retain", task.retain)):
         folder = root / role
         folders[role] = folder
-        if (folder / "config.json").exists():
-            log(f"{role} model: cached at {folder}")
-            continue
-        model, tokenizer = load_base(base, task, seed, cache_dir, trust_remote_code)
-        formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
-        encoded = training_items(examples, formatter)
-        log(f"{role} model: fine-tuning {base} on {len(encoded)} examples ({recipe.epochs} epochs)")
-        work = root / f"work-{role}"
-        train(model, FineTune(), encoded, None, None, formatter.pad_token_id, recipe, work, resume=True, progress=progress)
-        with atomic_dir(folder) as tmp:
-            save_model(model, tokenizer, tmp)
-            write_json(tmp / "unlearnkit_prepare.json", {"role": role, "base": base, "examples": len(examples),
-                                                         "recipe": recipe.to_dict(), "key": key})
-        shutil.rmtree(work, ignore_errors=True)
+        with FileLock(root / f".{role}.lock"):  # another process preparing the same model: wait, then read it
+            _prepare_one(folder, role, examples, task, base, recipe, max_length, template, seed, cache_dir,
+                         trust_remote_code, key, progress, log)
     return PreparedModels(target=folders["target"], retain=folders["retain"], key=key)
+
+
+def _prepare_one(folder: Path, role: str, examples, task, base: str, recipe: TrainConfig, max_length: int,
+                 template: str, seed: int, cache_dir: Path, trust_remote_code: bool, key: str, progress: bool,
+                 log) -> None:
+    if (folder / "config.json").exists():
+        log(f"{role} model: cached at {folder}")
+        return
+    model, tokenizer = load_base(base, task, seed, cache_dir, trust_remote_code)
+    formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
+    encoded = training_items(examples, formatter)
+    log(f"{role} model: fine-tuning {base} on {len(encoded)} examples ({recipe.epochs} epochs)")
+    work = folder.parent / f"work-{role}"
+    train(model, FineTune(), encoded, None, None, formatter.pad_token_id, recipe, work, resume=True, progress=progress)
+    with atomic_dir(folder) as tmp:
+        save_model(model, tokenizer, tmp)
+        write_json(tmp / "unlearnkit_prepare.json", {"role": role, "base": base, "examples": len(examples),
+                                                     "recipe": recipe.to_dict(), "key": key})
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=print) -> PreparedModels:

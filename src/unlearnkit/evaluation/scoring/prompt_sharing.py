@@ -2,18 +2,16 @@
 answers start with.
 
 The TOFU suite scores up to seven answers after one question (the gold, the paraphrased and five perturbed
-answers), and with a chat template the prompt is often longer than the answer: on the synthetic task 63% of the
-teacher-forced tokens are prompt tokens. The perturbed answers are the paraphrased one with a fact changed, so they
-also start alike ("The birthplace of Basil Mahfouz Al-Kuwaiti is in the city of" Kuwait / Tokyo / Paris …): on
-real TOFU forget01 with SmolLM2, 23% of the answer tokens repeat a prefix another answer to the same question has.
+answers), and with a chat template the prompt is often longer than the answer. The perturbed answers are the
+paraphrased one with a fact changed, so they also start alike ("The birthplace of Basil Mahfouz Al-Kuwaiti is in
+the city of" Kuwait / Tokyo / Paris …). How much this saves on real TOFU is measured in docs/benchmarks.md §4.
 
 A batch runs in levels (:func:`forward_shared_prompts`): at cut positions ``c_1 < … < c_k``, common to all its
 rows, level ``k`` runs each distinct prefix ``seq[:c_k]`` once, over positions ``c_(k−1)..c_k``, on a copy of its
 parent prefix's KV cache; the last pass runs every row from ``c_k`` on, right-padded. The cuts are chosen per batch
 where they run the fewest tokens, a forward call counting as a few dozen tokens on a CPU (:func:`_levels`), and the
 batches are cut from the rows (each question's answers kept together where they fit) by a dynamic programme over
-the same cost (:func:`shared_prompt_batches`): on real TOFU forget01 with SmolLM2, 30 batches for 368 rows. The
-levels run the output layer only on the positions whose logits predict a scored token (``logits_to_keep``), and a
+the same cost (:func:`shared_prompt_batches`). The levels run the output layer only on the positions whose logits predict a scored token (``logits_to_keep``), and a
 position shared by several answers yields its logits once. The opening every prompt starts with (a chat template's
 system prompt) runs once for all batches, and the first level starts from its cache
 (:mod:`~unlearnkit.evaluation.scoring.shared_prefix`).
@@ -24,10 +22,9 @@ positions (and cache columns) as in a full forward pass of its sequence: the sam
 with no hand-made positions or masks with holes. The matrix products run on other shapes, though (a level of a few
 rows, a last pass of the rows' rests), and kernels may round some shapes differently. On the CPU a product of 1 to
 3 rows takes another kernel than a larger one, so no pass runs fewer than
-:data:`~unlearnkit.evaluation.scoring.shared_prefix.MIN_PASS_POSITIONS` positions (nor the output layer fewer rows): with
-SmolLM2-135M in float32 every log-prob of the TOFU-suite benchmark then equals the full pass's, while with the
-2M-parameter tiny models some still differ at the rounding level (up to about 1e-6 in a log-prob, 5e-8 in an
-aggregate). The same holds between any two batchings under SDPA attention. Results stay deterministic: the batches
+:data:`~unlearnkit.evaluation.scoring.shared_prefix.MIN_PASS_POSITIONS` positions (nor the output layer fewer rows);
+the log-probs equal a full pass's up to the rounding of the model's dtype (docs/benchmarks.md §4 records where they
+are bit-identical). The same holds between any two batchings under SDPA attention. Results stay deterministic: the batches
 and their levels are a function of the items, so a repeated, resumed or sharded evaluation gets the same bits.
 """
 
@@ -43,10 +40,9 @@ from unlearnkit.data.formatting import Encoded, collate
 from unlearnkit.evaluation.scoring.shared_prefix import MIN_PASS_POSITIONS, SharedPrefix, shared_length
 
 K = TypeVar("K", bound=Hashable)
-# the fixed cost of one forward call in tokens' worth of compute: on a CPU about 24 (measured with SmolLM2-135M on
-# one thread: a call of one token takes 57 ms, each further token 2.4 ms), so batches with less padding win over
-# full ones and a level pays for itself once it spares a few dozen tokens; on an accelerator a call costs as much as
-# hundreds of tokens (kernel launches), and full batches with few levels win
+# the fixed cost of one forward call in tokens' worth of compute: on a CPU a few dozen (docs/benchmarks.md §4), so
+# batches with less padding win over full ones and a level pays for itself once it spares a few dozen tokens; on an
+# accelerator a call costs as much as hundreds of tokens (kernel launches), and full batches with few levels win
 CALL_COST = 24.0
 ACCELERATOR_CALL_COST = 512.0
 

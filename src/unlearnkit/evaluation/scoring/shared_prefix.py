@@ -1,10 +1,8 @@
 """The leading tokens every prompt of an evaluation starts with, run once and their KV cache reused by every batch.
 
-With a chat template every prompt opens with the same tokens: SmolLM2's system prompt and the user-turn header are
-24 of a TOFU prompt's 37-63 tokens. :mod:`~unlearnkit.evaluation.scoring.prompt_sharing` runs each prompt once per batch
+With a chat template every prompt opens with the same tokens (a system prompt and the user-turn header). :mod:`~unlearnkit.evaluation.scoring.prompt_sharing` runs each prompt once per batch
 and continuous-batching generation (:mod:`~unlearnkit.evaluation.scoring.greedy`) prefills each question once, but both
-still ran that opening once per prompt: on real TOFU with SmolLM2, 12% of the teacher-forced suite's tokens. Here it
-runs once, in a batch of one, and each batch starts from a copy of its cache, one row per sequence.
+would run that opening once per prompt. Here it runs once, in a batch of one, and each batch starts from a copy of its cache, one row per sequence.
 
 Exactness: the opening's keys and values depend only on its own tokens and positions (causal attention), so a row
 that starts from the copied cache computes what it would from the start, in exact arithmetic; in floating point the
@@ -23,7 +21,7 @@ import torch
 # a matrix product of fewer than 4 rows takes another kernel on the CPU (a matrix-vector path), which rounds
 # differently from a larger one; in a forward pass the attention's products have one row per position of the pass.
 # The opening, and every pass a scoring batch plans (prompt_sharing), thus run at least this many positions, so that
-# their values are a full pass's to the bit (measured with SmolLM2-135M's and the tiny models' layer and attention
+# their values are a full pass's to the bit (checked for SmolLM2-135M's and the tiny models' layer and attention
 # shapes: products of 1 to 3 rows differ, of 4 to 69 do not)
 MIN_PASS_POSITIONS = 4
 
