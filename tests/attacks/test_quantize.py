@@ -15,7 +15,7 @@ from unlearnkit.attacks.quantize import (dequantized_weights, quantization_error
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
-from conftest import llama
+from conftest import evaluator, llama
 
 pytest.importorskip("bitsandbytes")
 
@@ -105,7 +105,8 @@ def test_quantize_model_leaves_the_model_alone(model):
 
 def test_quantize_attack_runs_evaluate_tofu_per_scheme(model, attack_setup):
     formatter, task = attack_setup["formatter"], attack_setup["task"]
-    results = quantize_attack(model, formatter, task, schemes=("int8", "fp4"), metrics=METRICS, max_new_tokens=8)
+    results = quantize_attack(model, evaluator(task, formatter, max_new_tokens=8), schemes=("int8", "fp4"),
+                              metrics=METRICS)
     assert list(results) == ["full", "int8", "fp4"]
     direct = evaluate_tofu(model, formatter, task, metrics=METRICS, max_new_tokens=8, progress=False).aggregates
     assert results["full"].result.aggregates == pytest.approx(direct)

@@ -20,7 +20,7 @@ from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.tiny import train_tokenizer
 
-from conftest import FORGET, RETAIN, llama, make_task
+from conftest import FORGET, RETAIN, evaluator, llama, make_task
 
 SUFFIX = [40, 41, 42, 43, 44]
 
@@ -267,11 +267,11 @@ def test_bad_settings_are_refused(setup):
 def test_evaluate_with_suffix_scores_the_suffixed_prompts(setup):
     tokenizer, formatter, model = setup
     task = make_task()
-    result = evaluate_with_suffix(model, formatter, task, SUFFIX, max_new_tokens=4)
+    result = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), SUFFIX)
     probs = [math.exp(-v) for v in naive_loss(model, tokenizer, task.eval_forget, SUFFIX)[1]]
     assert result.per_example["forget_Q_A_Prob"] == pytest.approx(probs, rel=1e-5)
     assert set(result.aggregates) >= {"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio"}
-    plain = evaluate_with_suffix(model, formatter, task, [], metrics=("forget_Q_A_Prob",), max_new_tokens=4)
+    plain = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), [], metrics=("forget_Q_A_Prob",))
     assert plain.per_example["forget_Q_A_Prob"] != pytest.approx(probs, rel=1e-5)
 
 
@@ -281,19 +281,20 @@ def test_paraphrase_evaluation_uses_the_paraphrased_questions(setup):
     forget = [replace(ex, paraphrased_question=paraphrases.get(i)) for i, ex in enumerate(FORGET)]
     task = Task(name="p", forget=forget, retain=RETAIN, eval_forget=forget, eval_retain=RETAIN)
     assert [ex.question for ex in paraphrased_examples(forget)] == list(paraphrases.values())
-    result = evaluate_paraphrased(model, formatter, task, max_new_tokens=4)
+    result = evaluate_paraphrased(model, evaluator(task, formatter, max_new_tokens=4))
     expected = [math.exp(-naive_nll(model, naive_prompt(tokenizer, q, []), ids(tokenizer, FORGET[i].answer) + [2]))
                 for i, q in paraphrases.items()]
     assert result.per_example["forget_Q_A_Prob"] == pytest.approx(expected, rel=1e-5)
     assert len(result.generations["forget"]) == 2
-    with_suffix = evaluate_paraphrased(model, formatter, task, metrics=("forget_Q_A_Prob",), suffix_ids=SUFFIX)
+    with_suffix = evaluate_paraphrased(model, evaluator(task, formatter), metrics=("forget_Q_A_Prob",),
+                                       suffix_ids=SUFFIX)
     expected = [math.exp(-naive_nll(model, naive_prompt(tokenizer, q, SUFFIX),
                                     ids(tokenizer, FORGET[i].answer) + [2])) for i, q in paraphrases.items()]
     assert with_suffix.per_example["forget_Q_A_Prob"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(UnlearnkitError, match="paraphrased_question"):
-        evaluate_paraphrased(model, formatter, make_task())
+        evaluate_paraphrased(model, evaluator(make_task(), formatter))
     with pytest.raises(UnlearnkitError, match="forget-split"):
-        evaluate_paraphrased(model, formatter, task, metrics=("retain_Q_A_Prob",))
+        evaluate_paraphrased(model, evaluator(task, formatter), metrics=("retain_Q_A_Prob",))
 
 
 def test_default_and_ascii_allowed_tokens_leave_out_special_tokens(setup):
