@@ -127,3 +127,9 @@ def test_user_errors(attack_setup):
         quantize_model(nn.Linear(64, 64), "int8")
     with pytest.raises(UnlearnkitError, match="2-D"):
         quantization_error_bound(torch.zeros(3), "int8")
+    # metric names are checked before any quantization (fp4 on this model would fail with "multiple of 64")
+    with pytest.raises(UnlearnkitError, match="unknown TOFU metric"):
+        quantize_attack(small, evaluator(attack_setup["task"], attack_setup["formatter"]), schemes=("fp4",),
+                        metrics=("forget_nonsense",), include_full_precision=False)
+    with pytest.raises(UnlearnkitError, match="quantize_attack takes an Evaluator"):
+        quantize_attack(small, attack_setup["formatter"], attack_setup["task"])

@@ -125,3 +125,5 @@ def test_bad_inputs_are_user_errors(attack_setup):
         run(attack_setup, "unlearned", metrics=("forget_nonsense",))
     with pytest.raises(UnlearnkitError, match="eval_every"):
         run(attack_setup, "unlearned", eval_every=0)
+    with pytest.raises(UnlearnkitError, match="relearn takes an Evaluator"):  # the signature before the Evaluator
+        relearn(attack_setup["unlearned"], attack_setup["formatter"], attack_setup["task"], FORGET[:2])

@@ -11,13 +11,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from unlearnkit.attacks.evaluation import retarget
 from unlearnkit.attacks.suffix import (SuffixFormatter, ascii_token_ids, candidate_losses, default_allowed_tokens,
                                        evaluate_paraphrased, evaluate_with_suffix, optimize_suffix,
                                        paraphrased_examples, prompt_parts, sample_candidates, suffix_gradient,
                                        suffix_loss)
+from unlearnkit.config import EvalConfig
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.models.tiny import train_tokenizer
 
 from conftest import FORGET, RETAIN, evaluator, llama, make_task
@@ -295,6 +298,25 @@ def test_paraphrase_evaluation_uses_the_paraphrased_questions(setup):
         evaluate_paraphrased(model, evaluator(make_task(), formatter))
     with pytest.raises(UnlearnkitError, match="forget-split"):
         evaluate_paraphrased(model, evaluator(task, formatter), metrics=("retain_Q_A_Prob",))
+
+
+def test_attack_evaluations_keep_nothing_and_draw_no_intervals(setup, tmp_path):
+    """The attacks evaluate through the caller's Evaluator (its settings and formatter) but, as before, keep nothing
+    in the result store and draw no intervals, whatever the Evaluator would do by itself."""
+    _, formatter, model = setup
+    task = make_task()
+    storing = Evaluator(task, formatter, EvalConfig(max_new_tokens=4, intervals=True, n_resamples=10),
+                        cache_dir=tmp_path, store=True, progress=False)
+    result = evaluate_with_suffix(model, storing, SUFFIX)
+    assert result.intervals == {} and not any(tmp_path.iterdir())
+    plain = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), SUFFIX)
+    assert result.to_dict() == plain.to_dict()
+    suffixed = retarget(storing, formatter=SuffixFormatter(formatter, SUFFIX))
+    assert (suffixed.task, suffixed.config, suffixed.metrics, suffixed.cache_dir, suffixed.store) == \
+        (task, storing.config, storing.metrics, tmp_path, True)
+    assert isinstance(suffixed.formatter, SuffixFormatter) and storing.formatter is formatter
+    with pytest.raises(UnlearnkitError, match="takes an Evaluator"):
+        evaluate_with_suffix(model, formatter, SUFFIX)
 
 
 def test_default_and_ascii_allowed_tokens_leave_out_special_tokens(setup):
