@@ -67,6 +67,7 @@ from unlearnkit.config import AttacksConfig, EvalConfig, ModelConfig, RunConfig 
 from unlearnkit.data.formatting import QAFormatter  # noqa: E402
 from unlearnkit.data.types import Task  # noqa: E402
 from unlearnkit.errors import UnlearnkitError  # noqa: E402
+from unlearnkit.evaluation.evaluator import Evaluator  # noqa: E402
 from unlearnkit.evaluation.suites import tofu as suite# noqa: E402
 
 # the modules themselves (``unlearnkit.attacks.relearn`` the attribute is the function, hence import_module)
@@ -143,7 +144,7 @@ def recorded(owner, name: str, calls: list[Call], wrap_kwargs=None):
 
 @dataclass
 class Evaluation:
-    """One ``evaluate_tofu`` call: its seconds, the seconds inside ``score_pairs``, and what it planned."""
+    """One ``Evaluator.evaluate`` call: its seconds, the seconds inside ``score_pairs``, and what it planned."""
 
     seconds: float
     scoring: float
@@ -166,16 +167,18 @@ def plan_counts(task: Task, metrics) -> tuple[int, int]:
 
 
 @contextmanager
-def evaluations(module, out: list[Evaluation]):
-    """Record every ``evaluate_tofu`` call made through ``module`` (as :class:`Evaluation`)."""
+def evaluations(out: list[Evaluation]):
+    """Record every ``Evaluator.evaluate`` call (each attack evaluates through one; as :class:`Evaluation`)."""
     calls: list[Call] = []
     scoring: list[Call] = []
-    with recorded(module, "evaluate_tofu", calls), recorded(suite, "score_pairs", scoring):
+    with recorded(Evaluator, "evaluate", calls), recorded(suite, "score_pairs", scoring):
         yield out
     for call in calls:
-        task = call.args[2] if len(call.args) > 2 else call.kwargs["task"]
+        evaluator = call.args[0]
+        metrics = call.kwargs.get("metrics")
         inside = sum(s.seconds for s in scoring if call.start <= s.start and s.end <= call.end)
-        out.append(Evaluation(call.seconds, inside, *plan_counts(task, call.kwargs.get("metrics"))))
+        out.append(Evaluation(call.seconds, inside,
+                              *plan_counts(evaluator.task, evaluator.metrics if metrics is None else metrics)))
 
 
 def first_examples(task: Task, n: int) -> Task:
@@ -201,9 +204,9 @@ class Defaults:
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = field(default_factory=lambda: RunConfig().seed)
 
-    @property
-    def settings(self) -> dict:
-        return {"batch_size": self.eval.batch_size, "max_new_tokens": self.eval.max_new_tokens}
+    def evaluator(self, task: Task, formatter: QAFormatter) -> Evaluator:
+        """The attacks' evaluator, as ``run_attacks`` builds it (no result store; no progress bars here)."""
+        return Evaluator(task, formatter, self.eval, metrics=self.attacks.metrics, store=False, progress=False)
 
     @property
     def metrics(self) -> set[str]:
@@ -244,11 +247,11 @@ def full_relearn(model, formatter, task, d: Defaults) -> Row:
     r = d.attacks.relearn
     examples = pick_examples(task.forget, min(r.examples, len(task.forget)), seed=d.seed)
     evals: list[Evaluation] = []
-    with evaluations(relearn_module, evals):
+    with evaluations(evals):
         start = time.perf_counter()
-        relearn(model, formatter, task, examples, steps=r.steps, batch_size=r.batch_size,
+        relearn(model, d.evaluator(task, formatter), examples, steps=r.steps, batch_size=r.batch_size,
                 learning_rate=r.learning_rate, eval_every=r.eval_every, metrics=sorted(d.metrics), seed=d.seed,
-                reference=None, eval_batch_size=d.eval.batch_size, max_new_tokens=d.eval.max_new_tokens)
+                reference=None)
         total = time.perf_counter() - start
     inside = sum(e.seconds for e in evals)
     return Row("relearn", "", total, f"measured; {len(evals)} evaluations {inside:.1f} s "
@@ -260,9 +263,9 @@ def full_quantize(model, formatter, task, d: Defaults) -> Row:
     schemes = d.attacks.quantize.schemes
     evals: list[Evaluation] = []
     reloads: list[Call] = []
-    with evaluations(quantize_module, evals), recorded(quantize_module, "quantize_model", reloads):
+    with evaluations(evals), recorded(quantize_module, "quantize_model", reloads):
         start = time.perf_counter()
-        quantize_attack(model, formatter, task, schemes=schemes, metrics=d.metrics, reference=None, **d.settings)
+        quantize_attack(model, d.evaluator(task, formatter), schemes=schemes, reference=None)
         total = time.perf_counter() - start
     parts = [f"full eval {evals[0].seconds:.1f} s"]
     parts += [f"{s}: reload {c.seconds:.1f} + eval {e.seconds:.1f} s" for s, c, e in zip(schemes, reloads, evals[1:])]
@@ -284,10 +287,11 @@ def full_suffix(model, formatter, task, d: Defaults) -> Row:
                             seed=d.seed)
     search = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate_with_suffix(model, formatter, task, found.suffix_ids, reference=None, **d.settings)
+    evaluator = d.evaluator(task, formatter)
+    evaluate_with_suffix(model, evaluator, found.suffix_ids, reference=None)
     with_suffix = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate_paraphrased(model, formatter, task, **d.settings)
+    evaluate_paraphrased(model, evaluator)
     paraphrased = time.perf_counter() - start
     total = search + with_suffix + paraphrased
     return Row("suffix", "", total, f"measured; search {search:.1f} s (once per attack run), evaluation with suffix "
@@ -338,11 +342,11 @@ def step_relearn(model, formatter, task, d: Defaults, repeats: int, n: int) -> R
                 call.marks["steps"].append((entry, time.perf_counter()))
         return {**kwargs, "on_step": on_step}
 
-    with evaluations(relearn_module, evals), recorded(relearn_module, "train", trains, with_step_marks):
+    with evaluations(evals), recorded(relearn_module, "train", trains, with_step_marks):
         start = time.perf_counter()
-        relearn(model, formatter, first_examples(task, n), examples, steps=short, batch_size=r.batch_size,
-                learning_rate=r.learning_rate, eval_every=short, metrics=sorted(d.metrics), seed=d.seed,
-                reference=None, eval_batch_size=d.eval.batch_size, max_new_tokens=d.eval.max_new_tokens)
+        relearn(model, d.evaluator(first_examples(task, n), formatter), examples, steps=short,
+                batch_size=r.batch_size, learning_rate=r.learning_rate, eval_every=short, metrics=sorted(d.metrics),
+                seed=d.seed, reference=None)
         total = time.perf_counter() - start
     marks = trains[0].marks["steps"]
     step_times = [entry - previous_exit for (_, previous_exit), (entry, _) in zip(marks, marks[1:])]
@@ -363,10 +367,9 @@ def step_quantize(model, formatter, task, d: Defaults, repeats: int, n: int) -> 
     schemes = d.attacks.quantize.schemes
     evals: list[Evaluation] = []
     reloads: list[Call] = []
-    with evaluations(quantize_module, evals), recorded(quantize_module, "quantize_model", reloads):
+    with evaluations(evals), recorded(quantize_module, "quantize_model", reloads):
         start = time.perf_counter()
-        quantize_attack(model, formatter, first_examples(task, n), schemes=schemes, metrics=d.metrics,
-                        reference=None, **d.settings)
+        quantize_attack(model, d.evaluator(first_examples(task, n), formatter), schemes=schemes, reference=None)
         total = time.perf_counter() - start
     pairs, questions = plan_counts(task, d.metrics)
     full = [e.scaled_to(pairs, questions) for e in evals]
@@ -395,11 +398,11 @@ def step_suffix(model, formatter, task, d: Defaults, repeats: int, n: int) -> Ro
     unit = median(step_times)
     setup = gradients[0].start - start  # allowed tokens, the loss without and with the initial suffix
     search = setup + s.steps * unit
-    sub = first_examples(task, n)
+    sub = d.evaluator(first_examples(task, n), formatter)
     with_suffix: list[Evaluation] = []
-    with evaluations(suffix_module, with_suffix):
-        evaluate_with_suffix(model, formatter, sub, found.suffix_ids, reference=None, **d.settings)
-        evaluate_paraphrased(model, formatter, sub, **d.settings)
+    with evaluations(with_suffix):
+        evaluate_with_suffix(model, sub, found.suffix_ids, reference=None)
+        evaluate_paraphrased(model, sub)
     eval_suffix = with_suffix[0].scaled_to(*plan_counts(task, SUFFIX_METRICS))
     eval_para = with_suffix[1].scaled_to(*plan_counts(paraphrased_task(task), PARAPHRASE_METRICS))
     how = (f"{EXTRAPOLATED}: search {setup:.1f} s set-up + {s.steps} x {unit:.3g} s/GCG step (median of "

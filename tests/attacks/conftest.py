@@ -9,8 +9,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from unlearnkit.config import EvalConfig
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
+from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.methods.ga import GradientAscent
 from unlearnkit.models.tiny import train_tokenizer
 from unlearnkit.training.config import TrainConfig
@@ -42,6 +44,11 @@ RETAIN = [
 
 def make_task() -> Task:
     return Task(name="tiny-attacks", forget=FORGET, retain=RETAIN, eval_forget=FORGET, eval_retain=RETAIN)
+
+
+def evaluator(task, formatter, **settings) -> Evaluator:
+    """An Evaluator for the attacks: ``EvalConfig(**settings)``, no result store, no progress bars."""
+    return Evaluator(task, formatter, EvalConfig(**settings), store=False, progress=False)
 
 
 def llama(vocab_size: int, hidden: int = 32, intermediate: int = 64, seed: int = 0) -> LlamaForCausalLM:

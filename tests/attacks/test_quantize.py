@@ -15,7 +15,7 @@ from unlearnkit.attacks.quantize import (dequantized_weights, quantization_error
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
-from conftest import llama
+from conftest import evaluator, llama
 
 pytest.importorskip("bitsandbytes")
 
@@ -105,7 +105,8 @@ def test_quantize_model_leaves_the_model_alone(model):
 
 def test_quantize_attack_runs_evaluate_tofu_per_scheme(model, attack_setup):
     formatter, task = attack_setup["formatter"], attack_setup["task"]
-    results = quantize_attack(model, formatter, task, schemes=("int8", "fp4"), metrics=METRICS, max_new_tokens=8)
+    results = quantize_attack(model, evaluator(task, formatter, max_new_tokens=8), schemes=("int8", "fp4"),
+                              metrics=METRICS)
     assert list(results) == ["full", "int8", "fp4"]
     direct = evaluate_tofu(model, formatter, task, metrics=METRICS, max_new_tokens=8, progress=False).aggregates
     assert results["full"].result.aggregates == pytest.approx(direct)
@@ -126,3 +127,9 @@ def test_user_errors(attack_setup):
         quantize_model(nn.Linear(64, 64), "int8")
     with pytest.raises(UnlearnkitError, match="2-D"):
         quantization_error_bound(torch.zeros(3), "int8")
+    # metric names are checked before any quantization (fp4 on this model would fail with "multiple of 64")
+    with pytest.raises(UnlearnkitError, match="unknown TOFU metric"):
+        quantize_attack(small, evaluator(attack_setup["task"], attack_setup["formatter"]), schemes=("fp4",),
+                        metrics=("forget_nonsense",), include_full_precision=False)
+    with pytest.raises(UnlearnkitError, match="quantize_attack takes an Evaluator"):
+        quantize_attack(small, attack_setup["formatter"], attack_setup["task"])

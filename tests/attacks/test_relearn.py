@@ -16,15 +16,16 @@ from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.objectives import FineTune
 
-from conftest import FORGET
+from conftest import FORGET, evaluator
 
 METRICS = ("forget_Q_A_Prob", "forget_Truth_Ratio")
 
 
 def run(setup, which, examples=None, **kwargs):
-    settings = dict(steps=6, eval_every=3, batch_size=2, learning_rate=1e-3, metrics=METRICS, max_new_tokens=8)
+    settings = dict(steps=6, eval_every=3, batch_size=2, learning_rate=1e-3, metrics=METRICS)
     settings.update(kwargs)
-    return relearn(setup[which], setup["formatter"], setup["task"], examples or FORGET[:2], **settings)
+    return relearn(setup[which], evaluator(setup["task"], setup["formatter"], max_new_tokens=8),
+                   examples or FORGET[:2], **settings)
 
 
 def test_recovered_fraction_on_hand_values():
@@ -119,8 +120,10 @@ def test_report_assembles_curves_and_fractions_from_the_formula():
 
 def test_bad_inputs_are_user_errors(attack_setup):
     with pytest.raises(UnlearnkitError, match="no relearning examples"):
-        relearn(attack_setup["unlearned"], attack_setup["formatter"], attack_setup["task"], [])
+        relearn(attack_setup["unlearned"], evaluator(attack_setup["task"], attack_setup["formatter"]), [])
     with pytest.raises(UnlearnkitError, match="unknown TOFU metric"):
         run(attack_setup, "unlearned", metrics=("forget_nonsense",))
     with pytest.raises(UnlearnkitError, match="eval_every"):
         run(attack_setup, "unlearned", eval_every=0)
+    with pytest.raises(UnlearnkitError, match="relearn takes an Evaluator"):  # the signature before the Evaluator
+        relearn(attack_setup["unlearned"], attack_setup["formatter"], attack_setup["task"], FORGET[:2])

@@ -11,16 +11,19 @@ from dataclasses import replace
 import pytest
 import torch
 
+from unlearnkit.attacks.evaluation import retarget
 from unlearnkit.attacks.suffix import (SuffixFormatter, ascii_token_ids, candidate_losses, default_allowed_tokens,
                                        evaluate_paraphrased, evaluate_with_suffix, optimize_suffix,
                                        paraphrased_examples, prompt_parts, sample_candidates, suffix_gradient,
                                        suffix_loss)
+from unlearnkit.config import EvalConfig
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.models.tiny import train_tokenizer
 
-from conftest import FORGET, RETAIN, llama, make_task
+from conftest import FORGET, RETAIN, evaluator, llama, make_task
 
 SUFFIX = [40, 41, 42, 43, 44]
 
@@ -267,11 +270,11 @@ def test_bad_settings_are_refused(setup):
 def test_evaluate_with_suffix_scores_the_suffixed_prompts(setup):
     tokenizer, formatter, model = setup
     task = make_task()
-    result = evaluate_with_suffix(model, formatter, task, SUFFIX, max_new_tokens=4)
+    result = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), SUFFIX)
     probs = [math.exp(-v) for v in naive_loss(model, tokenizer, task.eval_forget, SUFFIX)[1]]
     assert result.per_example["forget_Q_A_Prob"] == pytest.approx(probs, rel=1e-5)
     assert set(result.aggregates) >= {"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio"}
-    plain = evaluate_with_suffix(model, formatter, task, [], metrics=("forget_Q_A_Prob",), max_new_tokens=4)
+    plain = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), [], metrics=("forget_Q_A_Prob",))
     assert plain.per_example["forget_Q_A_Prob"] != pytest.approx(probs, rel=1e-5)
 
 
@@ -281,19 +284,39 @@ def test_paraphrase_evaluation_uses_the_paraphrased_questions(setup):
     forget = [replace(ex, paraphrased_question=paraphrases.get(i)) for i, ex in enumerate(FORGET)]
     task = Task(name="p", forget=forget, retain=RETAIN, eval_forget=forget, eval_retain=RETAIN)
     assert [ex.question for ex in paraphrased_examples(forget)] == list(paraphrases.values())
-    result = evaluate_paraphrased(model, formatter, task, max_new_tokens=4)
+    result = evaluate_paraphrased(model, evaluator(task, formatter, max_new_tokens=4))
     expected = [math.exp(-naive_nll(model, naive_prompt(tokenizer, q, []), ids(tokenizer, FORGET[i].answer) + [2]))
                 for i, q in paraphrases.items()]
     assert result.per_example["forget_Q_A_Prob"] == pytest.approx(expected, rel=1e-5)
     assert len(result.generations["forget"]) == 2
-    with_suffix = evaluate_paraphrased(model, formatter, task, metrics=("forget_Q_A_Prob",), suffix_ids=SUFFIX)
+    with_suffix = evaluate_paraphrased(model, evaluator(task, formatter), metrics=("forget_Q_A_Prob",),
+                                       suffix_ids=SUFFIX)
     expected = [math.exp(-naive_nll(model, naive_prompt(tokenizer, q, SUFFIX),
                                     ids(tokenizer, FORGET[i].answer) + [2])) for i, q in paraphrases.items()]
     assert with_suffix.per_example["forget_Q_A_Prob"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(UnlearnkitError, match="paraphrased_question"):
-        evaluate_paraphrased(model, formatter, make_task())
+        evaluate_paraphrased(model, evaluator(make_task(), formatter))
     with pytest.raises(UnlearnkitError, match="forget-split"):
-        evaluate_paraphrased(model, formatter, task, metrics=("retain_Q_A_Prob",))
+        evaluate_paraphrased(model, evaluator(task, formatter), metrics=("retain_Q_A_Prob",))
+
+
+def test_attack_evaluations_keep_nothing_and_draw_no_intervals(setup, tmp_path):
+    """The attacks evaluate through the caller's Evaluator (its settings and formatter) but, as before, keep nothing
+    in the result store and draw no intervals, whatever the Evaluator would do by itself."""
+    _, formatter, model = setup
+    task = make_task()
+    storing = Evaluator(task, formatter, EvalConfig(max_new_tokens=4, intervals=True, n_resamples=10),
+                        cache_dir=tmp_path, store=True, progress=False)
+    result = evaluate_with_suffix(model, storing, SUFFIX)
+    assert result.intervals == {} and not any(tmp_path.iterdir())
+    plain = evaluate_with_suffix(model, evaluator(task, formatter, max_new_tokens=4), SUFFIX)
+    assert result.to_dict() == plain.to_dict()
+    suffixed = retarget(storing, formatter=SuffixFormatter(formatter, SUFFIX))
+    assert (suffixed.task, suffixed.config, suffixed.metrics, suffixed.cache_dir, suffixed.store) == \
+        (task, storing.config, storing.metrics, tmp_path, True)
+    assert isinstance(suffixed.formatter, SuffixFormatter) and storing.formatter is formatter
+    with pytest.raises(UnlearnkitError, match="takes an Evaluator"):
+        evaluate_with_suffix(model, formatter, SUFFIX)
 
 
 def test_default_and_ascii_allowed_tokens_leave_out_special_tokens(setup):

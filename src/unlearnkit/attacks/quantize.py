@@ -59,11 +59,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from unlearnkit.data.formatting import QAFormatter
-from unlearnkit.data.types import Task
+from unlearnkit.attacks.evaluation import check_evaluator, evaluate_attacked
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.result import EvalResult
-from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 
 FLOAT16_UNIT_ROUNDOFF = 2.0**-11
 FLOAT16_SUBNORMAL_ERROR = 2.0**-25  # half the spacing of float16 subnormals (2⁻²⁴)
@@ -201,24 +201,26 @@ class QuantizedEvaluation:
         return {"scheme": self.scheme, "description": self.description, **self.result.to_dict()}
 
 
-def quantize_attack(model: nn.Module, formatter: QAFormatter, task: Task, schemes: Iterable[str] = ("int8", "fp4"),
-                    metrics: set[str] | None = None, reference: dict | None = None, include_full_precision: bool = True,
-                    batch_size: int = 16, max_new_tokens: int = 200,
-                    progress: bool = False) -> dict[str, QuantizedEvaluation]:
-    """Evaluate ``model`` with :func:`evaluate_tofu` at full precision and after each quantization scheme.
+def quantize_attack(model: nn.Module, evaluator: Evaluator, schemes: Iterable[str] = ("int8", "fp4"),
+                    metrics: Iterable[str] | None = None, reference: dict | None = None,
+                    include_full_precision: bool = True, progress: bool = False) -> dict[str, QuantizedEvaluation]:
+    """Evaluate ``model`` with ``evaluator`` at full precision and after each quantization scheme.
 
-    ``metrics`` defaults to every TOFU metric, so forgetting and utility are reported together (pass a subset
-    that keeps both, e.g. the forget metrics and ``model_utility``). ``reference`` is the retain model's
-    :meth:`EvalResult.reference_stats` (for forget_quality and privleak). Keys of the result: ``"full"`` (when
+    ``metrics`` defaults to the evaluator's (for a default :class:`Evaluator`, every TOFU metric but the opt-in
+    ones), so forgetting and utility are reported together (pass a subset that keeps both, e.g. the forget metrics
+    and ``model_utility``). ``reference`` is the retain model's :meth:`EvalResult.reference_stats` (for
+    forget_quality and privleak). The evaluations keep nothing in the result store and draw no intervals
+    (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`). Keys of the result: ``"full"`` (when
     ``include_full_precision``) and each scheme name. One quantized copy is held at a time.
     """
+    check_evaluator(evaluator, "quantize_attack", qa=True)
+    wanted = evaluator.metrics if metrics is None else registry.resolve(evaluator.suite, metrics)  # fail before work
     chosen = [get_scheme(name) for name in schemes]
     if not chosen and not include_full_precision:
         raise UnlearnkitError("nothing to evaluate: give at least one quantization scheme or include_full_precision")
 
     def evaluate(candidate: nn.Module) -> EvalResult:
-        return evaluate_tofu(candidate, formatter, task, reference=reference, batch_size=batch_size,
-                             max_new_tokens=max_new_tokens, metrics=metrics, progress=progress)
+        return evaluate_attacked(evaluator, candidate, reference, metrics=wanted, progress=progress)
 
     out: dict[str, QuantizedEvaluation] = {}
     if include_full_precision:

@@ -18,10 +18,9 @@ model's value. 0 = nothing recovered, 1 = back to the target; it is signed and u
 forgetting < 0) and direction-free (the same formula for metrics where lower means more knowledge). Undefined
 (``None``) when ``|m_target − m_unlearned| < tol``: unlearning removed nothing measurable.
 
-How the curve is measured: :func:`unlearnkit.training.loop.train` has no per-step hook, so the fine-tuning
-objective evaluates the model at the start of each chosen step's loss (after ``step`` optimizer updates) with the
-training random state saved and restored; the last point is evaluated after training. That needs exactly one
-loss call per optimizer step, i.e. one process and no gradient accumulation, which :func:`relearn` uses.
+How the curve is measured: the training loop's ``on_step`` hook evaluates the model after each chosen optimizer
+step, with the random state saved and restored (the evaluation draws nothing from the training stream); the model
+as given is evaluated first. Relearning runs in one process.
 """
 
 from __future__ import annotations
@@ -37,10 +36,11 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from unlearnkit.data.formatting import QAFormatter
-from unlearnkit.data.types import QAExample, Task
+from unlearnkit.attacks.evaluation import check_evaluator, evaluate_attacked
+from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.suites.tofu import evaluate_tofu, resolve_metrics
+from unlearnkit.evaluation.evaluator import Evaluator
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.gradient_sync import is_distributed
 from unlearnkit.training.loop import train
@@ -109,28 +109,30 @@ def evaluation_steps(steps: int, eval_every: int) -> list[int]:
     return sorted(set(range(0, steps + 1, eval_every)) | {steps})
 
 
-def relearn(model: nn.Module, formatter: QAFormatter, task: Task, examples: Sequence[QAExample], steps: int = 100,
+def relearn(model: nn.Module, evaluator: Evaluator, examples: Sequence[QAExample], steps: int = 100,
             batch_size: int = 4, learning_rate: float = 2e-5, eval_every: int = 10,
             metrics: Sequence[str] = FORGET_METRICS, seed: int = 0, output_dir: Path | None = None,
-            warmup_steps: int = 0, reference: dict | None = None, eval_batch_size: int = 16,
-            max_new_tokens: int = 200, progress: bool = False) -> RelearnResult:
+            warmup_steps: int = 0, reference: dict | None = None, progress: bool = False) -> RelearnResult:
     """Fine-tune a copy of ``model`` (left untouched) on ``examples`` for ``steps`` AdamW steps and evaluate
-    ``metrics`` (with :func:`evaluate_tofu` on ``task``) after 0, ``eval_every``, 2·``eval_every``, … and ``steps``
-    steps.
+    ``metrics`` with ``evaluator`` (its task, formatter, batch size and answer length) after 0, ``eval_every``,
+    2·``eval_every``, … and ``steps`` steps.
 
-    Training: answer-token NLL (:class:`FineTune`), ``batch_size`` examples a step cycling through ``examples`` in
-    seeded order, constant ``learning_rate`` after ``warmup_steps`` of linear warm-up, weight decay 0, no clipping.
-    ``output_dir`` keeps the loop's final checkpoint (the relearned model); by default a temporary folder is used
-    and deleted. ``reference`` is passed to :func:`evaluate_tofu` (for forget_quality or privleak).
+    Training: answer-token NLL (:class:`FineTune`) of the examples encoded by the evaluator's formatter,
+    ``batch_size`` examples a step cycling through ``examples`` in seeded order, constant ``learning_rate`` after
+    ``warmup_steps`` of linear warm-up, weight decay 0, no clipping. ``output_dir`` keeps the loop's final
+    checkpoint (the relearned model); by default a temporary folder is used and deleted. ``reference`` is the retain
+    model's reference statistics (for forget_quality or privleak). The evaluations keep nothing in the result store
+    and draw no intervals (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`).
     """
+    check_evaluator(evaluator, "relearn", qa=True)
     if not examples:
         raise UnlearnkitError("no relearning examples: give at least one (e.g. pick_examples(task.forget, k))")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise UnlearnkitError(f"eval_every={eval_every!r} is invalid: it must be a whole number >= 1")
     if is_distributed():
         raise UnlearnkitError("relearn runs in one process: start it without accelerate launch / torchrun")
-    wanted = set(metrics)
-    resolve_metrics(wanted)  # unknown names fail here, before any training
+    wanted = registry.resolve(evaluator.suite, metrics)  # unknown names fail here, before any training
+    formatter = evaluator.formatter
     config = TrainConfig.checked(max_steps=steps, batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.0,
                                  warmup_steps=warmup_steps, schedule="constant", seed=seed, save_every_epoch=False)
     points = evaluation_steps(steps, eval_every)
@@ -140,8 +142,7 @@ def relearn(model: nn.Module, formatter: QAFormatter, task: Task, examples: Sequ
         device = next(candidate.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
                 torch.autocast(device.type, enabled=False):
-            result = evaluate_tofu(candidate, formatter, task, reference=reference, batch_size=eval_batch_size,
-                                   max_new_tokens=max_new_tokens, metrics=wanted, progress=False)
+            result = evaluate_attacked(evaluator, candidate, reference, metrics=wanted, progress=False)
         for name in metrics:
             curve[name].append(result.aggregates.get(name))
 

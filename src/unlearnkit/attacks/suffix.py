@@ -56,11 +56,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from unlearnkit.attacks.evaluation import check_evaluator, evaluate_attacked, retarget
 from unlearnkit.data.formatting import IGNORE_INDEX, QAFormatter
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
+from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.result import EvalResult
-from unlearnkit.evaluation.suites.tofu import evaluate_tofu, resolve_metrics
 
 SUFFIX_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio")
 PARAPHRASE_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE")
@@ -478,15 +480,17 @@ def optimize_suffix(model: nn.Module, formatter: QAFormatter, examples: Sequence
 # Evaluation under the attack
 
 
-def evaluate_with_suffix(model: nn.Module, formatter: QAFormatter, task: Task, suffix_ids: Sequence[int],
+def evaluate_with_suffix(model: nn.Module, evaluator: Evaluator, suffix_ids: Sequence[int],
                          metrics: Sequence[str] = SUFFIX_METRICS, reference: dict | None = None,
-                         batch_size: int = 16, max_new_tokens: int = 200, progress: bool = False) -> EvalResult:
-    """:func:`evaluate_tofu` on ``task`` with ``suffix_ids`` after every question (:class:`SuffixFormatter`):
-    every scored pair and every generated answer sees the suffixed prompt. ``model`` may differ from the model the
-    suffix was optimised on (transfer)."""
-    wanted = resolve_metrics(metrics)
-    return evaluate_tofu(model, SuffixFormatter(formatter, suffix_ids), task, reference=reference,
-                         batch_size=batch_size, max_new_tokens=max_new_tokens, metrics=wanted, progress=progress)
+                         progress: bool = False) -> EvalResult:
+    """``evaluator``'s evaluation of its task with ``suffix_ids`` after every question (the evaluator over a
+    :class:`SuffixFormatter` of its formatter): every scored pair and every generated answer sees the suffixed
+    prompt. ``model`` may differ from the model the suffix was optimised on (transfer). Nothing is kept in the
+    result store and no intervals are drawn (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`)."""
+    check_evaluator(evaluator, "evaluate_with_suffix", qa=True)
+    wanted = registry.resolve(evaluator.suite, metrics)
+    suffixed = retarget(evaluator, formatter=SuffixFormatter(evaluator.formatter, suffix_ids))
+    return evaluate_attacked(suffixed, model, reference, metrics=wanted, progress=progress)
 
 
 def paraphrased_examples(examples: Sequence[QAExample]) -> list[QAExample]:
@@ -494,17 +498,19 @@ def paraphrased_examples(examples: Sequence[QAExample]) -> list[QAExample]:
     return [replace(ex, question=ex.paraphrased_question) for ex in examples if ex.paraphrased_question]
 
 
-def evaluate_paraphrased(model: nn.Module, formatter: QAFormatter, task: Task,
-                         metrics: Sequence[str] = PARAPHRASE_METRICS, suffix_ids: Sequence[int] | None = None,
-                         batch_size: int = 16, max_new_tokens: int = 200, progress: bool = False) -> EvalResult:
-    """The forget metrics of ``task.eval_forget`` with each example's paraphrased question in place of its question
-    (TOFU's ``paraphrased_question``); examples without one are left out (``paraphrased_examples``), so the
-    per-example lists follow that subset. ``suffix_ids`` adds a suffix as well (both attacks at once)."""
-    wanted = resolve_metrics(metrics)
+def evaluate_paraphrased(model: nn.Module, evaluator: Evaluator, metrics: Sequence[str] = PARAPHRASE_METRICS,
+                         suffix_ids: Sequence[int] | None = None, progress: bool = False) -> EvalResult:
+    """The forget metrics of the evaluator's ``task.eval_forget`` with each example's paraphrased question in place
+    of its question (TOFU's ``paraphrased_question``); examples without one are left out (``paraphrased_examples``),
+    so the per-example lists follow that subset. ``suffix_ids`` adds a suffix as well (both attacks at once).
+    Nothing is kept in the result store and no intervals are drawn."""
+    check_evaluator(evaluator, "evaluate_paraphrased", qa=True)
+    wanted = registry.resolve(evaluator.suite, metrics)
     others = sorted(name for name in wanted if not name.startswith("forget_") and name not in FORGET_SPLIT_EXTRAS)
     if others:
         raise UnlearnkitError(f"evaluate_paraphrased computes forget-split metrics only, not {others}: pass forget_* "
                               f"names (or {', '.join(FORGET_SPLIT_EXTRAS)})")
+    task, formatter = evaluator.task, evaluator.formatter
     examples = paraphrased_examples(task.eval_forget)
     if not examples:
         raise UnlearnkitError(f"no eval_forget example of task {task.name!r} has a paraphrased_question: use a "
@@ -512,5 +518,5 @@ def evaluate_paraphrased(model: nn.Module, formatter: QAFormatter, task: Task,
     paraphrased = Task(name=f"{task.name}-paraphrased", forget=task.forget, retain=task.retain,
                        eval_forget=examples)
     chosen = formatter if suffix_ids is None else SuffixFormatter(formatter, suffix_ids)
-    return evaluate_tofu(model, chosen, paraphrased, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         metrics=wanted, progress=progress)
+    return evaluate_attacked(retarget(evaluator, formatter=chosen, task=paraphrased), model, metrics=wanted,
+                             progress=progress)

@@ -61,16 +61,16 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
     models = resolve_models(cfg, task, progress, log=log.info)  # the run's own target/retain models, from the cache
     unlearned, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
-    settings = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens}
+    # the attacks' evaluator: the run's evaluation settings and the attacks' metrics (each attack evaluates without
+    # the result store and without intervals: attacks/evaluation.py)
+    evaluator = Evaluator(task, formatter, cfg.eval, metrics=attacks.metrics, store=False, progress=progress)
     reference = None
-    if models.retain is not None:
-        evaluator = Evaluator(task, formatter, cfg.eval, progress=progress)
-        reference = evaluator.evaluate_saved(models.retain, trust_remote_code=cfg.model.trust_remote_code,
-                                             intervals=False).reference_stats()
+    if models.retain is not None:  # the retain model's whole saved result (every metric), from the cache when kept
+        reference = Evaluator(task, formatter, cfg.eval, progress=progress).evaluate_saved(
+            models.retain, trust_remote_code=cfg.model.trust_remote_code, intervals=False).reference_stats()
     subjects = {"unlearned": unlearned, "target": load_causal_lm(models.target)[0]}
     if models.retain is not None:
         subjects["retain"] = load_causal_lm(models.retain)[0]
-    metrics = set(attacks.metrics)
 
     robustness: dict = {}
     if "relearn" in attacks.run:
@@ -78,10 +78,10 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         examples = pick_examples(task.forget, min(r.examples, len(task.forget)), seed=cfg.seed)
 
         def attack(model, data):
-            return relearn(model, formatter, task, data, steps=r.steps, batch_size=r.batch_size,
-                           learning_rate=r.learning_rate, eval_every=r.eval_every, metrics=sorted(metrics),
-                           seed=cfg.seed, reference=reference, eval_batch_size=settings["batch_size"],
-                           max_new_tokens=settings["max_new_tokens"], progress=progress)
+            return relearn(model, evaluator, data, steps=r.steps, batch_size=r.batch_size,
+                           learning_rate=r.learning_rate, eval_every=r.eval_every,
+                           metrics=sorted(set(attacks.metrics)), seed=cfg.seed, reference=reference,
+                           progress=progress)
 
         runs = {}
         for who, model in subjects.items():
@@ -98,8 +98,8 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         quantized = {}
         for who, model in subjects.items():
             log.info("quantization attack on the %s model (%s)", who, ", ".join(attacks.quantize.schemes))
-            outcome = quantize_attack(model, formatter, task, schemes=attacks.quantize.schemes, metrics=metrics,
-                                      reference=reference, progress=progress, **settings)
+            outcome = quantize_attack(model, evaluator, schemes=attacks.quantize.schemes, reference=reference,
+                                      progress=progress)
             quantized[who] = {scheme: {"description": q.description, "aggregates": q.result.aggregates}
                               for scheme, q in outcome.items()}
         robustness["quantize"] = quantized
@@ -110,11 +110,11 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         log.info("GCG suffix attack: optimising on the %s model over %d forget questions", sc.optimize_on, len(examples))
         found = optimize_suffix(subjects[sc.optimize_on], formatter, examples, suffix_length=sc.suffix_length,
                                 steps=sc.steps, top_k=sc.top_k, candidates=sc.candidates,
-                                batch_size=settings["batch_size"], seed=cfg.seed, progress=progress)
+                                batch_size=cfg.eval.batch_size, seed=cfg.seed, progress=progress)
         evaluated = {}
         for who, model in subjects.items():
-            with_suffix = evaluate_with_suffix(model, formatter, task, found.suffix_ids, reference=reference, **settings)
-            paraphrased = evaluate_paraphrased(model, formatter, task, **settings)
+            with_suffix = evaluate_with_suffix(model, evaluator, found.suffix_ids, reference=reference)
+            paraphrased = evaluate_paraphrased(model, evaluator)
             evaluated[who] = {"with_suffix": with_suffix.aggregates, "paraphrased": paraphrased.aggregates}
         robustness["suffix"] = {"optimised_on": sc.optimize_on, "search": found.to_dict(), "models": evaluated,
                                 "settings": sc.model_dump()}
@@ -128,7 +128,7 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         for who, model in subjects.items():
             log.info("latent perturbation probe on the %s model (layer %d)", who, layer)
             probe = latent_probe(model, formatter, task.eval_forget, layer, epsilons=settings_latent.epsilons,
-                                 steps=settings_latent.steps, batch_size=settings["batch_size"],
+                                 steps=settings_latent.steps, batch_size=cfg.eval.batch_size,
                                  scope=settings_latent.scope, relative=settings_latent.relative)
             probes[who] = probe.to_dict(target_prob=target_prob if who != "target" else None)
         robustness["latent"] = probes
