@@ -3,10 +3,9 @@ and references, cutting and scoring, ROUGE-L F1 against hand-worked values. That
 naive one-example-at-a-time computation is tested in test_muse_generation.py."""
 
 import pytest
-from rouge_score import rouge_scorer
+from muse_fixtures import naive_rouge_l_f1, task, tokenizer  # noqa: F401  (fixtures)
 from tokenizers import processors
 
-from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics.muse import (
@@ -21,20 +20,6 @@ from unlearnkit.evaluation.metrics.muse import (
     verbmem_prompts,
 )
 from unlearnkit.models.tiny import train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def task():
-    return synthetic_corpus_task(n_people=8, forget_people=2, holdout_people=1, n_shots=2)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(task):
-    return train_tokenizer(task.texts(), vocab_size=300)
-
-
-def naive_rouge_l_f1(reference: str, generation: str) -> float:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, generation)["rougeL"].fmeasure
 
 
 def test_rouge_l_f1_by_hand():

@@ -4,32 +4,20 @@ path: with continuous batching (and without ``model.generate``) they equal a nai
 evaluation resumes where it was killed."""
 
 import pytest
+from muse_fixtures import naive_rouge_l_f1, task, tokenizer  # noqa: F401  (fixtures)
 import torch
-from rouge_score import rouge_scorer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from unlearnkit.data.corpus import CorpusTask
-from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics.muse import knowmem_prompt
 from unlearnkit.evaluation.scoring import generation
 from unlearnkit.evaluation.scoring.greedy import supports_continuous_batching
 from unlearnkit.evaluation.scoring.store import ResultStore
 from unlearnkit.evaluation.suites.muse_generation import evaluate_muse_generations, verbmem
-from unlearnkit.models.tiny import train_tokenizer
 
 PREFIX, VERB_NEW, KNOW_NEW = 16, 24, 24
 STOPS = ("\n\n", "\nQuestion", "Question:")
-
-
-@pytest.fixture(scope="module")
-def task():
-    return synthetic_corpus_task(n_people=8, forget_people=2, holdout_people=1, n_shots=2)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(task):
-    return train_tokenizer(task.texts(), vocab_size=300)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +42,6 @@ def model(task, tokenizer):
         optimizer.step()
         optimizer.zero_grad()
     return model.double().eval()  # float64: batched and single-row greedy decoding cannot tie-break apart
-
-
-def naive_rouge_l_f1(reference: str, generation: str) -> float:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, generation)["rougeL"].fmeasure
 
 
 def naive_generate(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> str:

@@ -198,3 +198,10 @@ def example_statistics(
     if reference_token_logprobs is not None:
         out["reference"] = reference_score(token_logprobs, reference_token_logprobs)
     return out
+
+
+def statistic_of(statistic: str, scored: Sequence[tuple]) -> list[float]:
+    """One membership statistic of each ``(score, text)``: the ``statistic`` entry of :func:`example_statistics`
+    on a scoring-pass result (``PairScore``: token log-probs, EOS flag, Min-K%++ moments) and the scored text."""
+    return [example_statistics(score.token_logprobs, score.ends_with_eos, text=text, mu=score.token_mu,
+                               sigma=score.token_sigma)[statistic] for score, text in scored]

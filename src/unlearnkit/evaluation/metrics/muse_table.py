@@ -54,12 +54,9 @@ def _declare_mia(name: str, statistic: str, meaning: str, moments: bool = False)
         plan.moments = plan.moments or moments
 
     def compute(inputs: Inputs) -> Computed:
-        per_example = {}
-        for split in ("forget", "holdout"):
-            per_example[f"{name}_{split}"] = [
-                mia.example_statistics(inputs.scores[t].token_logprobs, inputs.scores[t].ends_with_eos, text=t,
-                                       mu=inputs.scores[t].token_mu, sigma=inputs.scores[t].token_sigma)[statistic]
-                for t in inputs.texts[split]]
+        per_example = {f"{name}_{split}": mia.statistic_of(statistic, [(inputs.scores[t], t)
+                                                                          for t in inputs.texts[split]])
+                       for split in ("forget", "holdout")}
         return Computed(mia.mia_auc(per_example[f"{name}_forget"], per_example[f"{name}_holdout"]), per_example)
 
     register(Metric(name, "muse", meaning, "retain", compute, plan, interval="auc", headline=name == "mia_min_k"))

@@ -205,12 +205,9 @@ def _declare_mia(name: str, statistic: str, meaning: str, moments: bool = False)
         task = inputs.task
         if not task.eval_forget or not task.holdout:
             return Computed(None)
-        per_example = {}
-        for split, examples in (("forget", task.eval_forget), ("holdout", task.holdout)):
-            scores = [inputs.scores[(ex.question, ex.answer)] for ex in examples]
-            per_example[f"{name}_{split}"] = [
-                mia.example_statistics(s.token_logprobs, s.ends_with_eos, text=ex.answer, mu=s.token_mu,
-                                       sigma=s.token_sigma)[statistic] for ex, s in zip(examples, scores)]
+        per_example = {f"{name}_{split}": mia.statistic_of(statistic, [(inputs.scores[(ex.question, ex.answer)],
+                                                                          ex.answer) for ex in examples])
+                       for split, examples in (("forget", task.eval_forget), ("holdout", task.holdout))}
         return Computed(mia.mia_auc(per_example[f"{name}_forget"], per_example[f"{name}_holdout"]), per_example)
 
     register(Metric(name, "tofu", meaning, "retain", compute, plan, interval="auc", headline=name == "mia_min_k"))
