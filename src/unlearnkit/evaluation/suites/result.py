@@ -32,7 +32,7 @@ class EvalResult:
     aggregates: dict[str, float | None]
     per_example: dict[str, list] = field(default_factory=dict)
     generations: dict[str, list[str]] = field(default_factory=dict)
-    intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (evaluation/intervals.py)
+    intervals: dict[str, list | None] = field(default_factory=dict)  # bootstrap CIs (metrics/intervals.py)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     suite: str = "tofu"
 
