@@ -1,7 +1,9 @@
 """Load any Hugging Face causal LM with its tokenizer, from a local folder or a hub id.
 
 Checks what users get wrong before the slow part: a folder that does not exist, a folder without a tokenizer, a hub
-id while offline. ``trust_remote_code`` stays off unless asked for.
+id while offline. ``trust_remote_code`` stays off unless asked for. Weights are read from safetensors only
+(``use_safetensors=True``): pickled weights (``pytorch_model.bin``, ``*.pt``...) are never unpickled; a folder holding
+only those is refused with the one-off conversion to run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,27 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from unlearnkit.errors import UnlearnkitError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model-*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def check_safetensors_weights(folder: Path) -> None:
+    """Refuse, in one line, a model folder without safetensors weights; nothing in it is read."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted({f.name for pattern in PICKLED_WEIGHTS for f in folder.glob(pattern) if f.is_file()})
+    if pickled:
+        raise UnlearnkitError(
+            f"model folder {folder} holds only pickled weights ({', '.join(pickled)}); unlearnkit reads safetensors "
+            f"only: convert once with  python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)\""
+        )
+    raise UnlearnkitError(
+        f"model folder {folder} has no weights (no *.safetensors file): pass a folder written by save_pretrained"
+    )
 
 
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
@@ -46,13 +65,19 @@ def load_causal_lm(name_or_path: str | Path, trust_remote_code: bool = False, dt
         raise UnlearnkitError(
             f"{name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: download it first, or pass a local model folder"
         )
+    if path.is_dir():
+        check_safetensors_weights(path)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code)
     try:
+        # use_safetensors=True: a hub repo with only pickled weights is refused too, never unpickled
         model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-            str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype
+            str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
         )
     except OSError as exc:
-        raise UnlearnkitError(f"could not load a causal LM from {name_or_path!r}: {exc}".splitlines()[0]) from exc
+        raise UnlearnkitError(
+            f"could not load a causal LM from {name_or_path!r} (unlearnkit reads safetensors weights only): {exc}"
+            .splitlines()[0]
+        ) from exc
     return model, tokenizer
 
 
