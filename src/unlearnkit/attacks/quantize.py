@@ -139,7 +139,7 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
         model.save_pretrained(folder)
         quantized = type(model).from_pretrained(
             folder, quantization_config=_bitsandbytes_config(chosen, parameter.dtype), dtype=parameter.dtype,
-            device_map={"": str(device)},
+            device_map={"": str(device)}, use_safetensors=True,
         )
     return quantized.eval()
 
