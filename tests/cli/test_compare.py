@@ -43,4 +43,4 @@ def test_cli_compare_and_its_errors(tmp_path):
     assert result.exit_code == 0 and "forget_Q_A_Prob" in result.stdout
     assert json.loads((tmp_path / "c.json").read_text())["forget_Q_A_Prob"]["difference"] == pytest.approx(-0.15)
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "results.json" in missing.stderr
+    assert missing.exit_code == 2 and "nope does not exist" in missing.stderr

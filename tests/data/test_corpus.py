@@ -82,7 +82,7 @@ def test_jsonl_and_json_array(tmp_path):
     ("b.jsonl", '{"text": "ok"}\n{"body": "x"}\n', r"b.jsonl, line 2: missing field 'text'"),
     ("c.jsonl", '{"text": 5}\n', r"c.jsonl, line 1: 'text' must be a string"),
     ("d.jsonl", '["text"]\n', r"d.jsonl, line 1: expected a JSON object"),
-    ("e.jsonl", '{"text": "ok"}\n{"text": \n', r"e.jsonl, line 2: unreadable JSON"),
+    ("e.jsonl", '{"text": "ok"}\n{"text": \n', r"e.jsonl, line 2, column 10: unreadable JSON"),
     ("f.jsonl", "\n\n", r"f.jsonl: no documents"),
     ("g.csv", "text\nx\n", r"g.csv: unknown extension '.csv'"),
 ])

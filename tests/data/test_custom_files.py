@@ -72,7 +72,7 @@ def test_blank_lines_are_skipped(tmp_path):
 def test_unreadable_json_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(PLAIN_ROW) + "\n" + '{"question": "oops",\n')
-    with pytest.raises(UnlearnkitError, match=rf"{re.escape(str(path))}, line 2: unreadable JSON .*one complete JSON object"):
+    with pytest.raises(UnlearnkitError, match=rf"{re.escape(str(path))}, line 2, column 21: unreadable JSON .*one complete JSON object"):
         load_qa_file(path)
 
 

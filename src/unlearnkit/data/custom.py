@@ -40,8 +40,10 @@ def qa_example_from_row(row: Any, where: str) -> QAExample:
         raise UnlearnkitError(f"{where}: expected a JSON object with 'question' and 'answer', got "
                               f"{type(row).__name__}: write one object per line")
     for column in REQUIRED_COLUMNS:
-        if column not in row or row[column] is None:
+        if column not in row:
             raise UnlearnkitError(f"{where}: missing column '{column}': every row needs 'question' and 'answer'")
+        if row[column] is None:
+            raise UnlearnkitError(f"{where}: '{column}' is null: write the {column} as text, or delete the row")
         value = row[column]
         if not isinstance(value, str):
             raise UnlearnkitError(f"{where}: '{column}' must be text, got {type(value).__name__} {value!r}: "
