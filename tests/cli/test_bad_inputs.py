@@ -1,5 +1,5 @@
 """Malformed input files at the command line (issue #20): a non-UTF-8 config, YAML and JSON syntax errors, a null
-answer, a missing run folder. Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the
+answer, a missing run folder, a missing or damaged model folder (``eval --model``). Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the
 line and column where there is one; exit status 2; no traceback; no run directory left behind. None of them trains:
 each fails while the inputs are read. The paths are typed relative to the test's folder, as a user would."""
 
@@ -82,7 +82,40 @@ def _setup_run_dir_with_config(config: str):
     return setup
 
 
+def _setup_model(damage=None):
+    """A tiny saved model in models/m (config, tokenizer, safetensors) and an eval config; ``damage(folder)`` breaks
+    it. Without ``damage`` only the config is written (for the missing-folder cases)."""
+    def setup():
+        _write("config.yaml", _config({"source": "synthetic_corpus",
+                                       "options": {"n_people": 4, "forget_people": 1, "holdout_people": 1}}))
+        if damage is None:
+            return
+        from unlearnkit.models.load import save_model
+        from unlearnkit.models.tiny import build_tiny
+
+        model, tokenizer = build_tiny(["the cat sat on the mat"] * 4, vocab_size=300, hidden_size=32, layers=1, heads=2)
+        save_model(model, tokenizer, Path("models/m"))
+        damage(Path("models/m"))
+    return setup
+
+
+def _garbage_config(folder: Path) -> None:
+    (folder / "config.json").write_text('{\n  "model_type": "llama",\n  vocab_size: 300\n}\n')
+
+
+def _truncated_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _corrupt_weights_header(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[:8] + b"#" * 16 + raw[24:])
+
+
 TOFU_RUN = ["run", "config.yaml", "--data-dir", "tofu"]
+EVAL = ["eval", "--config", "config.yaml", "--model"]
 
 # id, setup (run in the test's folder), argv, what the one line must contain
 CASES = [
@@ -120,6 +153,17 @@ CASES = [
      ["tofu/forget01.json, line 1: 'answer' is null"]),
     ("tofu-json-syntax", _setup_tofu(json.dumps(GOOD_ROW) + '\n{"question": "Q?" "answer": "A."}\n'), TOFU_RUN,
      ["tofu/forget01.json, line 2, column 19: unreadable JSON"]),
+    ("model-garbage-config-json", _setup_model(_garbage_config), EVAL + ["models/m"],
+     ["models/m/config.json, line 3, column 3: unreadable JSON", "re-save the model with save_pretrained"]),
+    ("model-truncated-safetensors", _setup_model(_truncated_weights), EVAL + ["models/m"],
+     ["models/m/model.safetensors: damaged safetensors file", "re-save the model with save_pretrained"]),
+    ("model-corrupt-safetensors-header", _setup_model(_corrupt_weights_header), EVAL + ["models/m"],
+     ["models/m/model.safetensors: damaged safetensors file"]),
+    ("model-missing-nested-path", _setup_model(), EVAL + ["models/typo/m"],
+     ["model folder models/typo/m does not exist: check the path"]),
+    ("model-missing-org-name", _setup_model(), EVAL + ["models/x"],
+     ["no folder models/x here, and HF_HUB_OFFLINE=1 so it is not looked up on the hub",
+      "check the path, or download the model"]),
 ]
 
 
@@ -134,6 +178,7 @@ def test_bad_input_is_one_clean_line(tmp_path, monkeypatch, setup, argv, needles
     assert message.startswith("error: ") and "\n" not in message, message
     for needle in needles:
         assert needle in message, message
+    assert "PosixPath" not in message and "'models" not in message, message
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 

@@ -81,6 +81,8 @@ def test_jsonl_and_json_array(tmp_path):
     ("a.jsonl", '{"text": "ok"}\n\n{"text": "  "}\n', r"a.jsonl, line 3: empty 'text'"),
     ("b.jsonl", '{"text": "ok"}\n{"body": "x"}\n', r"b.jsonl, line 2: missing field 'text'"),
     ("c.jsonl", '{"text": 5}\n', r"c.jsonl, line 1: 'text' must be a string"),
+    ("h.jsonl", '{"text": "ok"}\n{"text": null}\n', r"h.jsonl, line 2: 'text' is null: write the document as text"),
+    ("i.json", '[{"text": "ok"}, {"text": null}]', r"i.json, line 2: 'text' is null"),
     ("d.jsonl", '["text"]\n', r"d.jsonl, line 1: expected a JSON object"),
     ("e.jsonl", '{"text": "ok"}\n{"text": \n', r"e.jsonl, line 2, column 10: unreadable JSON"),
     ("f.jsonl", "\n\n", r"f.jsonl: no documents"),

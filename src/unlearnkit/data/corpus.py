@@ -146,9 +146,11 @@ def _text_of(item: Any, where: str) -> str:
     if not isinstance(item, dict):
         raise UnlearnkitError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
                               f"{type(item).__name__}: write one object per line")
-    if TEXT_FIELD not in item or item[TEXT_FIELD] is None:
+    if TEXT_FIELD not in item:
         raise UnlearnkitError(f"{where}: missing field '{TEXT_FIELD}': every object needs the document in "
                               f"'{TEXT_FIELD}'")
+    if item[TEXT_FIELD] is None:
+        raise UnlearnkitError(f"{where}: '{TEXT_FIELD}' is null: write the document as text, or delete the line")
     value = item[TEXT_FIELD]
     if not isinstance(value, str):
         raise UnlearnkitError(f"{where}: '{TEXT_FIELD}' must be a string, got {type(value).__name__}: put the "
