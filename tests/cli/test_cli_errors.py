@@ -43,9 +43,12 @@ def test_missing_tofu_folder(tmp_path):
 
 
 def test_model_folder_without_tokenizer(tmp_path):
+    """A folder with a model's config and safetensors weights but no tokenizer files."""
+    from unlearnkit.models.tiny import build_tiny
+
     model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text("{}")
+    model, _ = build_tiny(["a b c d e f g"], seed=0, vocab_size=64, hidden_size=16, layers=1, heads=2)
+    model.save_pretrained(model_dir, safe_serialization=True)
     cfg = write_config(tmp_path, {"model": {"target": str(model_dir), "retain": str(model_dir)},
                                   "task": {"options": {"n_people": 10, "forget_people": 2, "holdout_people": 2}}})
     result = runner.invoke(app, ["run", str(cfg)])
