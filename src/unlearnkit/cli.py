@@ -148,9 +148,9 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
 
 
 @app.command("eval")
-def eval_(model: Path = typer.Option(..., "--model", help="model folder to evaluate"),
+def eval_(model: str = typer.Option(..., "--model", help="model folder to evaluate"),
           config: Optional[Path] = typer.Option(None, help="config YAML whose task: section names the data"),
-          retain: Optional[Path] = typer.Option(None, help="retain model folder (enables forget_quality, privleak)"),
+          retain: Optional[str] = typer.Option(None, help="retain model folder (enables forget_quality, privleak)"),
           output: Optional[Path] = typer.Option(None, help="write the results JSON here"),
           sets: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt, quiet: bool = typer.Option(False)):
     """Evaluate a model folder on the configured task: the TOFU suite, or the MUSE suite for corpus tasks."""
