@@ -8,7 +8,8 @@ One optimizer step, top to bottom:
 3. Sum gradients, weighted losses and logs over processes (:mod:`unlearnkit.training.gradient_sync`); the
    gradient is then the mean over the step's examples, whatever the number of processes.
 4. Stop with :class:`UnlearnkitError` if the loss or the gradient norm is not finite; else clip (optional),
-   ``AdamW.step``, ``scheduler.step``.
+   ``optimizer.step`` (the optimizer named by ``config.optimizer``, default AdamW; :mod:`unlearnkit.optim`),
+   ``scheduler.step``.
 
 Before the first step, ``objective.prepare`` sees the initial model and every forget example (also when resuming:
 the checkpoint weights are loaded afterwards). Checkpoints are written at the end of each epoch and at the end of
@@ -37,6 +38,7 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.optim.registry import build_optimizer
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
 from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, complete_checkpoints, latest_checkpoint,
                                            load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
@@ -98,7 +100,8 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
             _prepare_objective(objective, model, forget, idk_rows, pad_token_id, config, device,
                                reference_model_factory)
             parameters = trainable()
-            optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+            optimizer = build_optimizer(parameters, config.optimizer.name, config.optimizer.params(),
+                                        config.learning_rate, config.weight_decay)
             scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule], optimizer,
                                       num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
                                       num_training_steps=total_steps)
