@@ -24,6 +24,7 @@ it is done.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.optim.registry import build_optimizer
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
-from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, complete_checkpoints, latest_checkpoint,
+from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint,
                                            load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.gradient_sync import (broadcast_parameters, is_distributed, sum_across_processes,
@@ -109,8 +110,9 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                        parameters, optimizer, scheduler)
             start_step, logs, last_checkpoint = 0, [], None
             if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
+                # settings first: another optimizer's state would not load (nor mean anything) in this one
+                _check_same_run(json.loads((last_checkpoint / STATE_FILE).read_text()), config, objective, plan)
                 saved = load_checkpoint(last_checkpoint, model, optimizer)
-                _check_same_run(saved, config, objective, plan)
                 scheduler.load_state_dict(saved["scheduler"])
                 start_step, logs = saved["step"], saved["logs"]
 
