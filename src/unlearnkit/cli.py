@@ -301,5 +301,25 @@ def methods(name: Optional[str] = typer.Argument(None, help="a method: show its 
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
 
 
+@app.command()
+def optimizers(name: Optional[str] = typer.Argument(None, help="an optimizer: show its parameters")):
+    """List the optimizers of train.optimizer (name, update rule, citation), or one optimizer's parameters."""
+    from unlearnkit.optim.registry import available, optimizer_class
+
+    if name is None:
+        for listed, cls in available().items():
+            typer.echo(f"{listed:<10} {cls.summary}\n{'':<10} {cls.citation}")
+        return
+    from unlearnkit.methods.params import rows
+
+    cls = _guard(lambda: optimizer_class(name))
+    typer.echo(f"{cls.name}: {cls.summary}\n{cls.citation}\n"
+               "learning_rate and weight_decay come from the train: section\n")
+    table = [("parameter", "type", "default", "range", "meaning"), *rows(cls.Params)]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+
+
 def main() -> None:  # python -m unlearnkit
     app()

@@ -158,6 +158,8 @@ def _explain(exc: ValidationError, where: str) -> str:
             section = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), section)
         valid = ", ".join(section.model_fields)
         return f"{where}: unknown config key {key!r}: valid keys here are {valid}"
+    if err["type"] == "optimizer":  # already one line naming the optimizer's parameter, type and range
+        return f"{where}: {key}: {err['msg']}"
     return f"{where}: {key}: {err['msg']} (got {err.get('input')!r})"
 
 

@@ -5,17 +5,55 @@ uses it for both). :class:`TrainConfig`, what the loop takes, is those settings 
 for all of its training: ``seed`` (the run config's top-level ``seed:``, passed in by the pipeline) and
 ``save_every_epoch`` (a run always checkpoints every epoch, so that an interrupted run can resume). Keeping them out
 of the sections keeps the YAML schema as it was: ``train: {seed: 3}`` is an unknown key, not a second seed.
+
+``optimizer: {name: lion, beta1: 0.95}`` (:class:`OptimizerSettings`) picks a registered optimizer
+(:mod:`unlearnkit.optim`) and its parameters, checked on construction; ``learning_rate`` and ``weight_decay`` stay
+settings of their own and go to whichever optimizer is chosen.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from unlearnkit.errors import UnlearnkitError
 
 Schedule = Literal["linear", "constant", "cosine"]
+DEFAULT_OPTIMIZER = {"name": "adamw"}
+
+
+class OptimizerSettings(BaseModel):
+    """A registered optimizer's ``name`` and its parameters, given beside it (``{name: lion, beta1: 0.95}``).
+
+    Checked on construction against the optimizer's typed ``Params``: an unknown name or parameter, or a bad value,
+    is a validation error of type ``optimizer`` whose message is one line naming the parameter, its type and range.
+    A bare name (``optimizer: lion``) means ``{name: lion}``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field("adamw", description="a registered optimizer (see `unlearnkit optimizers`)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimizerSettings":
+        from unlearnkit.optim.registry import check_optimizer
+
+        try:
+            check_optimizer(self.name, self.params())
+        except UnlearnkitError as exc:
+            raise PydanticCustomError("optimizer", "{message}", {"message": str(exc)}) from None
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The parameters given beside ``name`` (the optimizer's defaults fill in the rest)."""
+        return dict(self.model_extra or {})
 
 
 class TrainSettings(BaseModel):
@@ -28,8 +66,9 @@ class TrainSettings(BaseModel):
         "examples per micro-batch and process; one optimizer step consumes batch_size × gradient_accumulation_steps "
         "× processes forget examples"))
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate of AdamW")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate of the optimizer")
+    weight_decay: float = Field(0.01, ge=0, description=(
+        "weight decay, in the chosen optimizer's form (decoupled for adamw, lion, signsgd, sign_adam; L2 for sgd)"))
     warmup_steps: int | None = Field(None, ge=0, description=(
         "linear warm-up from 0 to learning_rate; null means one epoch of optimizer steps, as in the NPO TOFU config. "
         "Always capped at total_steps - 1 so that the peak is reached"))
@@ -43,6 +82,9 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1, description=(
         "when set, train exactly this many optimizer steps (cycling through the forget set as many epochs as "
         "needed) and ignore epochs, as the Hugging Face Trainer does"))
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings, description=(
+        "the optimizer and its parameters: {name: adamw} (torch's AdamW, the default), sgd, signsgd, sign_adam, "
+        "lion; see `unlearnkit optimizers NAME`"))
 
 
 class TrainConfig(TrainSettings):
@@ -61,6 +103,8 @@ class TrainConfig(TrainSettings):
         except ValidationError as exc:
             err = exc.errors()[0]
             name = ".".join(map(str, err["loc"]))
+            if err["type"] == "optimizer":
+                raise UnlearnkitError(f"training setting {name}: {err['msg']}") from None
             rule = err["msg"].replace("Input should be", "it must be")
             raise UnlearnkitError(f"training setting {name}={err.get('input')!r} is invalid: {rule}") from None
 
@@ -74,4 +118,9 @@ class TrainConfig(TrainSettings):
         return max(0, min(wanted, self.total_steps(steps_per_epoch) - 1))
 
     def to_dict(self) -> dict:
-        return self.model_dump()
+        """The settings as plain data. The default optimizer is left out, so that checkpoints and prepared-model
+        keys of default runs are the same as before the optimizer was a setting (and old checkpoints resume)."""
+        data = self.model_dump()
+        if data["optimizer"] == DEFAULT_OPTIMIZER:
+            del data["optimizer"]
+        return data

@@ -8,7 +8,8 @@ One optimizer step, top to bottom:
 3. Sum gradients, weighted losses and logs over processes (:mod:`unlearnkit.training.gradient_sync`); the
    gradient is then the mean over the step's examples, whatever the number of processes.
 4. Stop with :class:`UnlearnkitError` if the loss or the gradient norm is not finite; else clip (optional),
-   ``AdamW.step``, ``scheduler.step``.
+   ``optimizer.step`` (the optimizer named by ``config.optimizer``, default AdamW; :mod:`unlearnkit.optim`),
+   ``scheduler.step``.
 
 Before the first step, ``objective.prepare`` sees the initial model and every forget example (also when resuming:
 the checkpoint weights are loaded afterwards). Checkpoints are written at the end of each epoch and at the end of
@@ -23,6 +24,7 @@ it is done.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +39,9 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.optim.registry import build_optimizer
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
-from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, complete_checkpoints, latest_checkpoint,
+from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint,
                                            load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.gradient_sync import (broadcast_parameters, is_distributed, sum_across_processes,
@@ -98,7 +101,8 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
             _prepare_objective(objective, model, forget, idk_rows, pad_token_id, config, device,
                                reference_model_factory)
             parameters = trainable()
-            optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+            optimizer = build_optimizer(parameters, config.optimizer.name, config.optimizer.params(),
+                                        config.learning_rate, config.weight_decay)
             scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule], optimizer,
                                       num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
                                       num_training_steps=total_steps)
@@ -106,8 +110,9 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                        parameters, optimizer, scheduler)
             start_step, logs, last_checkpoint = 0, [], None
             if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
+                # settings first: another optimizer's state would not load (nor mean anything) in this one
+                _check_same_run(json.loads((last_checkpoint / STATE_FILE).read_text()), config, objective, plan)
                 saved = load_checkpoint(last_checkpoint, model, optimizer)
-                _check_same_run(saved, config, objective, plan)
                 scheduler.load_state_dict(saved["scheduler"])
                 start_step, logs = saved["step"], saved["logs"]
 

@@ -1,0 +1,59 @@
+"""Optimizers registered by the names users say (``adamw``, ``lion``, ``signsgd``).
+
+Every module of :mod:`unlearnkit.optim` is imported the first time the registry is asked, so adding an optimizer is
+one new file whose class carries ``@register``: nothing else lists the optimizers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Iterable
+
+import torch
+
+from unlearnkit.errors import UnlearnkitError
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    if cls.name in _REGISTRY:
+        raise ValueError(f"optimizer name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _import_optimizer_modules() -> None:
+    import unlearnkit.optim as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def available() -> dict[str, type]:
+    _import_optimizer_modules()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def optimizer_class(name: str) -> type:
+    """The registered class called ``name``; an unknown name is a user error listing the valid ones."""
+    optimizers = available()
+    if name not in optimizers:
+        raise UnlearnkitError(f"unknown optimizer {name!r}: choose one of {', '.join(optimizers)} "
+                              "(see `unlearnkit optimizers`)")
+    return optimizers[name]
+
+
+def check_optimizer(name: str, params: dict[str, Any], where: str | None = None):
+    """The optimizer exists and ``params`` fit its ``Params``; returns the validated ``Params``."""
+    cls = optimizer_class(name)
+    return cls.Params.check(params, cls.name, where)
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], name: str, params: dict[str, Any],
+                    learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Optimizer ``name`` over ``parameters`` with ``learning_rate``, ``weight_decay`` and its own ``params``."""
+    cls = optimizer_class(name)
+    checked = cls.Params.check(params, cls.name)
+    return cls(parameters, lr=learning_rate, weight_decay=weight_decay, **checked.model_dump())

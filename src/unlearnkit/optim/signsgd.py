@@ -1,0 +1,58 @@
+"""signSGD, and Signum when momentum is set: step along the sign of the gradient (or of its momentum)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+import torch
+
+from unlearnkit.optim.base import OptimizerParams, Registered
+from unlearnkit.optim.registry import register
+
+
+@register
+class SignSGD(torch.optim.Optimizer, Registered):
+    """signSGD and Signum (Bernstein, Wang, Azizzadenesheli and Anandkumar, signSGD: Compressed Optimisation for
+    Non-Convex Problems, ICML 2018, arXiv:1802.04434).
+
+    ``momentum: 0`` (signSGD): ``θ ← θ − lr·(sign(g) + wd·θ)``.
+    ``momentum: β > 0`` (Signum, the paper's Algorithm 2): ``m ← β·m + (1−β)·g``; ``θ ← θ − lr·(sign(m) + wd·θ)``,
+    with ``m = 0`` before the first step.
+
+    Weight decay is decoupled (``wd·θ`` beside the sign, as in Lion and AdamW), not the L2 form: added to ``g``
+    before the sign, the decay would vanish into ``sign(g + wd·θ)`` wherever ``|g| > wd·|θ|``, i.e. almost
+    everywhere. ``θ`` in the decay term is the value before the step. ``sign(0) = 0``.
+    """
+
+    name = "signsgd"
+    summary = "θ ← θ − lr·(sign(g) + wd·θ); with momentum β (Signum): m ← β·m + (1−β)·g, θ ← θ − lr·(sign(m) + wd·θ)"
+    citation = ("Bernstein, Wang, Azizzadenesheli and Anandkumar, signSGD: Compressed Optimisation for Non-Convex "
+                "Problems, ICML 2018, arXiv:1802.04434")
+
+    class Params(OptimizerParams):
+        momentum: float = Field(0.0, ge=0, lt=1, description=(
+            "β of the momentum m ← β·m + (1−β)·g whose sign is taken (Signum); 0 takes the sign of the gradient"))
+
+    def __init__(self, params, lr: float = 1e-4, weight_decay: float = 0.0, momentum: float = 0.0):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                direction = p.grad
+                if beta > 0:
+                    state = self.state[p]
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    direction = state["momentum_buffer"].mul_(beta).add_(p.grad, alpha=1 - beta)
+                p.mul_(1 - lr * wd)
+                p.add_(torch.sign(direction), alpha=-lr)
+        return loss
