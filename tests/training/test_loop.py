@@ -7,7 +7,16 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_model
 
-from training_fixtures import PAD, ExampleMeanNLL, NoisyGradDiff, make_examples, per_example_nll, tiny_llama
+from training_fixtures import (
+    PAD,
+    ExampleMeanNLL,
+    NoisyGradDiff,
+    assert_same_weights,
+    make_examples,
+    per_example_nll,
+    tiny_llama,
+    weights,
+)
 from unlearnkit.data.formatting import collate
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
@@ -17,16 +26,6 @@ from unlearnkit.training import FineTune, TrainConfig, train
 def mean_nll(model, examples) -> float:
     with torch.no_grad():
         return per_example_nll(model.eval(), collate(examples, PAD)).mean().item()
-
-
-def weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_finetune_lowers_the_nll(tmp_path):

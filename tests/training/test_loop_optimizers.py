@@ -3,20 +3,10 @@
 import pytest
 import torch
 
-from training_fixtures import PAD, NoisyGradDiff, make_examples, tiny_llama
+from training_fixtures import PAD, NoisyGradDiff, assert_same_weights, make_examples, tiny_llama, weights
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.training import TrainConfig, train
 from unlearnkit.training import loop as loop_module
-
-
-def weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 class InterruptAt(NoisyGradDiff):

@@ -92,3 +92,13 @@ def run_two_process_setup(output_dir, gradient_accumulation_steps: int, n_forget
     train(model, NoisyGradDiff(), make_examples(n_forget, seed=1), make_examples(5, seed=2), None, PAD, config,
           output_dir, progress=False)
     return model
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

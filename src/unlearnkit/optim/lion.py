@@ -6,12 +6,12 @@ from pydantic import Field
 
 import torch
 
-from unlearnkit.optim.base import OptimizerParams, Registered
+from unlearnkit.optim.base import OptimizerParams, Registered, SignStepOptimizer
 from unlearnkit.optim.registry import register
 
 
 @register
-class Lion(torch.optim.Optimizer, Registered):
+class Lion(SignStepOptimizer, Registered):
     """Lion, EvoLved Sign Momentum (Chen, Liang, Huang, Real, Wang, Pham, Dong, Luong, Hsieh, Lu and Le, Symbolic
     Discovery of Optimization Algorithms, NeurIPS 2023, arXiv:2302.06675).
 
@@ -32,23 +32,10 @@ class Lion(torch.optim.Optimizer, Registered):
     def __init__(self, params, lr: float = 1e-4, weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.99):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd, beta1, beta2 = group["lr"], group["weight_decay"], group["beta1"], group["beta2"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                momentum = state["exp_avg"]
-                update = momentum.mul(beta1).add_(p.grad, alpha=1 - beta1).sign_()
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr)
-                momentum.mul_(beta2).add_(p.grad, alpha=1 - beta2)
-        return loss
+    def direction(self, p, grad, group, state):
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        momentum = state["exp_avg"]
+        update = momentum.mul(group["beta1"]).add_(grad, alpha=1 - group["beta1"]).sign_()
+        momentum.mul_(group["beta2"]).add_(grad, alpha=1 - group["beta2"])
+        return update

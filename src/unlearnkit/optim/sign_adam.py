@@ -8,12 +8,12 @@ from pydantic import Field
 
 import torch
 
-from unlearnkit.optim.base import OptimizerParams, Registered
+from unlearnkit.optim.base import OptimizerParams, Registered, SignStepOptimizer
 from unlearnkit.optim.registry import register
 
 
 @register
-class SignAdam(torch.optim.Optimizer, Registered):
+class SignAdam(SignStepOptimizer, Registered):
     """The sign of Adam's update: the "intra-order downgrade" of Adam (Downgrade to Upgrade: Optimizer
     Simplification Enhances Robustness in LLM Unlearning, ICLR 2026, arXiv:2510.00761, ``θ ← θ − η·Q(u; 1)``),
     with the per-tensor scale of 1-bit Adam's compressor as an option (Tang et al., 1-bit Adam, ICML 2021,
@@ -49,30 +49,18 @@ class SignAdam(torch.optim.Optimizer, Registered):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps,
                                       scale=scale))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd, beta1, beta2, eps = (group[k] for k in ("lr", "weight_decay", "beta1", "beta2", "eps"))
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                update = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt_().add_(eps))
-                direction = torch.sign(update)
-                if group["scale"] == "mean":
-                    direction.mul_(update.abs().mean())
-                p.mul_(1 - lr * wd)
-                p.add_(direction, alpha=-lr)
-        return loss
+    def direction(self, p, grad, group, state):
+        beta1, beta2 = group["beta1"], group["beta2"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt_().add_(group["eps"]))
+        direction = torch.sign(update)
+        if group["scale"] == "mean":
+            direction.mul_(update.abs().mean())
+        return direction

@@ -6,12 +6,12 @@ from pydantic import Field
 
 import torch
 
-from unlearnkit.optim.base import OptimizerParams, Registered
+from unlearnkit.optim.base import OptimizerParams, Registered, SignStepOptimizer
 from unlearnkit.optim.registry import register
 
 
 @register
-class SignSGD(torch.optim.Optimizer, Registered):
+class SignSGD(SignStepOptimizer, Registered):
     """signSGD and Signum (Bernstein, Wang, Azizzadenesheli and Anandkumar, signSGD: Compressed Optimisation for
     Non-Convex Problems, ICML 2018, arXiv:1802.04434).
 
@@ -36,23 +36,10 @@ class SignSGD(torch.optim.Optimizer, Registered):
     def __init__(self, params, lr: float = 1e-4, weight_decay: float = 0.0, momentum: float = 0.0):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd, beta = group["lr"], group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                direction = p.grad
-                if beta > 0:
-                    state = self.state[p]
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    direction = state["momentum_buffer"].mul_(beta).add_(p.grad, alpha=1 - beta)
-                p.mul_(1 - lr * wd)
-                p.add_(torch.sign(direction), alpha=-lr)
-        return loss
+    def direction(self, p, grad, group, state):
+        direction = grad
+        if group["momentum"] > 0:
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            direction = state["momentum_buffer"].mul_(group["momentum"]).add_(grad, alpha=1 - group["momentum"])
+        return torch.sign(direction)
