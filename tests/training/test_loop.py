@@ -10,6 +10,7 @@ from safetensors.torch import load_model
 from training_fixtures import (
     PAD,
     ExampleMeanNLL,
+    InterruptAt,
     NoisyGradDiff,
     assert_same_weights,
     make_examples,
@@ -90,19 +91,6 @@ def test_max_steps_overrides_epochs_and_checkpoints_the_end(tmp_path):
                    progress=False)
     assert result.steps == 5 and [r["epoch"] for r in result.logs] == [1, 1, 2, 2, 3]
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-5"]
-
-
-class InterruptAt(NoisyGradDiff):
-    """NoisyGradDiff that raises KeyboardInterrupt at its ``at``-th loss call."""
-
-    def __init__(self, at: int):
-        self._at, self._calls = at, 0
-
-    def loss(self, model, forget_batch, retain_batch):
-        self._calls += 1
-        if self._calls == self._at:
-            raise KeyboardInterrupt
-        return super().loss(model, forget_batch, retain_batch)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):

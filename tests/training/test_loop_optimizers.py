@@ -3,21 +3,10 @@
 import pytest
 import torch
 
-from training_fixtures import PAD, NoisyGradDiff, assert_same_weights, make_examples, tiny_llama, weights
+from training_fixtures import PAD, InterruptAt, NoisyGradDiff, assert_same_weights, make_examples, tiny_llama, weights
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.training import TrainConfig, train
 from unlearnkit.training import loop as loop_module
-
-
-class InterruptAt(NoisyGradDiff):
-    def __init__(self, at: int):
-        self._at, self._calls = at, 0
-
-    def loss(self, model, forget_batch, retain_batch):
-        self._calls += 1
-        if self._calls == self._at:
-            raise KeyboardInterrupt
-        return super().loss(model, forget_batch, retain_batch)
 
 
 def _train(tmp_path, name, objective=None, resume=False, **settings):

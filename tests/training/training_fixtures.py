@@ -102,3 +102,16 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+class InterruptAt(NoisyGradDiff):
+    """NoisyGradDiff that raises KeyboardInterrupt at its ``at``-th loss call."""
+
+    def __init__(self, at: int):
+        self._at, self._calls = at, 0
+
+    def loss(self, model, forget_batch, retain_batch):
+        self._calls += 1
+        if self._calls == self._at:
+            raise KeyboardInterrupt
+        return super().loss(model, forget_batch, retain_batch)
