@@ -1,15 +1,21 @@
 """The ``unlearnkit`` command: a thin layer over :mod:`unlearnkit.pipeline` and the Python API.
 
-Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`).
+Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`). Ctrl-C (SIGINT) and
+SIGTERM stop a command the same way: one line on stderr saying what was kept and how to continue, exit status 130
+(SIGINT) or 143 (SIGTERM), no traceback. Nothing needs a "safe point" of its own: checkpoints, prepared models and
+results are written to a temporary name and renamed (:mod:`unlearnkit.training.checkpoint`, :mod:`unlearnkit.runio`),
+so an interrupt at any instruction leaves the last complete ones, and temporary folders go in ``finally`` blocks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 import yaml
@@ -61,14 +67,40 @@ def _config(path: Optional[Path], sets, **flags):
     return parse_config(data, where="flags")
 
 
-def _guard(fn):
-    """Run ``fn`` turning user errors into a one-line message and exit status 2."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt: the same clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
+    """Run ``fn`` turning user errors into a one-line message and exit status 2, and an interrupt (Ctrl-C, or SIGTERM
+    handled like it) into one line, ``interrupted: <what interrupted() says>``, and exit status 130 or 143."""
     from unlearnkit.errors import UnlearnkitError
 
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:  # a SIGTERM the parent chose to ignore stays ignored
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return fn()
     except UnlearnkitError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+        detail = interrupted() if interrupted is not None else None
+        typer.echo(f"interrupted{': ' + detail if detail else ''}", err=True)
+        raise typer.Exit(128 + signum) from None
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _same_command(*extra: str) -> str:
+    """This command line, as the user can type it again (plus ``extra`` arguments it lacks)."""
+    args = sys.argv[1:] + [a for a in extra if a not in sys.argv[1:]]
+    return shlex.join(["unlearnkit", *args])
 
 
 def _print_summary(results: dict) -> None:
@@ -120,7 +152,7 @@ def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML 
         task = load_task(cfg.task.source, **cfg.task.options)
         return resolve_models(cfg, task, progress=not quiet)
 
-    models = _guard(go)
+    models = _guard(go, interrupted=lambda: "the finished epochs are kept; run the same command again to continue")
     typer.echo(f"target model: {models.target}\nretain model: {models.retain}")
 
 
@@ -134,14 +166,28 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
     """Run the unlearning job of CONFIG and write its run directory."""
     _setup_logging(quiet)
 
+    parsed = {}
+
     def go():
         cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
                                        "output_dir": output_dir})  # a bad config stops here, before the heavy imports
+        parsed["output_dir"] = Path(cfg.output_dir)
         from unlearnkit.pipeline import run as run_pipeline
 
         return run_pipeline(cfg, resume=resume, progress=not quiet)
 
-    result = _guard(go)
+    def interrupted() -> str:
+        if "output_dir" not in parsed:
+            return "nothing was written"
+        final = parsed["output_dir"]
+        partial = final.with_name(final.name + ".partial")
+        if partial.exists():
+            return f"{partial} keeps the last checkpoint; continue with: {_same_command('--resume')}"
+        if final.exists():  # only the attacks of the attacks: section were left
+            return f"the run directory {final} is complete; attack it with: {shlex.join(['unlearnkit', 'attack', str(final)])}"
+        return f"training had not started; continue with: {_same_command()}"
+
+    result = _guard(go, interrupted)
     if result.results:
         _print_summary(result.results)
         typer.echo(f"run directory: {result.run_dir}")
