@@ -50,11 +50,9 @@ class MethodParams(BaseModel):
         if unknown:
             valid = f"its parameters are {', '.join(cls.model_fields)}" if cls.model_fields else "it has none"
             names = ", ".join(map(repr, unknown))
-            return (f"{where + ': ' if where else ''}method {method!r} has no parameter {names}: {valid} "
-                    f"(see `unlearnkit methods {method}`)")
+            return f"{where + ': ' if where else ''}{cls._unknown_message(method, names, valid)}"
         err = errors[0]
         name = str(err["loc"][0])
-        label = f"{where}: method.params.{name}" if where else f"method {method!r} parameter {name}"
         field = cls.model_fields[name]
         if err["type"] == "literal_error":
             problem = f"must be {type_text(field)}"
@@ -63,8 +61,17 @@ class MethodParams(BaseModel):
         elif err["type"] == "too_short":
             problem = f"must have at least {err['ctx']['min_length']} item(s)"
         else:
-            problem = bound_problem(err) or err["msg"].replace("Input should be", "must be")
-        return f"{label}: {problem}, got {show(err.get('input'))} ({describe(name, field)})"
+            problem = bound_problem(err) or err["msg"].replace("Value error, ", "").replace("Input should be",
+                                                                                             "must be")
+        return f"{cls._label(method, name, where)}: {problem}, got {show(err.get('input'))} ({describe(name, field)})"
+
+    @classmethod
+    def _unknown_message(cls, method: str, names: str, valid: str) -> str:
+        return f"method {method!r} has no parameter {names}: {valid} (see `unlearnkit methods {method}`)"
+
+    @classmethod
+    def _label(cls, method: str, name: str, where: str | None) -> str:
+        return f"{where}: method.params.{name}" if where else f"method {method!r} parameter {name}"
 
 
 def bound_problem(err: dict) -> str | None:

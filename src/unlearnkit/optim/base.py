@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import ValidationError
 
-from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods.params import _PROBLEMS, MethodParams, bound_problem, describe, show, type_text
+from unlearnkit.methods.params import MethodParams
 
 
 class OptimizerParams(MethodParams):
@@ -19,33 +17,13 @@ class OptimizerParams(MethodParams):
     """
 
     @classmethod
-    def check(cls, values: dict[str, Any], method: str, where: str | None = None) -> "OptimizerParams":
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise UnlearnkitError(cls._explain(exc, method, where)) from None
+    def _unknown_message(cls, optimizer: str, names: str, valid: str) -> str:
+        return (f"optimizer {optimizer!r} has no parameter {names}: {valid} (learning_rate and weight_decay are set "
+                f"in train:; see `unlearnkit optimizers {optimizer}`)")
 
     @classmethod
-    def _explain(cls, exc: ValidationError, optimizer: str, where: str | None) -> str:
-        prefix = f"{where}: " if where else ""
-        errors = exc.errors()
-        unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
-        if unknown:
-            valid = f"its parameters are {', '.join(cls.model_fields)}" if cls.model_fields else "it has none"
-            return (f"{prefix}optimizer {optimizer!r} has no parameter {', '.join(map(repr, unknown))}: {valid} "
-                    f"(learning_rate and weight_decay are set in train:; see `unlearnkit optimizers {optimizer}`)")
-        err = errors[0]
-        name = str(err["loc"][0])
-        field = cls.model_fields[name]
-        if err["type"] == "literal_error":
-            problem = f"must be {type_text(field)}"
-        elif err["type"] in _PROBLEMS:
-            problem = _PROBLEMS[err["type"]]
-        else:
-            problem = bound_problem(err) or err["msg"].replace("Value error, ", "").replace("Input should be",
-                                                                                             "must be")
-        return (f"{prefix}optimizer {optimizer!r} parameter {name}: {problem}, got {show(err.get('input'))} "
-                f"({describe(name, field)})")
+    def _label(cls, optimizer: str, name: str, where: str | None) -> str:
+        return f"{where + ': ' if where else ''}optimizer {optimizer!r} parameter {name}"
 
 
 class Registered:
