@@ -84,7 +84,7 @@ def test_a_new_method_module_is_found_without_being_listed(tmp_path, monkeypatch
             summary = citation = "a test method"
     '''))
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
     try:
         assert "zz-extra" in available()
         assert get_method("zz-extra").params() == {}

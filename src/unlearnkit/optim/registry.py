@@ -6,43 +6,26 @@ one new file whose class carries ``@register``: nothing else lists the optimizer
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, Iterable
 
 import torch
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.registry import Registry
 
-_REGISTRY: dict[str, type] = {}
+OPTIMIZERS = Registry("optimizer", "unlearnkit.optim", "optimizers")
 
 
 def register(cls: type) -> type:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"optimizer name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _import_optimizer_modules() -> None:
-    import unlearnkit.optim as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    return OPTIMIZERS.register(cls)
 
 
 def available() -> dict[str, type]:
-    _import_optimizer_modules()
-    return dict(sorted(_REGISTRY.items()))
+    return OPTIMIZERS.available()
 
 
 def optimizer_class(name: str) -> type:
     """The registered class called ``name``; an unknown name is a user error listing the valid ones."""
-    optimizers = available()
-    if name not in optimizers:
-        raise UnlearnkitError(f"unknown optimizer {name!r}: choose one of {', '.join(optimizers)} "
-                              "(see `unlearnkit optimizers`)")
-    return optimizers[name]
+    return OPTIMIZERS.get(name)
 
 
 def check_optimizer(name: str, params: dict[str, Any], where: str | None = None):
