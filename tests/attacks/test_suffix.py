@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from unlearnkit.attacks.evaluation import retarget
-from unlearnkit.attacks.suffix import (SuffixFormatter, ascii_token_ids, candidate_losses, default_allowed_tokens,
+from unlearnkit.attacks.suffix import (ascii_token_ids, candidate_losses, default_allowed_tokens,
                                        evaluate_paraphrased, evaluate_with_suffix, optimize_suffix,
-                                       paraphrased_examples, prompt_parts, sample_candidates, suffix_gradient,
-                                       suffix_loss)
+                                       paraphrased_examples, sample_candidates, suffix_gradient, suffix_loss)
+from unlearnkit.attacks.suffix_prompt import SuffixFormatter, prompt_parts
 from unlearnkit.config import EvalConfig
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import Task

@@ -6,8 +6,9 @@ finished run."""
 
 from unlearnkit.attacks.latent import LatentProbeResult, latent_probe, residual_norm
 from unlearnkit.attacks.quantize import SCHEMES, QuantizedEvaluation, quantization_error_bound, quantize_attack, quantize_model
-from unlearnkit.attacks.suffix import (SuffixFormatter, SuffixResult, evaluate_paraphrased, evaluate_with_suffix,
-                                       optimize_suffix, suffix_loss)
+from unlearnkit.attacks.suffix import (SuffixResult, evaluate_paraphrased, evaluate_with_suffix, optimize_suffix,
+                                       suffix_loss)
+from unlearnkit.attacks.suffix_prompt import SuffixFormatter
 from unlearnkit.attacks.relearn import (FORGET_METRICS, RelearnResult, Recovery, pick_examples, recovered_fraction,
                                         relearn, relearn_report)
 
