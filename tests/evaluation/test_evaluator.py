@@ -87,3 +87,16 @@ def test_unlearnkit_evaluate_takes_either_kind_of_task():
     muse = unlearnkit.evaluate(model, corpus, tokenizer=formatter.tokenizer, max_length=64, metrics=["knowmem_r"],
                                batch_size=2, intervals=False)
     assert muse.suite == "muse" and set(muse.aggregates) == {"knowmem_r"} and muse.aggregates["knowmem_r"] is not None
+
+
+def test_a_new_stored_score_version_recomputes_a_cached_result(tmp_path, monkeypatch):
+    """The cached whole result of a saved model is keyed by the version of the suite's stored scores (TOFU's or
+    MUSE's), so a change in what the scoring or generation computes never reads an old result."""
+    import unlearnkit.evaluation.evaluator as evaluator_module
+
+    for built, version in ((build(), "SCORES_VERSION"), (build_corpus(), "TEXT_SCORES_VERSION")):
+        model, formatter, task = built
+        evaluator = Evaluator(task, formatter, CONFIG, cache_dir=tmp_path, progress=False)
+        before = evaluator._result_path(model)
+        monkeypatch.setattr(evaluator_module, version, getattr(evaluator_module, version) + 1)
+        assert evaluator._result_path(model) != before

@@ -36,7 +36,7 @@ from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
 from unlearnkit.evaluation.scoring.distributed import world
 from unlearnkit.evaluation.scoring.pooling import FeatureSpec
 from unlearnkit.evaluation.scoring.store import model_fingerprint, settings_key
-from unlearnkit.evaluation.suites.muse import evaluate_muse_suite
+from unlearnkit.evaluation.suites.muse import TEXT_SCORES_VERSION, evaluate_muse_suite
 from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.evaluation.suites.tofu import SCORES_VERSION, evaluate_tofu
 from unlearnkit.runio import default_cache_dir, write_json
@@ -136,7 +136,8 @@ class Evaluator:
         else:
             data = {"splits": {name: [asdict(e) for e in getattr(self.task, name)]
                                for name in ("eval_forget", "eval_retain", "real_authors", "world_facts", "holdout")}}
-        settings = {"version": RESULT_VERSION, "scores_version": SCORES_VERSION, "suite": self.suite,
+        scores_version = TEXT_SCORES_VERSION if self.suite == "muse" else SCORES_VERSION  # a new one: recomputed
+        settings = {"version": RESULT_VERSION, "scores_version": scores_version, "suite": self.suite,
                     "metrics": sorted(self.metrics), "batch_size": self.config.batch_size,
                     "max_new_tokens": self.config.max_new_tokens, **data,
                     **({"features": self.features.settings()} if self.features is not None else {})}
