@@ -326,6 +326,43 @@ def compare(run_a: Path = typer.Argument(..., help="first run directory"),
 
 
 @app.command()
+def sweep(config: Path = typer.Argument(..., help="run config YAML (its sweep: block, if any, sets the grid)"),
+          grid: Optional[List[str]] = typer.Option(None, "--grid", help="KEY=V1,V2: values to try for a config key, "
+                                                   "e.g. --grid method.params.beta=0.05,0.1 (repeatable)"),
+          seeds: Optional[int] = typer.Option(None, help="seeds per configuration (default: the block's, else 1)"),
+          workers: Optional[int] = typer.Option(None, help="worker processes (default 1: one trial after another)"),
+          search: Optional[str] = typer.Option(None, help="grid (default) or optuna"),
+          trials: Optional[int] = typer.Option(None, help="optuna: configurations to sample"),
+          output_dir: Optional[Path] = typer.Option(None, help="sweep directory (default sweeps/<config name>)"),
+          sets: Optional[List[str]] = SetOpt, quiet: bool = typer.Option(False)):
+    """Run CONFIG over a grid (or an Optuna search) × seeds; write a leaderboard with the Pareto front and the best.
+
+    Finished trials are kept: run the same command again to resume an interrupted sweep."""
+    _setup_logging(quiet)
+    directory = output_dir or Path("sweeps") / config.stem
+
+    def go():
+        from unlearnkit.config import read_config_data, set_dotted
+        from unlearnkit.sweep.plan import sweep_settings
+        from unlearnkit.sweep.runner import run_sweep
+
+        base = read_config_data(config)
+        for key, value in _overrides(sets).items():
+            set_dotted(base, key, value)
+        settings = sweep_settings(base.pop("sweep", None), grid, seeds=seeds, workers=workers, search=search,
+                                  trials=trials)
+        return run_sweep(base, settings, directory, progress=not quiet, log=typer.echo)
+
+    board = _guard(go, interrupted=lambda: f"finished trials are kept; resume with: {_same_command()}")
+    from unlearnkit.sweep.leaderboard import markdown
+
+    typer.echo(markdown(board))
+    typer.echo(f"leaderboard: {directory / 'leaderboard.html'}")
+    if board["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def methods(name: Optional[str] = typer.Argument(None, help="a method: show its parameters")):
     """List the unlearning methods (name, what it does, citation), or one method's parameters."""
     from unlearnkit.methods.registry import available, method_class

@@ -206,6 +206,17 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate."""
+    data = read_config_data(path)
+    if "sweep" in data:
+        raise UnlearnkitError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
+                              f"`unlearnkit sweep {path}`, or remove the block to run one configuration")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    return parse_config(data, where=str(path))
+
+
+def read_config_data(path: str | Path) -> dict:
+    """The YAML mapping of a config file, not yet validated; unreadable files and bad YAML are one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise UnlearnkitError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
@@ -221,9 +232,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
         raise UnlearnkitError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
     if not isinstance(data, dict):
         raise UnlearnkitError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        set_dotted(data, dotted, value)
-    return parse_config(data, where=str(path))
+    return data
 
 
 def set_dotted(data: dict, dotted: str, value) -> None:
