@@ -333,6 +333,7 @@ def sweep(config: Path = typer.Argument(..., help="run config YAML (its sweep: b
           workers: Optional[int] = typer.Option(None, help="worker processes (default 1: one trial after another)"),
           search: Optional[str] = typer.Option(None, help="grid (default) or optuna"),
           trials: Optional[int] = typer.Option(None, help="optuna: configurations to sample"),
+          backend: Optional[str] = typer.Option(None, help="local (default: a process pool) or ray"),
           output_dir: Optional[Path] = typer.Option(None, help="sweep directory (default sweeps/<config name>)"),
           sets: Optional[List[str]] = SetOpt, quiet: bool = typer.Option(False)):
     """Run CONFIG over a grid (or an Optuna search) × seeds; write a leaderboard with the Pareto front and the best.
@@ -350,7 +351,7 @@ def sweep(config: Path = typer.Argument(..., help="run config YAML (its sweep: b
         for key, value in _overrides(sets).items():
             set_dotted(base, key, value)
         settings = sweep_settings(base.pop("sweep", None), grid, seeds=seeds, workers=workers, search=search,
-                                  trials=trials)
+                                  trials=trials, backend=backend)
         return run_sweep(base, settings, directory, progress=not quiet, log=typer.echo)
 
     board = _guard(go, interrupted=lambda: f"finished trials are kept; resume with: {_same_command()}")

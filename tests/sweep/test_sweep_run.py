@@ -71,3 +71,11 @@ def test_an_optuna_search_continues_its_study_after_a_kill(tmp_path, monkeypatch
     retried = counting.configs[0].train.learning_rate
     assert retried == killed.configs[0].train.learning_rate  # the killed configuration is queued again, same value
     assert len(board["rows"]) == 2 and 1e-4 <= retried <= 1e-3
+
+
+def test_trials_run_as_tasks_of_a_local_ray_instance_with_two_workers(tmp_path):
+    pytest.importorskip("ray")
+    settings = sweep_settings({"backend": "ray", "workers": 2}, ["train.learning_rate=1e-4,1e-3"])
+    board = run_sweep(BASE, settings, tmp_path / "sw", progress=False, log=lambda *_: None)
+    assert not board["failed"] and len(board["rows"]) == 2
+    assert all((tmp_path / "sw" / "runs" / f"c{r['config_id']}-seed0" / "results.json").is_file() for r in board["rows"])

@@ -7,6 +7,7 @@ file is an ordinary run config)::
       grid: {method.params.beta: [0.05, 0.1, 0.2], train.learning_rate: [1e-5, 3e-5]}
       seeds: 3                 # or a list of seeds
       workers: 1               # worker processes (1: run in this process)
+      backend: local           # or ray (trials as Ray tasks; ray_address: auto joins a running cluster)
       objectives: [forget_quality, model_utility]
       utility_floor: 0.9       # the rule that picks the best configuration (see leaderboard.py)
       search: grid             # or optuna (then trials: N, and space: ranges besides the grid's choices)
@@ -47,6 +48,10 @@ class SweepConfig(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config key -> values to try")
     seeds: int | list[int] = Field(1, description="a count (seeds 0..n-1 added to the config's seed) or a list")
     workers: int = Field(1, ge=1, description="worker processes; 1 runs the trials one after another here")
+    backend: Literal["local", "ray"] = Field("local", description="local: a process pool on this machine; ray: "
+                                             "trials as Ray tasks (pip install 'unlearnkit[ray]')")
+    ray_address: str | None = Field(None, description="ray: the cluster to join ('auto', 'ray://host:10001'); "
+                                    "none starts a local Ray instance with `workers` CPUs")
     objectives: list[str] = Field(["forget_quality", "model_utility"], min_length=2, max_length=2,
                                   description="the two metrics of the Pareto front, the first the one to push")
     utility_floor: float = Field(0.9, gt=0, le=1, description="best = the Pareto configuration with the best first "
@@ -175,5 +180,5 @@ def make_trials(base: dict, configurations: list[dict[str, Any]], settings: Swee
 
 def sweep_identity(base: dict, settings: SweepConfig) -> str:
     """What makes two invocations the same sweep (the trial count of an optuna search may grow)."""
-    fixed = settings.model_dump(exclude={"workers", "trials"})
+    fixed = settings.model_dump(exclude={"workers", "trials", "backend", "ray_address"})
     return hashlib.sha256(json.dumps({"base": base, "sweep": fixed}, sort_keys=True, default=str).encode()).hexdigest()

@@ -7,7 +7,8 @@ every trial after the first reads the two baselines' evaluations from the store.
 
 A trial whose run directory exists is finished and is not run again; one with a ``.partial`` directory (killed
 mid-way) continues from its last checkpoint. ``workers > 1`` runs trials in that many spawned processes, each with
-``cores / workers`` torch threads. A trial that fails is recorded (and listed by the CLI); the others go on.
+``cores / workers`` torch threads; ``backend: ray`` runs them as Ray tasks instead (a local Ray instance, or a
+cluster at ``ray_address``). A trial that fails is recorded (and listed by the CLI); the others go on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from unlearnkit.runio import write_json
 from unlearnkit.sweep.plan import SweepConfig, Trial, grid_configurations, label, make_trials, sweep_identity
 
 MANIFEST = "sweep.json"
+# what a Ray worker must see as this process does: where the cache and data are, offline mode, the import path
+FORWARDED_ENV = ("UNLEARNKIT_CACHE", "UNLEARNKIT_TOFU_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                 "TOKENIZERS_PARALLELISM", "PYTHONPATH")
 
 
 class Sweep:
@@ -100,6 +104,9 @@ class Sweep:
         self.pin_models(pending)
         self.runs.mkdir(parents=True, exist_ok=True)
         workers = min(self.settings.workers, len(pending))
+        if self.settings.backend == "ray":
+            self._run_on_ray(pending)
+            return
         if workers == 1:
             for trial in pending:
                 self.log(f"trial {trial.name} ({label(trial.overrides)}, seed {trial.seed}): running")
@@ -111,6 +118,32 @@ class Sweep:
             futures = {pool.submit(run_trial, t.data, str(self.run_dir(t)), threads, False): t for t in pending}
             for future in as_completed(futures):
                 self._outcome(futures[future], future.result)
+
+    def _run_on_ray(self, pending: list[Trial]) -> None:
+        """Each trial a Ray task with ``cores / workers`` CPUs; results stream back as tasks finish. The run
+        directories are written by the workers, so on a multi-node cluster the sweep directory must be on a file
+        system every node shares."""
+        try:
+            import ray
+        except ImportError:
+            raise UnlearnkitError("sweep.backend is ray but ray is not installed: pip install 'unlearnkit[ray]'") from None
+        address = self.settings.ray_address
+        started = not ray.is_initialized()
+        if started:
+            forwarded = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV}
+            ray.init(address=address, num_cpus=None if address else self.settings.workers, include_dashboard=False,
+                     log_to_driver=False, runtime_env={"env_vars": forwarded})
+        try:
+            threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.settings.workers)
+            task = ray.remote(num_cpus=threads)(run_trial)
+            refs = {task.remote(t.data, str(self.run_dir(t).resolve()), threads, False): t for t in pending}
+            self.log(f"running {len(pending)} trials as Ray tasks ({threads} CPUs each)")
+            while refs:
+                (ref,), _ = ray.wait(list(refs), num_returns=1)
+                self._outcome(refs.pop(ref), lambda r=ref: ray.get(r))
+        finally:
+            if started:
+                ray.shutdown()
 
     def _outcome(self, trial: Trial, run: Callable[[], None]) -> None:
         """Run (or collect) one trial; a failure is recorded with its message and the sweep goes on."""
