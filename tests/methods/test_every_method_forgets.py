@@ -34,6 +34,8 @@ DEFAULT_TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "warmup_st
 TRAIN_OVERRIDES: dict[str, dict] = {}
 PARAM_OVERRIDES: dict[str, dict] = {
     "rmu": {"layer": None},  # the default layer 7 is the paper's (Zephyr-7B); the tiny base has 4: the middle one
+    "adv_npo": {"perturb_layer": 1},  # the default layer 4 is the paper's (7B models); the tiny base has layers 0..3
+    "adv_ga": {"perturb_layer": 1},
 }
 
 
