@@ -93,10 +93,12 @@ class RelearnAttackConfig(Section):
     learning_rate: float = Field(2e-5, gt=0)
     eval_every: int = Field(10, ge=1)
     control: bool = True  # also relearn the unlearned model on retain examples (what generic fine-tuning restores)
+    curve_generation: bool = False  # generate answers at every curve point (default: at the first and last only)
 
 
 class QuantizeAttackConfig(Section):
     schemes: list[Literal["int8", "fp4", "nf4"]] = Field(default_factory=lambda: ["int8", "fp4"])
+    kernel: Literal["auto", "bitsandbytes"] = "auto"  # auto: dequantized float weights where they equal bitsandbytes
 
 
 class LatentAttackConfig(Section):
@@ -131,6 +133,7 @@ class AttacksConfig(Section):
     suffix: SuffixAttackConfig = Field(default_factory=SuffixAttackConfig)
     metrics: list[str] = Field(default_factory=lambda: ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Truth_Ratio",
                                                         "extraction_strength", "model_utility"])
+    reuse: bool = True  # keep each model's relearning/quantization outcome in the store (shared target/retain: once)
 
 
 class RunConfig(Section):

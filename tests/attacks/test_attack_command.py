@@ -54,3 +54,35 @@ def test_attack_command_updates_results_and_report(tmp_path):
 def test_attack_on_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(app, ["attack", str(tmp_path)])
     assert result.exit_code == 2 and "finished run directory" in result.stderr
+
+
+def test_runs_sharing_target_and_retain_attack_them_once(tmp_path, monkeypatch):
+    """The second run's attack recomputes only what is its own (the unlearned model, and the control relearning of
+    it); the target's and retain model's outcomes come from the store, equal to the first run's."""
+    import unlearnkit.attacks.suite as suite
+    from unlearnkit.attacks.suite import run_attacks
+    from unlearnkit.config import AttacksConfig
+
+    settings = AttacksConfig.model_validate({
+        "run": ["relearn", "quantize"], "relearn": {"examples": 2, "steps": 2, "eval_every": 1},
+        "quantize": {"schemes": ["int8"]}, "metrics": ["forget_Q_A_Prob", "forget_Q_A_ROUGE"]})
+    runs = [unlearnkit.unlearn({**SMALL_RUN, "output_dir": str(tmp_path / name)}, progress=False,
+                               train__learning_rate=lr).run_dir for name, lr in (("a", 1e-3), ("b", 3e-4))]
+    first = run_attacks(runs[0], settings, progress=False)
+    calls = {"relearn": 0, "quantize": 0}
+    real_relearn, real_quantize = suite.relearn, suite.quantize_attack
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(suite, "relearn", counted("relearn", real_relearn))
+    monkeypatch.setattr(suite, "quantize_attack", counted("quantize", real_quantize))
+    second = run_attacks(runs[1], settings, progress=False)
+    assert calls == {"relearn": 2, "quantize": 1}  # unlearned + control; unlearned
+    for who in ("target", "retain"):
+        assert second["quantize"][who] == first["quantize"][who]
+    assert second["relearn"]["curves"]["target"] == first["relearn"]["curves"]["target"]
+    assert second["relearn"]["curves"]["retain"] == first["relearn"]["curves"]["retain"]

@@ -133,3 +133,29 @@ def test_user_errors(attack_setup):
                         metrics=("forget_nonsense",), include_full_precision=False)
     with pytest.raises(UnlearnkitError, match="quantize_attack takes an Evaluator"):
         quantize_attack(small, attack_setup["formatter"], attack_setup["task"])
+
+
+def _has_bf16_cpu_kernel() -> bool:
+    try:
+        return "avx512_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return True  # unknown: do not require the dequantized path
+
+
+def test_weight_only_schemes_run_as_dequantized_float_weights_with_the_same_numbers(model, attack_setup):
+    """fp4 evaluated through the float copy equals fp4 through bitsandbytes' kernels; LLM.int8() (activations
+    quantized too) stays on bitsandbytes."""
+    formatter, task = attack_setup["formatter"], attack_setup["task"]
+    chosen = evaluator(task, formatter, max_new_tokens=8)
+    fast = quantize_attack(model, chosen, schemes=("int8", "fp4"), metrics=METRICS, include_full_precision=False)
+    slow = quantize_attack(model, chosen, schemes=("fp4",), metrics=METRICS, include_full_precision=False,
+                           kernel="bitsandbytes")
+    assert fast["int8"].kernel == "bitsandbytes" and fast["int8"].logit_difference > 1e-4
+    if not _has_bf16_cpu_kernel():
+        assert fast["fp4"].kernel == "dequantized"
+    assert slow["fp4"].kernel == "bitsandbytes" and slow["fp4"].logit_difference is None
+    if fast["fp4"].kernel == "dequantized":
+        assert fast["fp4"].logit_difference <= 1e-4
+        assert fast["fp4"].result.aggregates == pytest.approx(slow["fp4"].result.aggregates, rel=1e-4, abs=1e-6)
+    with pytest.raises(UnlearnkitError, match="kernel="):
+        quantize_attack(model, chosen, schemes=("fp4",), kernel="fast")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unlearnkit.attacks.relearn import (UNDEFINED_AGREE, UNDEFINED_MISSING, RelearnResult, evaluation_steps,
-                                        pick_examples, recovered_fraction, relearn, relearn_report)
+                                        pick_examples, recovered_fraction, relearn, relearn_report, teacher_forced)
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.suites.tofu import evaluate_tofu
 from unlearnkit.training.config import TrainConfig
@@ -100,6 +100,18 @@ def test_target_relearned_on_itself_changes_little_and_fraction_is_undefined(att
     report = relearn_report(unlearned=unlearned, target=target)
     entry = report["recovered_fraction"]["unlearned"]["forget_Q_A_Prob"]
     assert entry["value"] is not None and entry["value"] > 0 and unlearned_change > 0
+
+
+def test_generation_runs_only_at_the_ends_unless_asked_and_the_ends_are_the_same(attack_setup):
+    chosen = evaluator(attack_setup["task"], attack_setup["formatter"], max_new_tokens=8)
+    assert teacher_forced(chosen, ["forget_Q_A_Prob", "forget_Q_A_ROUGE", "extraction_strength", "model_utility"]) \
+        == ["forget_Q_A_Prob", "extraction_strength"]
+    metrics = ("forget_Q_A_Prob", "forget_Q_A_ROUGE")
+    ends = run(attack_setup, "unlearned", steps=6, eval_every=2, metrics=metrics)
+    every = run(attack_setup, "unlearned", steps=6, eval_every=2, metrics=metrics, curve_generation=True)
+    assert ends.curve["forget_Q_A_ROUGE"][1:-1] == [None, None] and None not in every.curve["forget_Q_A_ROUGE"]
+    assert ends.curve["forget_Q_A_Prob"] == every.curve["forget_Q_A_Prob"]
+    assert ends.after() == every.after() and ends.before() == every.before()
 
 
 def test_report_assembles_curves_and_fractions_from_the_formula():

@@ -34,6 +34,14 @@ compute dtype and multiplies; on CPUs with AVX512-BF16, bitsandbytes' fused CPU 
 block scales to bfloat16 (as the paper's bfloat16 loading does everywhere). LLM.int8() layers also quantize the
 activations row-wise to int8 at matmul time, so int8 logits differ from a model with the dequantized weights.
 
+**How the quantized model is run** (``kernel``): bitsandbytes' CPU kernels run at a fraction of float speed. A
+weight-only scheme computes exactly what a float model holding the dequantized weights computes, so by default
+(``kernel="auto"``) each quantized reload is checked: its dequantized weights (:func:`dequantized_weights`, read
+from the stored codes and scales) are put into a float copy of the model, both run one batch of forget questions,
+and when their logits agree to ``KERNEL_TOLERANCE`` the float copy is evaluated; otherwise (LLM.int8() quantizes the
+activations too; bitsandbytes' fused bfloat16 CPU kernel rounds them) the bitsandbytes model is. Each result says
+which one ran and the largest logit difference found. ``kernel="bitsandbytes"`` always runs bitsandbytes.
+
 Where this differs from the paper's loader, on purpose: the unquantized modules and the 4-bit compute dtype keep
 the model's own dtype (the paper loads in bfloat16), so that the only change against the full-precision
 evaluation is the quantization of the linear weights.
@@ -51,6 +59,7 @@ roundoff:
 
 from __future__ import annotations
 
+import copy
 import gc
 import tempfile
 from dataclasses import dataclass
@@ -189,30 +198,76 @@ def dequantized_weights(quantized: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+KERNEL_TOLERANCE = 1e-4  # largest |logit difference| (relative to the largest |logit|) that counts as equal
+
+
+def dequantized_copy(model: nn.Module, quantized: nn.Module) -> nn.Module:
+    """A float copy of ``model`` whose quantized linear weights are replaced by ``quantized``'s dequantized ones
+    (call before ``quantized`` runs: see :func:`dequantized_weights`)."""
+    weights = dequantized_weights(quantized)
+    copy_ = copy.deepcopy(model).eval()
+    modules = dict(copy_.named_modules())
+    with torch.no_grad():
+        for name, weight in weights.items():
+            target = modules[name].weight
+            target.copy_(weight.to(target.dtype).view_as(target))
+    return copy_
+
+
+def logit_difference(a: nn.Module, b: nn.Module, batch: dict) -> float:
+    """max |logits_a − logits_b| / max |logits_b| over the real tokens of ``batch``."""
+    with torch.no_grad():
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        la, lb = a(**inputs).logits.float(), b(**inputs).logits.float()
+    real = batch["attention_mask"].bool()
+    return float((la[real] - lb[real]).abs().max() / lb[real].abs().max().clamp(min=1e-12))
+
+
+def probe_batch(evaluator: Evaluator, model: nn.Module, size: int = 4) -> dict:
+    """A right-padded batch of the first ``size`` forget (question, answer) pairs, on ``model``'s device."""
+    encoded = [evaluator.formatter.encode(ex.question, ex.answer) for ex in evaluator.task.eval_forget[:size]]
+    width = max(len(e.input_ids) for e in encoded)
+    pad = evaluator.formatter.pad_token_id
+    ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in encoded])
+    mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in encoded])
+    device = next(model.parameters()).device
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
 @dataclass
 class QuantizedEvaluation:
-    """The TOFU evaluation of one precision: ``scheme`` (``full`` or a scheme name), its description, the result."""
+    """The TOFU evaluation of one precision: ``scheme`` (``full`` or a scheme name), its description, the result,
+    and how it ran: ``kernel`` ("dequantized" or "bitsandbytes", see the module docstring) and the largest relative
+    logit difference between the two on the probe batch (None when not compared)."""
 
     scheme: str
     description: str
     result: EvalResult
+    kernel: str | None = None
+    logit_difference: float | None = None
 
     def to_dict(self) -> dict:
-        return {"scheme": self.scheme, "description": self.description, **self.result.to_dict()}
+        return {"scheme": self.scheme, "description": self.description, "kernel": self.kernel,
+                "logit_difference": self.logit_difference, **self.result.to_dict()}
 
 
 def quantize_attack(model: nn.Module, evaluator: Evaluator, schemes: Iterable[str] = ("int8", "fp4"),
                     metrics: Iterable[str] | None = None, reference: dict | None = None,
-                    include_full_precision: bool = True, progress: bool = False) -> dict[str, QuantizedEvaluation]:
+                    include_full_precision: bool = True, progress: bool = False,
+                    kernel: str = "auto") -> dict[str, QuantizedEvaluation]:
     """Evaluate ``model`` with ``evaluator`` at full precision and after each quantization scheme.
 
     ``metrics`` defaults to the evaluator's (for a default :class:`Evaluator`, every TOFU metric but the opt-in
     ones), so forgetting and utility are reported together (pass a subset that keeps both, e.g. the forget metrics
     and ``model_utility``). ``reference`` is the retain model's :meth:`EvalResult.reference_stats` (for
     forget_quality and privleak). The evaluations keep nothing in the result store and draw no intervals
-    (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`). Keys of the result: ``"full"`` (when
-    ``include_full_precision``) and each scheme name. One quantized copy is held at a time.
+    (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`); the full-precision one (the model as given) reads
+    and fills the store. Keys of the result: ``"full"`` (when ``include_full_precision``) and each scheme name. One
+    quantized copy (and its dequantized float copy, ``kernel="auto"``) is held at a time.
     """
+    if kernel not in ("auto", "bitsandbytes"):
+        raise UnlearnkitError(f"kernel={kernel!r}: choose 'auto' (dequantized float weights where they equal "
+                              "bitsandbytes) or 'bitsandbytes'")
     check_evaluator(evaluator, "quantize_attack", qa=True)
     wanted = evaluator.metrics if metrics is None else registry.resolve(evaluator.suite, metrics)  # fail before work
     chosen = [get_scheme(name) for name in schemes]
@@ -225,11 +280,20 @@ def quantize_attack(model: nn.Module, evaluator: Evaluator, schemes: Iterable[st
     out: dict[str, QuantizedEvaluation] = {}
     if include_full_precision:
         dtype = next(model.parameters()).dtype
-        out["full"] = QuantizedEvaluation("full", f"unquantized ({str(dtype).removeprefix('torch.')})",
-                                          evaluate(model))
+        full = evaluator.evaluate(model, reference, metrics=wanted, intervals=False, store=True, progress=progress)
+        out["full"] = QuantizedEvaluation("full", f"unquantized ({str(dtype).removeprefix('torch.')})", full)
     for scheme in chosen:
         quantized = quantize_model(model, scheme.name)
-        out[scheme.name] = QuantizedEvaluation(scheme.name, scheme.description, evaluate(quantized))
-        del quantized
+        runner, used, difference = quantized, "bitsandbytes", None
+        if kernel == "auto":
+            candidate = dequantized_copy(model, quantized)
+            difference = logit_difference(candidate, quantized, probe_batch(evaluator, model))
+            if difference <= KERNEL_TOLERANCE:
+                runner, used = candidate, "dequantized"
+                del quantized
+            else:
+                del candidate
+        out[scheme.name] = QuantizedEvaluation(scheme.name, scheme.description, evaluate(runner), used, difference)
+        del runner
         gc.collect()
     return out

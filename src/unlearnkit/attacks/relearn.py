@@ -20,7 +20,11 @@ forgetting < 0) and direction-free (the same formula for metrics where lower mea
 
 How the curve is measured: the training loop's ``on_step`` hook evaluates the model after each chosen optimizer
 step, with the random state saved and restored (the evaluation draws nothing from the training stream); the model
-as given is evaluated first. Relearning runs in one process.
+as given is evaluated first, through the result store (it is not an attacked copy: its scores are usually there
+already, from the run's own evaluation). Every requested metric is computed at the first and the last point; in
+between only those that need no generated answer (teacher-forced: Q_A_Prob, Truth_Ratio, extraction strength …),
+unless ``curve_generation=True``: generation is most of an evaluation's cost, and the recovered fractions read only
+the two ends. A metric not computed at a point is ``None`` in the curve. Relearning runs in one process.
 """
 
 from __future__ import annotations
@@ -104,6 +108,13 @@ def pick_examples(examples: Sequence[QAExample], k: int, seed: int = 0) -> list[
     return [examples[i] for i in chosen]
 
 
+def teacher_forced(evaluator: Evaluator, metrics: Sequence[str]) -> list[str]:
+    """Those of ``metrics`` whose evaluation generates no answer (with every metric they depend on)."""
+    from unlearnkit.evaluation.suites.tofu import plan_tofu
+
+    return [name for name in metrics if not plan_tofu(evaluator.task, [name]).questions]
+
+
 def evaluation_steps(steps: int, eval_every: int) -> list[int]:
     """0, eval_every, 2·eval_every, … and always ``steps`` itself."""
     return sorted(set(range(0, steps + 1, eval_every)) | {steps})
@@ -112,7 +123,8 @@ def evaluation_steps(steps: int, eval_every: int) -> list[int]:
 def relearn(model: nn.Module, evaluator: Evaluator, examples: Sequence[QAExample], steps: int = 100,
             batch_size: int = 4, learning_rate: float = 2e-5, eval_every: int = 10,
             metrics: Sequence[str] = FORGET_METRICS, seed: int = 0, output_dir: Path | None = None,
-            warmup_steps: int = 0, reference: dict | None = None, progress: bool = False) -> RelearnResult:
+            warmup_steps: int = 0, reference: dict | None = None, progress: bool = False,
+            curve_generation: bool = False) -> RelearnResult:
     """Fine-tune a copy of ``model`` (left untouched) on ``examples`` for ``steps`` AdamW steps and evaluate
     ``metrics`` with ``evaluator`` (its task, formatter, batch size and answer length) after 0, ``eval_every``,
     2·``eval_every``, … and ``steps`` steps.
@@ -121,8 +133,10 @@ def relearn(model: nn.Module, evaluator: Evaluator, examples: Sequence[QAExample
     ``batch_size`` examples a step cycling through ``examples`` in seeded order, constant ``learning_rate`` after
     ``warmup_steps`` of linear warm-up, weight decay 0, no clipping. ``output_dir`` keeps the loop's final
     checkpoint (the relearned model); by default a temporary folder is used and deleted. ``reference`` is the retain
-    model's reference statistics (for forget_quality or privleak). The evaluations keep nothing in the result store
-    and draw no intervals (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`).
+    model's reference statistics (for forget_quality or privleak). The evaluations of relearned copies keep nothing
+    in the result store and draw no intervals (:func:`~unlearnkit.attacks.evaluation.evaluate_attacked`); the one
+    of the model as given reads and fills the store. Between the first and the last point only the metrics that need
+    no generation are computed, unless ``curve_generation`` (the module docstring).
     """
     check_evaluator(evaluator, "relearn", qa=True)
     if not examples:
@@ -137,29 +151,34 @@ def relearn(model: nn.Module, evaluator: Evaluator, examples: Sequence[QAExample
                                  warmup_steps=warmup_steps, schedule="constant", seed=seed, save_every_epoch=False)
     points = evaluation_steps(steps, eval_every)
     curve: dict[str, list[float | None]] = {name: [] for name in metrics}
+    between = wanted if curve_generation else registry.resolve(evaluator.suite, teacher_forced(evaluator, metrics))
 
-    def evaluate(candidate: nn.Module) -> None:
+    def evaluate(candidate: nn.Module, chosen: set[str], store: bool = False) -> None:
         device = next(candidate.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
                 torch.autocast(device.type, enabled=False):
-            result = evaluate_attacked(evaluator, candidate, reference, metrics=wanted, progress=False)
+            if store:
+                result = evaluator.evaluate(candidate, reference, metrics=chosen, intervals=False, store=True,
+                                            progress=False)
+            else:
+                result = evaluate_attacked(evaluator, candidate, reference, metrics=chosen, progress=False)
         for name in metrics:
             curve[name].append(result.aggregates.get(name))
 
     def after_step(step: int, candidate: nn.Module, log: dict) -> None:
         if step in points:
-            evaluate(candidate)
+            evaluate(candidate, wanted if step == points[-1] else between)
 
     encoded = [formatter.encode(ex.question, ex.answer) for ex in examples]
+    evaluate(model, wanted, store=True)  # step 0: the model as given
     attacked = copy.deepcopy(model)
-    evaluate(attacked)  # step 0: the model as given
     with tempfile.TemporaryDirectory(prefix="unlearnkit-relearn-") as scratch:
         run = train(attacked, FineTune(), encoded, None, None, formatter.pad_token_id, config,
                     Path(output_dir) if output_dir is not None else Path(scratch), progress=progress,
                     on_step=after_step)
     settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "warmup_steps": warmup_steps,
                 "schedule": "constant", "weight_decay": 0.0, "optimizer": "AdamW", "seed": seed,
-                "examples": len(examples), "eval_every": eval_every}
+                "examples": len(examples), "eval_every": eval_every, "curve_generation": curve_generation}
     return RelearnResult(points, curve, run.logs, settings)
 
 

@@ -4,6 +4,10 @@ For each attack, the unlearned model is attacked beside the target and the retai
 the retain model also "relearns" that fast is not evidence of leftover memory), and the results go into the run's
 ``results.json`` under ``robustness`` and into its ``report.html``.
 
+Each model's relearning and quantization outcome is kept in the result store beside its evaluations
+(:mod:`unlearnkit.attacks.cache`; ``reuse: false`` turns it off): runs unlearned from the same target and retain
+models attack those two once.
+
 - relearn: fine-tune on k forget examples; curves of the forget metrics and the recovered fraction
   (after − before) / (target − before) per model; with ``control``, the unlearned model is also fine-tuned on k
   retain examples.
@@ -17,11 +21,13 @@ the retain model also "relearns" that fast is not evidence of leftover memory), 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
+from unlearnkit.attacks.cache import cached_attack
 from unlearnkit.attacks.latent import latent_probe
-from unlearnkit.attacks.quantize import quantize_attack
-from unlearnkit.attacks.relearn import pick_examples, relearn, relearn_report
+from unlearnkit.attacks.quantize import QuantizedEvaluation, quantize_attack
+from unlearnkit.attacks.relearn import RelearnResult, pick_examples, relearn, relearn_report
 from unlearnkit.attacks.suffix import evaluate_paraphrased, evaluate_with_suffix, optimize_suffix
 from unlearnkit.config import AttacksConfig, RunConfig, load_config
 from unlearnkit.data.corpus import CorpusTask
@@ -29,6 +35,7 @@ from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator
+from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.evaluation.suites.tofu import resolve_metrics
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import resolve_models
@@ -37,6 +44,14 @@ from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 
 log = logging.getLogger("unlearnkit")
+
+
+def encode_quantized(outcome: dict[str, QuantizedEvaluation]) -> dict:
+    return {scheme: {**asdict(q), "result": q.result.to_dict()} for scheme, q in outcome.items()}
+
+
+def decode_quantized(data: dict) -> dict[str, QuantizedEvaluation]:
+    return {scheme: QuantizedEvaluation(**{**q, "result": EvalResult(**q["result"])}) for scheme, q in data.items()}
 
 
 def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
@@ -80,10 +95,18 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         examples = pick_examples(task.forget, min(r.examples, len(task.forget)), seed=cfg.seed)
 
         def attack(model, data):
-            return relearn(model, evaluator, data, steps=r.steps, batch_size=r.batch_size,
-                           learning_rate=r.learning_rate, eval_every=r.eval_every,
-                           metrics=sorted(set(attacks.metrics)), seed=cfg.seed, reference=reference,
-                           progress=progress)
+            def compute():
+                return relearn(model, evaluator, data, steps=r.steps, batch_size=r.batch_size,
+                               learning_rate=r.learning_rate, eval_every=r.eval_every,
+                               metrics=sorted(set(attacks.metrics)), seed=cfg.seed, reference=reference,
+                               progress=progress, curve_generation=r.curve_generation)
+
+            if not attacks.reuse:
+                return compute()
+            settings = {**r.model_dump(exclude={"control"}), "metrics": sorted(set(attacks.metrics)),
+                        "seed": cfg.seed, "examples": [[e.question, e.answer] for e in data]}
+            return cached_attack(evaluator, model, "relearn", settings, reference, compute, asdict,
+                                 lambda d: RelearnResult(**d))
 
         runs = {}
         for who, model in subjects.items():
@@ -100,10 +123,18 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         quantized = {}
         for who, model in subjects.items():
             log.info("quantization attack on the %s model (%s)", who, ", ".join(attacks.quantize.schemes))
-            outcome = quantize_attack(model, evaluator, schemes=attacks.quantize.schemes, reference=reference,
-                                      progress=progress)
-            quantized[who] = {scheme: {"description": q.description, "aggregates": q.result.aggregates}
-                              for scheme, q in outcome.items()}
+            def compute(model=model):
+                return quantize_attack(model, evaluator, schemes=attacks.quantize.schemes, reference=reference,
+                                       progress=progress, kernel=attacks.quantize.kernel)
+
+            if attacks.reuse:
+                settings = {**attacks.quantize.model_dump(), "metrics": sorted(set(attacks.metrics))}
+                outcome = cached_attack(evaluator, model, "quantize", settings, reference, compute,
+                                        encode_quantized, decode_quantized)
+            else:
+                outcome = compute()
+            quantized[who] = {scheme: {"description": q.description, "kernel": q.kernel,
+                                       "aggregates": q.result.aggregates} for scheme, q in outcome.items()}
         robustness["quantize"] = quantized
 
     if "suffix" in attacks.run:

@@ -131,6 +131,15 @@ class Evaluator:
 
     def _result_path(self, model) -> Path:
         """Where the whole result of ``model`` on this task with these settings is kept (rank-independent)."""
+        return self.model_folder(model) / f"{settings_key('result', self.settings())}.json"
+
+    def model_folder(self, model) -> Path:
+        """The store's folder of ``model`` (its weights' and formatting's fingerprint): what is kept of it lives here."""
+        return self.cache_dir / "scores" / model_fingerprint(model, self.formatter)
+
+    def settings(self) -> dict:
+        """Everything besides the model that decides this evaluator's results: the task's evaluation splits, the
+        metrics, the suite's settings and the versions of what is stored (a key for anything cached per result)."""
         if is_corpus(self.task):
             data = {"task": asdict(self.task)}
         else:
@@ -141,8 +150,7 @@ class Evaluator:
                     "metrics": sorted(self.metrics), "batch_size": self.config.batch_size,
                     "max_new_tokens": self.config.max_new_tokens, **data,
                     **({"features": self.features.settings()} if self.features is not None else {})}
-        fingerprint = model_fingerprint(model, self.formatter)
-        return self.cache_dir / "scores" / fingerprint / f"{settings_key('result', settings)}.json"
+        return settings
 
 
 def _read(path: Path, features: FeatureSpec | None) -> EvalResult | None:
