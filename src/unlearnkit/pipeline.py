@@ -40,6 +40,7 @@ from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
+from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
@@ -135,6 +136,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
 
     models = resolve_models(cfg, task, progress, log=log.info)
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.lora is not None:  # before anything is written: a layer name the model lacks stops the run here
+        model = add_lora(model, cfg.model.lora, seed=cfg.seed)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     spec = None  # representation features come out of each model's scoring pass (a bad layer is found here)
     if cfg.representation is not None and models.retain is not None:
@@ -153,7 +156,10 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
             (partial / "config.yaml").write_text(dump_config(cfg))
         trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
                           partial, evaluator, reference, resume, progress)
-    model, selection = kept_model(cfg, model, partial)
+    model, selection = kept_model(cfg, model, partial, models.target)
+    if is_lora(model):  # keep the adapter, then evaluate and save the model with it merged in
+        model.save_pretrained(partial / "adapter", safe_serialization=True)
+        model = model.merge_and_unload()
     log.info("evaluating the unlearned model")
     unlearned = evaluator.evaluate(model, reference, intervals=False)
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
@@ -251,6 +257,8 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
         idk = [formatter.encode(e.question, r) for e, r in zip(task.forget, refusals)]
 
     def reference_model():
+        if is_lora(model):  # the same weights with the adapters off: no second copy
+            return reference_view(model)
         ref, _ = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
         return ref
 
@@ -270,13 +278,17 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
                  resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
 
 
-def kept_model(cfg: RunConfig, model, partial: Path):
+def kept_model(cfg: RunConfig, model, partial: Path, target: Path):
     """The model the run keeps (the final one, or the monitor's best checkpoint) and how it was selected."""
     selection = {"selected": "final"}
     best_file = partial / "best" / BEST_FILE
     if cfg.monitor is not None and cfg.monitor.best is not None:
         if best_file.exists():
-            model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
+            if is_lora(model):  # the best checkpoint holds the adapter: on a fresh copy of the target
+                model = load_adapter(load_causal_lm(target, trust_remote_code=cfg.model.trust_remote_code)[0],
+                                     partial / "best")
+            else:
+                model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
             selection = {"selected": "best", "best": json.loads(best_file.read_text())}
         else:
             selection = {"selected": "final", "best": None,
