@@ -145,6 +145,14 @@ class AttacksConfig(Section):
                                                         "extraction_strength", "model_utility"])
 
 
+class TrackingConfig(Section):
+    """``tracking:``: log the run to an experiment tracker (unlearnkit/tracking.py); offline by default."""
+
+    backend: Literal["tensorboard", "mlflow", "wandb", "trackio"] = "tensorboard"
+    project: str = "unlearnkit"
+    run_name: str | None = None  # default: the run directory's name
+
+
 class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -155,6 +163,7 @@ class RunConfig(Section):
     monitor: MonitorConfig | None = None
     representation: RepresentationConfig | None = None
     attacks: AttacksConfig | None = None
+    tracking: TrackingConfig | None = None
     output_dir: str = "runs/run"
     seed: int = 0
 

@@ -44,6 +44,7 @@ from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_vi
 from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
+from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
@@ -154,14 +155,18 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     with run_dir.training() as partial:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
+        tracker = open_tracker(cfg, partial)
         trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
-                          partial, evaluator, reference, resume, progress)
+                          partial, evaluator, reference, resume, progress, tracker)
     model, selection = kept_model(cfg, model, partial, models.target)
     if is_lora(model):  # keep the adapter, then evaluate and save the model with it merged in
         model.save_pretrained(partial / "adapter", safe_serialization=True)
         model = model.merge_and_unload()
     log.info("evaluating the unlearned model")
     unlearned = evaluator.evaluate(model, reference, intervals=False)
+    if tracker is not None:
+        tracker.log_final(unlearned.aggregates, step=trained.steps)
+        tracker.finish()
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
         return RunResult(run_dir.final, {})
@@ -189,8 +194,18 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     return RunResult(final, results)
 
 
+def open_tracker(cfg: RunConfig, partial: Path) -> RunTracker | None:
+    """The run's experiment tracker (main process only), or None without a ``tracking:`` block."""
+    if cfg.tracking is None or not _is_main():
+        return None
+    name = cfg.tracking.run_name or Path(cfg.output_dir).name
+    return RunTracker(cfg.tracking.backend, cfg.tracking.project, name, partial, cfg.model_dump(mode="json"))
+
+
 def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | CorpusTask]:
     """The method, the training settings and the task, with every combination a run cannot do refused."""
+    if cfg.tracking is not None:
+        check_tracking(cfg.tracking.backend)
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
     task = load_task(cfg.task.source, **cfg.task.options)
@@ -249,8 +264,10 @@ def _with_reference_and_intervals(evaluator: Evaluator, result: EvalResult, refe
 
 def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfig, model, tokenizer,
             formatter: QAFormatter, task, forget, retain, models: PreparedModels, partial: Path,
-            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool):
-    """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured."""
+            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool,
+            tracker: RunTracker | None = None):
+    """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured,
+    each step logged to the experiment tracker if there is one."""
     idk = None
     if method.uses_idk:
         refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
@@ -273,9 +290,16 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
                                                   progress=False).aggregates,
             save_model=lambda m, folder: save_model(m, tokenizer, folder),
             best_dir=partial / "best", is_main=_is_main())
+    def on_step(step: int, m, step_log: dict) -> dict | None:
+        extra = monitor(step, m, step_log) if monitor is not None else None
+        if tracker is not None:
+            tracker.log_step(step, {**step_log, **(extra or {})})
+        return extra
+
     log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
     return train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
-                 resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
+                 resume=resume, progress=progress, reference_model_factory=reference_model,
+                 on_step=on_step if (monitor is not None or tracker is not None) else None)
 
 
 def kept_model(cfg: RunConfig, model, partial: Path, target: Path):
