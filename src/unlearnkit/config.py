@@ -30,6 +30,17 @@ class TaskConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class LoraSettings(Section):
+    """``model.lora``: unlearn through LoRA adapters (models/lora.py): their rank, scale, dropout and layers."""
+
+    r: int = Field(8, ge=1, description="rank of each adapter")
+    alpha: float = Field(16.0, gt=0, description="scale numerator: the update is (alpha / r)·B·A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="names (last part) of the linear layers that get an adapter, e.g. [q_proj, v_proj]; "
+                                  "all-linear: every linear layer but the output head")
+
+
 class ModelConfig(Section):
     base: str = "tiny"  # "tiny", "smollm2-135m", a local folder or a hub id
     target: str | None = None  # an already fine-tuned target model folder: skip preparing it
@@ -37,6 +48,7 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     max_length: int = Field(256, ge=16)
     template: Literal["auto", "chat", "plain"] = "auto"
+    lora: LoraSettings | None = None  # unlearn through LoRA adapters instead of every weight
 
 
 class MethodConfig(Section):
@@ -136,6 +148,14 @@ class AttacksConfig(Section):
     reuse: bool = True  # keep each model's relearning/quantization outcome in the store (shared target/retain: once)
 
 
+class TrackingConfig(Section):
+    """``tracking:``: log the run to an experiment tracker (unlearnkit/tracking.py); offline by default."""
+
+    backend: Literal["tensorboard", "mlflow", "wandb", "trackio"] = "tensorboard"
+    project: str = "unlearnkit"
+    run_name: str | None = None  # default: the run directory's name
+
+
 class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -146,6 +166,7 @@ class RunConfig(Section):
     monitor: MonitorConfig | None = None
     representation: RepresentationConfig | None = None
     attacks: AttacksConfig | None = None
+    tracking: TrackingConfig | None = None
     output_dir: str = "runs/run"
     seed: int = 0
 

@@ -40,9 +40,11 @@ from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
+from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
+from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
@@ -135,6 +137,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
 
     models = resolve_models(cfg, task, progress, log=log.info)
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.lora is not None:  # before anything is written: a layer name the model lacks stops the run here
+        model = add_lora(model, cfg.model.lora, seed=cfg.seed)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     spec = None  # representation features come out of each model's scoring pass (a bad layer is found here)
     if cfg.representation is not None and models.retain is not None:
@@ -151,11 +155,18 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     with run_dir.training() as partial:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
+        tracker = open_tracker(cfg, partial)
         trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
-                          partial, evaluator, reference, resume, progress)
-    model, selection = kept_model(cfg, model, partial)
+                          partial, evaluator, reference, resume, progress, tracker)
+    model, selection = kept_model(cfg, model, partial, models.target)
+    if is_lora(model):  # keep the adapter, then evaluate and save the model with it merged in
+        model.save_pretrained(partial / "adapter", safe_serialization=True)
+        model = model.merge_and_unload()
     log.info("evaluating the unlearned model")
     unlearned = evaluator.evaluate(model, reference, intervals=False)
+    if tracker is not None:
+        tracker.log_final(unlearned.aggregates, step=trained.steps)
+        tracker.finish()
     _finish_distributed()  # evaluation shared its work across the processes; the rest is the main one's
     if not _is_main():
         return RunResult(run_dir.final, {})
@@ -183,8 +194,18 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     return RunResult(final, results)
 
 
+def open_tracker(cfg: RunConfig, partial: Path) -> RunTracker | None:
+    """The run's experiment tracker (main process only), or None without a ``tracking:`` block."""
+    if cfg.tracking is None or not _is_main():
+        return None
+    name = cfg.tracking.run_name or Path(cfg.output_dir).name
+    return RunTracker(cfg.tracking.backend, cfg.tracking.project, name, partial, cfg.model_dump(mode="json"))
+
+
 def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | CorpusTask]:
     """The method, the training settings and the task, with every combination a run cannot do refused."""
+    if cfg.tracking is not None:
+        check_tracking(cfg.tracking.backend)
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
     task = load_task(cfg.task.source, **cfg.task.options)
@@ -243,14 +264,18 @@ def _with_reference_and_intervals(evaluator: Evaluator, result: EvalResult, refe
 
 def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfig, model, tokenizer,
             formatter: QAFormatter, task, forget, retain, models: PreparedModels, partial: Path,
-            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool):
-    """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured."""
+            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool,
+            tracker: RunTracker | None = None):
+    """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured,
+    each step logged to the experiment tracker if there is one."""
     idk = None
     if method.uses_idk:
         refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
         idk = [formatter.encode(e.question, r) for e, r in zip(task.forget, refusals)]
 
     def reference_model():
+        if is_lora(model):  # the same weights with the adapters off: no second copy
+            return reference_view(model)
         ref, _ = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
         return ref
 
@@ -265,18 +290,29 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
                                                   progress=False).aggregates,
             save_model=lambda m, folder: save_model(m, tokenizer, folder),
             best_dir=partial / "best", is_main=_is_main())
+    def on_step(step: int, m, step_log: dict) -> dict | None:
+        extra = monitor(step, m, step_log) if monitor is not None else None
+        if tracker is not None:
+            tracker.log_step(step, {**step_log, **(extra or {})})
+        return extra
+
     log.info("unlearning with %s: %d forget, %d retain examples", method.name, len(forget), len(retain))
     return train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
-                 resume=resume, progress=progress, reference_model_factory=reference_model, on_step=monitor)
+                 resume=resume, progress=progress, reference_model_factory=reference_model,
+                 on_step=on_step if (monitor is not None or tracker is not None) else None)
 
 
-def kept_model(cfg: RunConfig, model, partial: Path):
+def kept_model(cfg: RunConfig, model, partial: Path, target: Path):
     """The model the run keeps (the final one, or the monitor's best checkpoint) and how it was selected."""
     selection = {"selected": "final"}
     best_file = partial / "best" / BEST_FILE
     if cfg.monitor is not None and cfg.monitor.best is not None:
         if best_file.exists():
-            model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
+            if is_lora(model):  # the best checkpoint holds the adapter: on a fresh copy of the target
+                model = load_adapter(load_causal_lm(target, trust_remote_code=cfg.model.trust_remote_code)[0],
+                                     partial / "best")
+            else:
+                model, _ = load_causal_lm(partial / "best", trust_remote_code=cfg.model.trust_remote_code)
             selection = {"selected": "best", "best": json.loads(best_file.read_text())}
         else:
             selection = {"selected": "final", "best": None,

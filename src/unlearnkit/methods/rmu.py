@@ -45,11 +45,14 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
+from unlearnkit.models.lora import is_lora, lora_parameters
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a Hugging Face causal LM (possibly wrapped, e.g. by DDP)."""
+    """The list of transformer blocks of a Hugging Face causal LM (possibly wrapped, e.g. by DDP or peft's LoRA)."""
     inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):  # a peft model (or its adapters-off view): the blocks of the model inside
+        inner = inner.get_base_model()
     for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
         obj = inner
         for attr in path.split("."):
@@ -148,7 +151,8 @@ class RMU(UnlearningMethod):
         return sorted(set(self.update_layers))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        """The ``mlp.down_proj.weight`` of the updated layers; the optimizer updates only these.
+        """The ``mlp.down_proj.weight`` of the updated layers; the optimizer updates only these. With LoRA
+        (``model.lora``), the adapters of those down_proj layers instead (their base weights stay frozen).
 
         ``requires_grad`` flags are left alone: the training loop freezes the other parameters (as the reference
         does) so that backward skips them.
@@ -160,7 +164,11 @@ class RMU(UnlearningMethod):
             if down_proj is None:
                 raise UnlearnkitError(f"RMU trains mlp.down_proj, which layer {i} of this model does not have: "
                                       "use a Llama-style model (Llama, Mistral, Qwen, Gemma)")
-            chosen.append(down_proj.weight)
+            adapters = lora_parameters(down_proj)
+            if is_lora(model) and not adapters:
+                raise UnlearnkitError(f"RMU with LoRA trains the adapters of mlp.down_proj, and layer {i}'s has none: "
+                                      "add down_proj to model.lora.target_modules (or use all-linear)")
+            chosen.extend(adapters if is_lora(model) else [down_proj.weight])
         return chosen
 
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
