@@ -48,10 +48,13 @@ class MethodConfig(Section):
 
 
 class EvalConfig(Section):
-    """How models are evaluated: scoring batch size, greedy answer length, bootstrap intervals."""
+    """How models are evaluated: scoring batch size, greedy answer length, tokenization, bootstrap intervals."""
 
     batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(200, ge=1)  # TOFU's; OpenUnlearning's generation config sets 64
+    max_new_tokens: int = Field(200, ge=1)  # TOFU's and OpenUnlearning's (configs/generation/default.yaml)
+    # how a (question, answer) pair becomes tokens (data/formatting.py): "separate" (prompt and answer tokenized on
+    # their own) or "joint" (OpenUnlearning's: prompt + answer as one string, label mask from the prompt's length)
+    tokenization: Literal["separate", "joint"] = "separate"
     intervals: bool = True  # a percentile-bootstrap confidence interval for every aggregate
     n_resamples: int = Field(1000, ge=1)
     confidence: float = Field(0.95, gt=0, lt=1)

@@ -4,12 +4,30 @@ The prompt is the tokenizer's chat template (one user turn, generation prompt ad
 else ``"Question: {q}\\nAnswer: "``. The answer tokens are followed by the end-of-sequence token. Labels are the
 input ids with the prompt replaced by -100; the EOS token is part of the labels.
 
-The labels are built from the token lists directly, never by masking ``input_ids == pad_token_id``: the TOFU
-reference code sets ``pad = eos`` and so masks out the real EOS tokens of every answer (see research/metrics.md §1).
+The labels are built from the token lists directly, never by masking ``input_ids == pad_token_id``: the original
+TOFU code (locuslab/tofu) sets ``pad = eos`` and so masks out the real EOS tokens of every answer (see
+research/metrics.md §1); current OpenUnlearning keeps the EOS in its labels, as here.
+
+Two tokenizations (``tokenization``):
+
+- ``"separate"`` (the default): the prompt and the answer are tokenized on their own and concatenated, so every
+  answer to a question starts after the same prompt tokens and the answer's tokens are what the answer alone
+  tokenizes to.
+- ``"joint"``: OpenUnlearning's sequences (``preprocess_chat_instance`` in its ``src/data/utils.py``): prompt +
+  answer tokenized as ONE string (with a chat template: the user turn and the assistant's answer rendered by the
+  template, ``add_generation_prompt=False``), the EOS appended unless the sequence already ends with it, and the
+  label mask taken from the length of the prompt tokenized alone. When the tokenizer merges across the boundary
+  (the plain prompt's trailing space and the answer's first word become one token " The"), the first answer
+  token falls inside the masked prompt length and is never scored, and the answer's tokens differ from the answer
+  alone's. A model fine-tuned by OpenUnlearning was trained on these sequences. Its truncation is reproduced too
+  (the whole sequence cut at ``max_length`` before the EOS is appended, the prompt alone cut at ``max_length``);
+  with a chat template OpenUnlearning does not truncate, and neither does this unless a sequence exceeds
+  ``max_length``.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -21,6 +39,8 @@ IGNORE_INDEX = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
 
 Template = Literal["auto", "chat", "plain"]
+Tokenization = Literal["separate", "joint"]
+TOKENIZATIONS = ("separate", "joint")
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,10 @@ class QAFormatter:
     longer than ``max_length`` keeps its last ``max_length // 2`` tokens.
     """
 
-    def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto"):
+    def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto",
+                 tokenization: Tokenization = "separate"):
+        if tokenization not in TOKENIZATIONS:
+            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token before formatting")
         self.tokenizer = tokenizer
@@ -56,6 +79,7 @@ class QAFormatter:
         if template == "chat" and not has_chat:
             raise ValueError("template='chat' but the tokenizer has no chat_template: use template='plain'")
         self.use_chat = has_chat if template == "auto" else template == "chat"
+        self.tokenization = tokenization
         self.eos_token_id = int(tokenizer.eos_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
@@ -76,10 +100,44 @@ class QAFormatter:
     def answer_ids(self, answer: str) -> list[int]:
         return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + [self.eos_token_id]
 
+    def with_tokenization(self, tokenization: Tokenization) -> QAFormatter:
+        """This formatter with another ``tokenization`` (itself when it already has it)."""
+        if tokenization not in TOKENIZATIONS:
+            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
+        if tokenization == self.tokenization:
+            return self
+        changed = copy.copy(self)  # a subclass (the suffix attack's formatter) stays what it is
+        changed.tokenization = tokenization
+        return changed
+
     def encode(self, question: str, answer: str) -> Encoded:
+        if self.tokenization == "joint":
+            return self._encode_joint(question, answer)
         prompt = self.prompt_ids(question)
         answer_ids = self.answer_ids(answer)[: max(1, self.max_length - len(prompt))]
         return Encoded(prompt + answer_ids, [IGNORE_INDEX] * len(prompt) + answer_ids, len(prompt))
+
+    def _encode_joint(self, question: str, answer: str) -> Encoded:
+        """OpenUnlearning's sequence and labels for one QA turn (see the module docstring)."""
+        if self.use_chat:
+            turns = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            full = _ids(self.tokenizer.apply_chat_template(turns, tokenize=True, add_generation_prompt=False))
+            prompt = _ids(self.tokenizer.apply_chat_template(turns[:1], tokenize=True, add_generation_prompt=True))
+            full, prompt = full[: self.max_length], prompt[: self.max_length]
+        else:
+            text = self.prompt_text(question)
+            full = self._tokens(text + answer)
+            prompt = self._tokens(text)
+        if full[-1] != self.eos_token_id:
+            full = full + [self.eos_token_id]
+        # OpenUnlearning masks len(prompt) positions; a prompt that alone is as long as the whole sequence (cut at
+        # max_length) would leave nothing to score and labels longer than the ids there: keep the last token
+        masked = min(len(prompt), len(full) - 1)
+        return Encoded(full, [IGNORE_INDEX] * masked + full[masked:], masked)
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True, max_length=self.max_length,
+                                   truncation=True)["input_ids"])
 
     def text_window(self) -> int:
         """The longest raw-text window (in tokens) that fits ``max_length`` with the tokenizer's special tokens."""
@@ -95,6 +153,11 @@ class QAFormatter:
         if len(ids) < 2:
             raise UnlearnkitError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
         return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
+
+
+def _ids(encoded) -> list[int]:
+    """``apply_chat_template(tokenize=True)``'s ids: a list, or (transformers 5) a mapping holding ``input_ids``."""
+    return list(encoded if isinstance(encoded, list) else encoded["input_ids"])
 
 
 def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Literal["right", "left"] = "right") -> dict:

@@ -68,7 +68,8 @@ class Evaluator:
     def __init__(self, task: Task | CorpusTask, formatter: QAFormatter, config: EvalConfig | None = None, *,
                  metrics: Iterable[str] | None = None, features: FeatureSpec | None = None,
                  cache_dir: Path | None = None, store: bool = True, progress: bool = True):
-        self.task, self.formatter, self.config = task, formatter, config or EvalConfig()
+        self.config = config or EvalConfig()
+        self.task, self.formatter = task, formatter.with_tokenization(self.config.tokenization)
         self.suite = suite_of(task)
         self.metrics = registry.resolve(self.suite, metrics)  # unknown names fail here, before any model runs
         self.features = features
