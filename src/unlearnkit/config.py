@@ -51,7 +51,7 @@ class EvalConfig(Section):
     """How models are evaluated: scoring batch size, greedy answer length, tokenization, bootstrap intervals."""
 
     batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(200, ge=1)  # TOFU's and OpenUnlearning's (configs/generation/default.yaml)
+    max_new_tokens: int = Field(200, ge=1)  # TOFU's, and current OpenUnlearning's default (docs/parity.md)
     # how a (question, answer) pair becomes tokens (data/formatting.py): "separate" (prompt and answer tokenized on
     # their own) or "joint" (OpenUnlearning's: prompt + answer as one string, label mask from the prompt's length)
     tokenization: Literal["separate", "joint"] = "separate"
