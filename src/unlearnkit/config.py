@@ -55,6 +55,9 @@ class EvalConfig(Section):
     # how a (question, answer) pair becomes tokens (data/formatting.py): "separate" (prompt and answer tokenized on
     # their own) or "joint" (OpenUnlearning's: prompt + answer as one string, label mask from the prompt's length)
     tokenization: Literal["separate", "joint"] = "separate"
+    # OpenUnlearning's jailbreak variant (tofu-JB): every prompt ends with "Sure, here is the answer:", the start
+    # of the assistant's turn that the answers (scored and generated) continue; QA tasks only
+    jailbreak: bool = False
     intervals: bool = True  # a percentile-bootstrap confidence interval for every aggregate
     n_resamples: int = Field(1000, ge=1)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -184,6 +187,9 @@ def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     except ValidationError as exc:
         raise UnlearnkitError(_explain(exc, where)) from None
     check_method(cfg.method, where)
+    if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
+        raise UnlearnkitError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+                              f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
     return cfg
 
 

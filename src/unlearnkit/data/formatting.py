@@ -37,6 +37,10 @@ from unlearnkit.errors import UnlearnkitError
 
 IGNORE_INDEX = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
+# OpenUnlearning's jailbreak variant of the TOFU evaluation (configs/eval/tofu-JB.yaml with the model config
+# configs/model/Llama-3.2-1B-Instruct-JB.yaml): the assistant's turn is made to start with this text (appended to its
+# asst_start_tag, no space after it), a prefix-injection jailbreak
+JAILBREAK_ANSWER_START = "Sure, here is the answer:"
 
 Template = Literal["auto", "chat", "plain"]
 Tokenization = Literal["separate", "joint"]
@@ -68,7 +72,7 @@ class QAFormatter:
     """
 
     def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto",
-                 tokenization: Tokenization = "separate"):
+                 tokenization: Tokenization = "separate", answer_start: str = ""):
         if tokenization not in TOKENIZATIONS:
             raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         if tokenizer.eos_token_id is None:
@@ -80,15 +84,19 @@ class QAFormatter:
             raise ValueError("template='chat' but the tokenizer has no chat_template: use template='plain'")
         self.use_chat = has_chat if template == "auto" else template == "chat"
         self.tokenization = tokenization
+        self.answer_start = answer_start
         self.eos_token_id = int(tokenizer.eos_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
     def prompt_text(self, question: str) -> str:
+        """The prompt in front of every answer: the template's, then ``answer_start`` (the start of the assistant's
+        turn that every answer is made to continue; empty unless set, :data:`JAILBREAK_ANSWER_START` for the
+        jailbreak variant)."""
         if self.use_chat:
             return self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-            )
-        return PLAIN_TEMPLATE.format(question=question)
+            ) + self.answer_start
+        return PLAIN_TEMPLATE.format(question=question) + self.answer_start
 
     def prompt_ids(self, question: str) -> list[int]:
         # the chat template already writes any BOS token itself
@@ -104,10 +112,18 @@ class QAFormatter:
         """This formatter with another ``tokenization`` (itself when it already has it)."""
         if tokenization not in TOKENIZATIONS:
             raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
-        if tokenization == self.tokenization:
+        return self._with(tokenization=tokenization)
+
+    def with_answer_start(self, answer_start: str) -> QAFormatter:
+        """This formatter with every prompt ending in ``answer_start`` (itself when it already does)."""
+        return self._with(answer_start=answer_start)
+
+    def _with(self, **changes) -> QAFormatter:
+        if all(getattr(self, name) == value for name, value in changes.items()):
             return self
         changed = copy.copy(self)  # a subclass (the suffix attack's formatter) stays what it is
-        changed.tokenization = tokenization
+        for name, value in changes.items():
+            setattr(changed, name, value)
         return changed
 
     def encode(self, question: str, answer: str) -> Encoded:
@@ -119,11 +135,13 @@ class QAFormatter:
 
     def _encode_joint(self, question: str, answer: str) -> Encoded:
         """OpenUnlearning's sequence and labels for one QA turn (see the module docstring)."""
-        if self.use_chat:
-            turns = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-            full = _ids(self.tokenizer.apply_chat_template(turns, tokenize=True, add_generation_prompt=False))
-            prompt = _ids(self.tokenizer.apply_chat_template(turns[:1], tokenize=True, add_generation_prompt=True))
-            full, prompt = full[: self.max_length], prompt[: self.max_length]
+        if self.use_chat:  # the template's text tokenized as apply_chat_template(tokenize=True) does
+            turns = [{"role": "user", "content": question},
+                     {"role": "assistant", "content": self.answer_start + answer}]
+            full_text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False)
+            full = list(self.tokenizer(full_text, add_special_tokens=False)["input_ids"])[: self.max_length]
+            prompt = list(self.tokenizer(self.prompt_text(question), add_special_tokens=False)["input_ids"])
+            prompt = prompt[: self.max_length]
         else:
             text = self.prompt_text(question)
             full = self._tokens(text + answer)
@@ -153,11 +171,6 @@ class QAFormatter:
         if len(ids) < 2:
             raise UnlearnkitError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
         return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
-
-
-def _ids(encoded) -> list[int]:
-    """``apply_chat_template(tokenize=True)``'s ids: a list, or (transformers 5) a mapping holding ``input_ids``."""
-    return list(encoded if isinstance(encoded, list) else encoded["input_ids"])
 
 
 def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Literal["right", "left"] = "right") -> dict:

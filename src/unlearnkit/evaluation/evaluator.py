@@ -29,8 +29,9 @@ import numpy as np
 
 from unlearnkit.config import EvalConfig
 from unlearnkit.data.corpus import CorpusTask
-from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.formatting import JAILBREAK_ANSWER_START, QAFormatter
 from unlearnkit.data.types import Task
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
 from unlearnkit.evaluation.scoring.distributed import world
@@ -69,8 +70,13 @@ class Evaluator:
                  metrics: Iterable[str] | None = None, features: FeatureSpec | None = None,
                  cache_dir: Path | None = None, store: bool = True, progress: bool = True):
         self.config = config or EvalConfig()
-        self.task, self.formatter = task, formatter.with_tokenization(self.config.tokenization)
-        self.suite = suite_of(task)
+        self.task, self.suite = task, suite_of(task)
+        self.formatter = formatter.with_tokenization(self.config.tokenization)
+        if self.config.jailbreak:
+            if self.suite != "tofu":
+                raise UnlearnkitError("eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+                                      "and this task is raw text: set eval.jailbreak: false for it")
+            self.formatter = self.formatter.with_answer_start(JAILBREAK_ANSWER_START)
         self.metrics = registry.resolve(self.suite, metrics)  # unknown names fail here, before any model runs
         self.features = features
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
