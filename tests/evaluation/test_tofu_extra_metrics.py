@@ -25,7 +25,9 @@ from test_tofu_suite import (
 )
 from transformers import BertConfig, BertForSequenceClassification
 
+from unlearnkit.config import parse_config
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.evaluation.metrics import fluency
 from unlearnkit.evaluation.metrics import tofu as tofu_metrics
 from unlearnkit.evaluation.scoring.passes import PairScore
@@ -82,9 +84,12 @@ def test_the_extra_metrics_equal_the_naive_computation(setup):
 def test_they_add_no_pair_and_no_question_to_the_default_pass(setup):
     _, _, task = setup
     before = [m for m in DEFAULT_METRICS if m not in EXTRA]
-    old, new = plan_tofu(task, before), plan_tofu(task, DEFAULT_METRICS)
-    assert set(EXTRA) <= set(DEFAULT_METRICS) and "forget_Q_A_gibberish" not in DEFAULT_METRICS
+    old, new = plan_tofu(task, before), plan_tofu(task, [*DEFAULT_METRICS, *EXTRA])
     assert set(new.pairs) == set(old.pairs) and set(new.questions) == set(old.questions)
+    # the probabilities and retain ES are computed by default; the ROUGE ones (CPU time) and gibberish are opt-in
+    assert {m for m in EXTRA if "ROUGE" not in m} <= set(DEFAULT_METRICS)
+    assert not {m for m in EXTRA if "ROUGE" in m} & set(DEFAULT_METRICS)
+    assert "forget_Q_A_gibberish" not in DEFAULT_METRICS
 
 
 @pytest.fixture
@@ -129,3 +134,14 @@ def test_gibberish_without_its_classifier_is_refused_before_the_model_runs(setup
 
     with pytest.raises(UnlearnkitError, match="no-such-classifier.*huggingface-cli download"):
         evaluate_tofu(Untouchable(), formatter, task, metrics={"forget_Q_A_gibberish"}, progress=False)
+
+
+def test_eval_extra_metrics_adds_opt_in_metrics_to_the_default_set(setup, tmp_path):
+    _, formatter, task = setup
+    config = parse_config({"eval": {"extra_metrics": ["forget_Q_A_PERT_ROUGE", "retain_Q_A_PARA_ROUGE"]}}).eval
+    evaluator = Evaluator(task, formatter, config, cache_dir=tmp_path)
+    assert evaluator.metrics == set(DEFAULT_METRICS) | {"forget_Q_A_PERT_ROUGE", "retain_Q_A_PARA_ROUGE"}
+    assert Evaluator(task, formatter, config, metrics=["forget_Q_A_Prob"], cache_dir=tmp_path).metrics == {
+        "forget_Q_A_Prob"}  # an explicit list (the monitor's, the attacks') is taken as it is
+    with pytest.raises(UnlearnkitError, match="eval.extra_metrics: unknown TOFU metric"):
+        parse_config({"eval": {"extra_metrics": ["forget_Q_A_PARA_ROUG"]}})

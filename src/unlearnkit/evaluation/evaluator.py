@@ -62,7 +62,7 @@ class Evaluator:
     """Evaluates models on ``task`` with ``config``: the suite, the store, the reference and the intervals.
 
     ``metrics``: the metric names to compute (with what they depend on; default: every metric of the suite but
-    the opt-in ones). ``features``: pooled representation features from the same scoring pass. ``cache_dir``:
+    the opt-in ones, plus the config's ``extra_metrics``). ``features``: pooled representation features from the same scoring pass. ``cache_dir``:
     the result store's root (default :func:`~unlearnkit.runio.default_cache_dir`); ``store=False`` keeps nothing.
     """
 
@@ -77,6 +77,8 @@ class Evaluator:
                 raise UnlearnkitError("eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
                                       "and this task is raw text: set eval.jailbreak: false for it")
             self.formatter = self.formatter.with_answer_start(JAILBREAK_ANSWER_START)
+        if metrics is None and self.config.extra_metrics:  # the default set plus the opt-in ones asked for
+            metrics = [*registry.names(self.suite, include_opt_in=False), *self.config.extra_metrics]
         self.metrics = registry.resolve(self.suite, metrics)  # unknown names fail here, before any model runs
         self.features = features
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -8,8 +8,8 @@ metric                          split               what it reads
 ==============================  ==================  ============================================================
 forget_Q_A_PARA_Prob            task.eval_forget    (question, paraphrased_answer): P, as Q_A_Prob
 forget_Q_A_PERT_Prob            task.eval_forget    (question, perturbed_j): mean_j P per example
-forget_Q_A_PARA_ROUGE           task.eval_forget    greedy answer to question vs paraphrased_answer
-forget_Q_A_PERT_ROUGE           task.eval_forget    greedy answer to question vs each perturbed_j, mean_j
+forget_Q_A_PARA_ROUGE           task.eval_forget    greedy answer to question vs paraphrased_answer (opt-in)
+forget_Q_A_PERT_ROUGE           task.eval_forget    greedy answer to question vs each perturbed_j, mean_j (opt-in)
 retain_Q_A_PARA_* / PERT_*      task.eval_retain    as forget
 retain_extraction_strength      task.eval_retain    (question, answer), as extraction_strength
 forget_Q_A_gibberish            task.eval_forget    the greedy answers of forget_Q_A_ROUGE → P(clean) (opt-in)
@@ -18,8 +18,11 @@ forget_Q_A_gibberish            task.eval_forget    the greedy answers of forget
 None of them costs a model call of its own: the paraphrased and perturbed pairs are those the truth ratio scores,
 the greedy answers those Q_A_ROUGE reads (OpenUnlearning generates from the same question prompt for the
 paraphrased and perturbed rows, so with greedy decoding every row of a question has the same generation), and
-retain_extraction_strength reads the retain answers that retain_Q_A_Prob scores. forget_Q_A_gibberish runs a
-classifier model of its own over the generations and is opt-in (:mod:`.fluency`).
+retain_extraction_strength reads the retain answers that retain_Q_A_Prob scores. The PARA / PERT ROUGE metrics
+are opt-in all the same (OpenUnlearning's ``tofu.yaml`` computes them by default): ROUGE-L with the stemmer costs
+a few milliseconds a pair on a CPU, and they score six references per question, about 20 s more on forget10's 800
+questions on this project's shared machine, where the two Q_A_ROUGE metrics take 3 s. forget_Q_A_gibberish runs a
+classifier model of its own over the generations and is opt-in too (:mod:`.fluency`).
 
 ``retain_extraction_strength.yaml`` names a handler ``retain_extraction_strength`` on the ``retain_perturbed``
 split with the question key; the handler is not in the OpenUnlearning ``src/evals/metrics/__init__.py`` read for
@@ -100,10 +103,11 @@ def _declare(prefix: str, task_field: str, title: str) -> None:
                     f"(wrong) answers on {title}", "retain", pert_prob,
                     pert_prob_plan, paired="mean"))
     register(Metric(f"{prefix}_Q_A_PARA_ROUGE", "tofu", f"ROUGE-L recall of greedy answers vs the paraphrased "
-                    f"answers on {title}", better, para_rouge, rouge_plan(_with_paraphrase), paired="mean"))
+                    f"answers on {title}", better, para_rouge, rouge_plan(_with_paraphrase), paired="mean",
+                    opt_in=True))
     register(Metric(f"{prefix}_Q_A_PERT_ROUGE", "tofu", f"mean ROUGE-L recall of greedy answers vs the perturbed "
                     f"answers on {title}", "retain", pert_rouge,
-                    rouge_plan(_with_perturbed), paired="mean"))
+                    rouge_plan(_with_perturbed), paired="mean", opt_in=True))
 
 
 for _prefix, _field, _title in SPLITS:
