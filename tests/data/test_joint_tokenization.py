@@ -132,3 +132,22 @@ def test_the_option_reaches_the_evaluator_the_fingerprint_and_the_config(tokeniz
         parse_config({"eval": {"tokenization": "merged"}})
     with pytest.raises(UnlearnkitError, match="separate"):
         QAFormatter(tokenizer, tokenization="merged")
+
+
+def test_training_tokenization_keys_the_prepared_models_and_their_formatter(tokenizer, monkeypatch, tmp_path):
+    """prepare.tokenization reaches the prepared-model key (joint-trained models are cached apart) and the formatter
+    that encodes the fine-tuning examples."""
+    from unlearnkit.models import prepare
+
+    task = Task("toy", forget=[QAExample(*PAIRS[0])], retain=[QAExample(*PAIRS[1])])
+    keys = {t: prepare.prepare_key(task, "tiny", TrainConfig(tokenization=t), 96, "plain", 0)
+            for t in ("separate", "joint")}
+    assert keys["separate"] != keys["joint"]
+    seen = []
+    monkeypatch.setattr(prepare, "load_base", lambda *args: (None, tokenizer))
+    monkeypatch.setattr(prepare, "training_items", lambda examples, formatter: seen.append(formatter) or [])
+    monkeypatch.setattr(prepare, "train", lambda *args, **kwargs: None)
+    monkeypatch.setattr(prepare, "save_model", lambda *args: None)
+    prepare._prepare_one(tmp_path / "target", "target", task.full, task, "tiny", TrainConfig(tokenization="joint"),
+                         96, "plain", 0, tmp_path, False, keys["joint"], False, lambda *a: None)
+    assert [f.tokenization for f in seen] == ["joint"]
