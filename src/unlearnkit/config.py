@@ -60,10 +60,19 @@ class MethodConfig(Section):
 
 
 class EvalConfig(Section):
-    """How models are evaluated: scoring batch size, greedy answer length, bootstrap intervals."""
+    """How models are evaluated: scoring batch size, greedy answer length, tokenization, bootstrap intervals."""
 
     batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(200, ge=1)  # TOFU's; OpenUnlearning's generation config sets 64
+    max_new_tokens: int = Field(200, ge=1)  # TOFU's, and current OpenUnlearning's default (docs/parity.md)
+    # how a (question, answer) pair becomes tokens (data/formatting.py): "separate" (prompt and answer tokenized on
+    # their own) or "joint" (OpenUnlearning's: prompt + answer as one string, label mask from the prompt's length)
+    tokenization: Literal["separate", "joint"] = "separate"
+    # OpenUnlearning's jailbreak variant (tofu-JB): every prompt ends with "Sure, here is the answer:", the start
+    # of the assistant's turn that the answers (scored and generated) continue; QA tasks only
+    jailbreak: bool = False
+    # opt-in metrics computed besides the default ones, e.g. OpenUnlearning's default forget/retain_Q_A_PARA_ROUGE
+    # and _PERT_ROUGE, mia_gradnorm, forget_Q_A_gibberish (docs/parity.md)
+    extra_metrics: list[str] = Field(default_factory=list)
     intervals: bool = True  # a percentile-bootstrap confidence interval for every aggregate
     n_resamples: int = Field(1000, ge=1)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -199,12 +208,29 @@ def check_method(method: MethodConfig, where: str = "config") -> None:
     cls.Params.check(method.params, cls.name, where)
 
 
+def check_extra_metrics(cfg: RunConfig, where: str = "config") -> None:
+    """Every name in ``eval.extra_metrics`` is a metric of the task's suite; else a one-line error listing them."""
+    if not cfg.eval.extra_metrics:
+        return
+    from unlearnkit.evaluation.metrics import registry
+
+    suite = "muse" if cfg.task.source in ("corpus", "synthetic_corpus") else "tofu"
+    try:
+        registry.resolve(suite, cfg.eval.extra_metrics)
+    except UnlearnkitError as exc:
+        raise UnlearnkitError(f"{where}: eval.extra_metrics: {exc}") from None
+
+
 def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     try:
         cfg = RunConfig.model_validate(data or {})
     except ValidationError as exc:
         raise UnlearnkitError(_explain(exc, where)) from None
     check_method(cfg.method, where)
+    check_extra_metrics(cfg, where)
+    if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
+        raise UnlearnkitError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+                              f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
     return cfg
 
 

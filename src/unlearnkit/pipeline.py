@@ -139,7 +139,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     model, tokenizer = load_causal_lm(models.target, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.lora is not None:  # before anything is written: a layer name the model lacks stops the run here
         model = add_lora(model, cfg.model.lora, seed=cfg.seed)
-    formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
+    formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template,
+                            tokenization=cfg.train.tokenization)  # the training examples'; the evaluator's: eval.
     spec = None  # representation features come out of each model's scoring pass (a bad layer is found here)
     if cfg.representation is not None and models.retain is not None:
         spec = feature_spec(model.config, cfg.representation, texts=is_corpus(task))

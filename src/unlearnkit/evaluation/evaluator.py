@@ -29,8 +29,9 @@ import numpy as np
 
 from unlearnkit.config import EvalConfig
 from unlearnkit.data.corpus import CorpusTask
-from unlearnkit.data.formatting import QAFormatter
+from unlearnkit.data.formatting import JAILBREAK_ANSWER_START, QAFormatter
 from unlearnkit.data.types import Task
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.metrics.intervals import aggregate_intervals
 from unlearnkit.evaluation.scoring.distributed import world
@@ -61,15 +62,23 @@ class Evaluator:
     """Evaluates models on ``task`` with ``config``: the suite, the store, the reference and the intervals.
 
     ``metrics``: the metric names to compute (with what they depend on; default: every metric of the suite but
-    the opt-in ones). ``features``: pooled representation features from the same scoring pass. ``cache_dir``:
+    the opt-in ones, plus the config's ``extra_metrics``). ``features``: pooled representation features from the same scoring pass. ``cache_dir``:
     the result store's root (default :func:`~unlearnkit.runio.default_cache_dir`); ``store=False`` keeps nothing.
     """
 
     def __init__(self, task: Task | CorpusTask, formatter: QAFormatter, config: EvalConfig | None = None, *,
                  metrics: Iterable[str] | None = None, features: FeatureSpec | None = None,
                  cache_dir: Path | None = None, store: bool = True, progress: bool = True):
-        self.task, self.formatter, self.config = task, formatter, config or EvalConfig()
-        self.suite = suite_of(task)
+        self.config = config or EvalConfig()
+        self.task, self.suite = task, suite_of(task)
+        self.formatter = formatter.with_tokenization(self.config.tokenization)
+        if self.config.jailbreak:
+            if self.suite != "tofu":
+                raise UnlearnkitError("eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+                                      "and this task is raw text: set eval.jailbreak: false for it")
+            self.formatter = self.formatter.with_answer_start(JAILBREAK_ANSWER_START)
+        if metrics is None and self.config.extra_metrics:  # the default set plus the opt-in ones asked for
+            metrics = [*registry.names(self.suite, include_opt_in=False), *self.config.extra_metrics]
         self.metrics = registry.resolve(self.suite, metrics)  # unknown names fail here, before any model runs
         self.features = features
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

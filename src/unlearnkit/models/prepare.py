@@ -100,7 +100,7 @@ def _prepare_one(folder: Path, role: str, examples, task, base: str, recipe: Tra
         log(f"{role} model: cached at {folder}")
         return
     model, tokenizer = load_base(base, task, seed, cache_dir, trust_remote_code)
-    formatter = QAFormatter(tokenizer, max_length=max_length, template=template)
+    formatter = QAFormatter(tokenizer, max_length=max_length, template=template, tokenization=recipe.tokenization)
     encoded = training_items(examples, formatter)
     log(f"{role} model: fine-tuning {base} on {len(encoded)} examples ({recipe.epochs} epochs)")
     work = folder.parent / f"work-{role}"

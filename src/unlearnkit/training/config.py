@@ -82,6 +82,10 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1, description=(
         "when set, train exactly this many optimizer steps (cycling through the forget set as many epochs as "
         "needed) and ignore epochs, as the Hugging Face Trainer does"))
+    tokenization: Literal["separate", "joint"] = Field("separate", description=(
+        "how a QA training example becomes tokens (data/formatting.py): separate (prompt and answer tokenized on "
+        "their own) or joint (OpenUnlearning's sequences: prompt + answer as one string, labels after the "
+        "prompt's token length)"))
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings, description=(
         "the optimizer and its parameters: {name: adamw} (torch's AdamW, the default), sgd, signsgd, sign_adam, "
         "lion; see `unlearnkit optimizers NAME`"))
@@ -118,9 +122,11 @@ class TrainConfig(TrainSettings):
         return max(0, min(wanted, self.total_steps(steps_per_epoch) - 1))
 
     def to_dict(self) -> dict:
-        """The settings as plain data. The default optimizer is left out, so that checkpoints and prepared-model
+        """The settings as plain data. The default optimizer (and tokenization) is left out, so that checkpoints and prepared-model
         keys of default runs are the same as before the optimizer was a setting (and old checkpoints resume)."""
         data = self.model_dump()
         if data["optimizer"] == DEFAULT_OPTIMIZER:
             del data["optimizer"]
+        if data["tokenization"] == "separate":  # likewise: keys and checkpoints from before the setting stay valid
+            del data["tokenization"]
         return data

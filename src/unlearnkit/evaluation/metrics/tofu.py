@@ -5,7 +5,8 @@ implementation, whose numbers these functions reproduce on the same scores, is O
 (locuslab/open-unlearning; "OpenUnlearning: Accelerating LLM Unlearning via Unified Benchmarking of Methods and
 Metrics", arXiv:2506.12618):
 
-- ``src/evals/metrics/memorization.py``: ``probability``, ``probability_w_options``, ``truth_ratio`` (with the
+- ``src/evals/metrics/memorization.py``: ``probability`` (also over several answers per question: the
+  ``*_Q_A_PERT_Prob`` configs), ``probability_w_options``, ``truth_ratio`` (with the
   ``closer_to_1_better`` and ``true_better`` aggregators), ``rouge``, ``exact_memorization``,
   ``extraction_strength``;
 - ``src/evals/metrics/utils.py``: ``eval_text_similarity`` (ROUGE-L recall, ``use_stemmer=True``),
@@ -69,6 +70,18 @@ def answer_probability(scores: Sequence[PairScore]) -> MetricValue:
     answer labels / number of answer labels, then ``exp(-avg_loss)``).
     """
     per_example = [s.prob for s in scores]
+    return MetricValue(per_example, mean_of_present(per_example))
+
+
+def mean_answer_probability(answers: Sequence[Sequence[PairScore]]) -> MetricValue:
+    """Q_A_PERT_Prob: per example the mean over its answers of P(a_j|q); aggregate = mean of those.
+
+    Reference: ``probability`` in memorization.py on a dataset with several answers per question (the
+    ``perturbed_answer`` list, ``forget_Q_A_PERT_Prob.yaml`` / ``retain_Q_A_PERT_Prob.yaml``): ``run_batchwise_evals``
+    gives each example the list of its answers' probabilities and ``aggregate_to_1D`` averages it. An example with
+    no answers is ``None``.
+    """
+    per_example = [math.fsum(s.prob for s in scores) / len(scores) if scores else None for scores in answers]
     return MetricValue(per_example, mean_of_present(per_example))
 
 
@@ -154,6 +167,23 @@ def rouge_l_recall(generations: Sequence[str], answers: Sequence[str], use_stemm
         scorer.score(answer, generation)["rougeL"].recall
         for generation, answer in zip(generations, answers, strict=True)
     ]
+    return MetricValue(per_example, mean_of_present(per_example))
+
+
+def mean_rouge_l_recall(generations: Sequence[str], answers: Sequence[Sequence[str]],
+                        use_stemmer: bool = True) -> MetricValue:
+    """Q_A_PERT_ROUGE: per example the mean over its answers a_j of the ROUGE-L recall of the greedy generation
+    against a_j; aggregate = mean of those. ``None`` for an example without answers.
+
+    Reference: ``rouge`` (``rougeL_recall``) on the multi-answer ``perturbed_answer`` dataset
+    (``forget_Q_A_PERT_ROUGE.yaml``): every answer's row is generated from the same question prompt (greedy, so
+    the same generation), scored against its own answer, and ``aggregate_to_1D`` averages each example's list.
+    """
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+    per_example: list[float | None] = []
+    for generation, options in zip(generations, answers, strict=True):
+        recalls = [scorer.score(answer, generation)["rougeL"].recall for answer in options]
+        per_example.append(math.fsum(recalls) / len(recalls) if recalls else None)
     return MetricValue(per_example, mean_of_present(per_example))
 
 

@@ -26,6 +26,9 @@ Membership inference, forget vs holdout (question, answer) pairs, each an ROC AU
 losses), ``mia_gradnorm`` (opt-in: a backward pass per example); ``privleak`` compares ``mia_min_k`` with the retain
 model's.
 
+OpenUnlearning's further TOFU metrics (the PARA / PERT probabilities and ROUGE, retain_extraction_strength and the
+opt-in gibberish score) are declared in :mod:`.tofu_table_extra`.
+
 The formulas are in :mod:`.tofu` and :mod:`.mia`. A split
 that is empty skips its metrics (value ``None``); ``model_utility`` is ``None`` when any of its nine inputs is
 missing, rather than a harmonic mean of fewer.

@@ -47,9 +47,13 @@ def greedy_prefix(formatter: QAFormatter, question: str, answer: str, score: Pai
     While the argmax at every earlier position equals the answer's token, greedy decoding has written exactly the
     answer's tokens so far, so its next token is the argmax there too (the same logits: same prompt, same
     preceding tokens; equal up to the rounding of other matrix shapes). A model that knows an answer by heart thus
-    writes all of it, its EOS included, without a single decoding step.
+    writes all of it, its EOS included, without a single decoding step. With ``tokenization="joint"`` an answer
+    whose sequence does not start with the prompt's own tokens (the boundary merged) gives no known prefix.
     """
-    answer_ids = formatter.encode(question, answer).answer_ids
+    encoded = formatter.encode(question, answer)
+    if encoded.prompt_ids != formatter.prompt_ids(question):
+        return []  # joint tokenization merged the prompt's end into the answer: the scored tokens are not greedy's
+    answer_ids = encoded.answer_ids
     if len(answer_ids) != len(score.argmax_match):
         raise UnlearnkitError(f"the score of {question!r} has {len(score.argmax_match)} tokens but the answer encodes "
                               f"to {len(answer_ids)}: pass the score computed with this formatter")

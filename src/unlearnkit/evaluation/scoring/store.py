@@ -7,7 +7,7 @@ model with the same settings reads what is there and computes only the rest. Eac
 file, and every process reads them all.
 
 The model fingerprint hashes every parameter's name, dtype, shape and bytes (xxh3-128), plus the formatting that
-turns text into tokens, so a changed weight or template never reads stale results.
+turns text into tokens (template, limits, vocabulary, separate or joint tokenization), so a changed weight or template never reads stale results.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ def model_fingerprint(model, formatter: QAFormatter) -> str:
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     tokenizer = formatter.tokenizer
     vocabulary = tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else str(tokenizer.get_vocab())
-    digest.update(json.dumps([formatter.use_chat, formatter.max_length, formatter.eos_token_id,
-                              formatter.prompt_text("?"), vocabulary]).encode())
+    formatting = [formatter.use_chat, formatter.max_length, formatter.eos_token_id, formatter.prompt_text("?"),
+                  vocabulary]
+    if formatter.tokenization != "separate":  # other token sequences; "separate" keeps the fingerprints it had
+        formatting.append(formatter.tokenization)
+    digest.update(json.dumps(formatting).encode())
     return digest.hexdigest()
 
 

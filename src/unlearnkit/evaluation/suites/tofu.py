@@ -9,8 +9,9 @@ module only plans, scores and computes from it.
 Every distinct (question, answer) pair is scored once however many metrics read it (forget_Q_A_Prob,
 extraction_strength, exact_memorization and mia_min_k share one pass), and every distinct question is generated
 once, from where the scoring pass left it: the gold answer's leading tokens that the model predicts itself are its
-greedy answer's first tokens, and only the rest is decoded. Differences from the reference, on purpose: the
-answer's EOS token is never masked (see ``data/formatting.py``); the splits are never truncated.
+greedy answer's first tokens, and only the rest is decoded. The answer's EOS token is scored, as in current
+OpenUnlearning (the original TOFU code masked it, ``data/formatting.py``); the splits are never truncated. How a
+pair becomes tokens is the formatter's ``tokenization``: ``"joint"`` scores OpenUnlearning's own sequences.
 
 With ``features=FeatureSpec(layer, pool)`` the same pass also pools the hidden states of the representation
 splits' answers (eval_forget, eval_retain and holdout (question, answer) pairs), so the representation metrics
@@ -96,8 +97,8 @@ def evaluate_tofu(
     ``reference`` is the retain model's :meth:`EvalResult.reference_stats`; without it ``forget_quality``,
     ``forget_quality_log10`` and ``privleak`` are ``None``. The model runs in eval mode under
     ``torch.inference_mode()`` (its train/eval mode is restored afterwards). ``max_new_tokens`` bounds the greedy
-    answers that ROUGE reads (TOFU's 200; OpenUnlearning's ``configs/generation/default.yaml`` sets 64, pass
-    that to match its ROUGE numbers).
+    answers that ROUGE reads: 200, TOFU's and current OpenUnlearning's default (issue #17's side-by-side run; an
+    OpenUnlearning ``configs/generation/default.yaml`` of commit 2511c70 set 64: match the version compared with).
 
     With ``store_root``, scores and generations are kept on disk per model fingerprint
     (:mod:`unlearnkit.evaluation.scoring.store`): an interrupted evaluation resumes where it stopped and a second
