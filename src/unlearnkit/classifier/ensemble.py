@@ -76,10 +76,16 @@ def init_member(model: ModelOptions, task: ClassifierTask, seed: int) -> nn.Modu
         return build_model(model, task.input_shape, task.num_classes)
 
 
-def batch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The order in which member ``seed`` visits its ``n`` training examples in epoch ``epoch``."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1)[0]
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
+def member_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """The random generator of member ``seed`` in epoch ``epoch``; ``stream`` 0 is training, others unlearning."""
+    words = [seed, epoch] if stream == 0 else [seed, epoch, stream]
+    state = np.random.SeedSequence(words).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def batch_order(seed: int, epoch: int, n: int, stream: int = 0) -> torch.Tensor:
+    """The order in which member ``seed`` visits its ``n`` examples in epoch ``epoch`` (of the ``stream``)."""
+    return torch.randperm(n, generator=member_generator(seed, epoch, stream))
 
 
 @dataclass
@@ -90,6 +96,8 @@ class Ensemble:
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     seeds: list[int]
+    model: ModelOptions | None = None  # how the members were built and trained (set by train_ensemble)
+    recipe: Recipe | None = None
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -105,7 +113,7 @@ class Ensemble:
         """Every member's logits (or penultimate features) on ``x``: (members, examples, classes)."""
         device = next(iter(self.params.values())).device
         x = torch.as_tensor(x, device=device)
-        run = vmap(_call(self.template, penultimate), in_dims=(0, 0, None))
+        run = vmap(call(self.template, penultimate), in_dims=(0, 0, None))
         return torch.cat([run(self.params, self.buffers, x[i:i + batch_size]) for i in range(0, len(x), batch_size)],
                          dim=1)
 
@@ -146,7 +154,8 @@ def train_ensemble(task: ClassifierTask, model: ModelOptions | dict, recipe: Rec
     states = [load_file(folder / f"member-{s}.safetensors", device=str(device)) for s in seeds]
     return Ensemble(template.to(device), {k: torch.stack([st[k] for st in states]) for k, _ in
                                           template.named_parameters()},
-                    {k: torch.stack([st[k] for st in states]) for k, _ in template.named_buffers()}, seeds)
+                    {k: torch.stack([st[k] for st in states]) for k, _ in template.named_buffers()}, seeds,
+                    model, recipe)
 
 
 def stack(members: list[nn.Module], seeds: list[int], device: str | torch.device = "cpu") -> Ensemble:
@@ -163,7 +172,7 @@ def fit(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) ->
     optimizer = _optimizer(recipe, list(params.values()))
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    run = vmap(_call(ensemble.template, False))
+    run = vmap(call(ensemble.template, False))
     step = 0
     for epoch in range(recipe.epochs):
         order = torch.stack([batch_order(s, epoch, n) for s in ensemble.seeds]).to(x.device)
@@ -182,7 +191,8 @@ def fit(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) ->
     return ensemble
 
 
-def _call(template: nn.Module, penultimate: bool):
+def call(template: nn.Module, penultimate: bool):
+    """``(params, buffers, x) -> template(x)`` with the given weights: the function ``vmap`` maps over members."""
     def one(params, buffers, x):
         return functional_call(template, (params, buffers), (x,), {"penultimate": penultimate})
     return one
