@@ -10,4 +10,5 @@ over many retrained and many unlearned models (research/metrics.md §4, issue #1
                  ``head``
 ``ensemble.py``  N members trained as one batched model (torch.func ``stack_module_state`` + ``functional_call`` +
                  ``vmap``): per-member seed, initialisation and data order; cached per member in safetensors
+``unlearn.py``   retrain, fine-tune, gradient ascent, random labels and NegGrad+ on every member at once
 """

@@ -20,7 +20,8 @@ loop to float tolerance.
 **Cache**: each member is saved as ``<cache>/classifier/<key>/member-<seed>.safetensors`` (written to a temporary
 name and renamed), the key hashing the task's data, the model options, the recipe and the forget indices. A later
 call loads the members it finds and trains only the missing ones, in chunks of ``chunk_size`` members, each chunk
-saved as soon as it is trained: a killed run resumes, and N = 64 today is the first 64 of N = 512 tomorrow.
+saved as soon as it is trained: a killed run resumes, and N = 64 today is the first 64 of N = 512 tomorrow. A file
+lock per entry makes a second process wait for the first one's members instead of training them again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import xxhash
+from filelock import FileLock
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -142,15 +144,16 @@ def train_ensemble(task: ClassifierTask, model: ModelOptions | dict, recipe: Rec
     keep = np.arange(len(task.train)) if forget is None else retain_indices(task, np.asarray(forget, dtype=np.int64))
     folder = _cache_folder(task, model, recipe, forget, cache_dir)
     template = build_model(model, task.input_shape, task.num_classes)
-    missing = [s for s in seeds if not (folder / f"member-{s}.safetensors").exists()]
-    if missing:
-        x = torch.as_tensor(task.train.x[keep], device=device)
-        y = torch.as_tensor(task.train.y[keep], device=device)
-        for start in range(0, len(missing), chunk_size):
-            chunk = missing[start:start + chunk_size]
-            trained = fit(stack([init_member(model, task, s) for s in chunk], chunk, device), x, y, recipe)
-            for i, seed in enumerate(chunk):
-                _save_member(folder / f"member-{seed}.safetensors", trained, i)
+    if any(not (folder / f"member-{s}.safetensors").exists() for s in seeds):
+        with FileLock(folder / ".train.lock"):  # another process training this entry: wait, then read its members
+            missing = [s for s in seeds if not (folder / f"member-{s}.safetensors").exists()]
+            x = torch.as_tensor(task.train.x[keep], device=device)
+            y = torch.as_tensor(task.train.y[keep], device=device)
+            for start in range(0, len(missing), chunk_size):
+                chunk = missing[start:start + chunk_size]
+                trained = fit(stack([init_member(model, task, s) for s in chunk], chunk, device), x, y, recipe)
+                for i, seed in enumerate(chunk):
+                    _save_member(folder / f"member-{seed}.safetensors", trained, i)
     states = [load_file(folder / f"member-{s}.safetensors", device=str(device)) for s in seeds]
     return Ensemble(template.to(device), {k: torch.stack([st[k] for st in states]) for k, _ in
                                           template.named_parameters()},
