@@ -122,3 +122,14 @@ def test_torchvision_without_the_package_says_how_to_install_it():
 def test_bad_forget_sets_are_one_line_errors(options, words):
     with pytest.raises(UnlearnkitError, match=words):
         forget_indices(load_task("digits"), options)
+
+
+@pytest.mark.parametrize("forget, words", [
+    (np.array([1, 1]), "distinct integers"),
+    (np.array([0.5]), "distinct integers"),
+    (np.array([5, 1257]), r"index the 1257 training examples of 'digits' \(0..1256\)"),
+    (np.arange(1257), "nothing would be retained"),
+])
+def test_bad_forget_indices_are_one_line_errors(forget, words):
+    with pytest.raises(UnlearnkitError, match=words):
+        retain_indices(load_task("digits"), forget)

@@ -122,6 +122,11 @@ def test_cache_trains_only_missing_members_and_reads_the_rest(task, tmp_path, mo
     assert trained == [2]  # nothing more to train
     train_ensemble(task, model, Recipe(epochs=2), [0], cache_dir=tmp_path)
     assert trained == [2, 0]  # another recipe is another cache entry
+    train_ensemble(task, ModelOptions(width=128), recipe, [0], cache_dir=tmp_path)
+    assert trained == [2, 0, 0]  # another width too
+    train_ensemble(task, ModelOptions(), recipe, [5], cache_dir=tmp_path)
+    train_ensemble(task, ModelOptions(width=128), recipe, [5], cache_dir=tmp_path)
+    assert trained == [2, 0, 0, 5]  # the default width spelt out is the same entry
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert not [f for f in files if f.endswith(".tmp")]
 

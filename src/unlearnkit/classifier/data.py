@@ -123,8 +123,17 @@ def forget_indices(task: ClassifierTask, options: ForgetOptions | dict[str, Any]
 
 
 def retain_indices(task: ClassifierTask, forget: np.ndarray) -> np.ndarray:
-    """Sorted indices into ``task.train`` of every example not in ``forget``."""
-    mask = np.ones(len(task.train), dtype=bool)
+    """Sorted indices into ``task.train`` of every example not in ``forget`` (checked: distinct, in range, not all)."""
+    forget = np.asarray(forget)
+    n = len(task.train)
+    if forget.ndim != 1 or not np.issubdtype(forget.dtype, np.integer) or len(np.unique(forget)) != len(forget):
+        raise UnlearnkitError(f"forget indices must be distinct integers, got {forget.dtype} {forget.shape}")
+    if len(forget) and (forget.min() < 0 or forget.max() >= n):
+        raise UnlearnkitError(f"forget indices must index the {n} training examples of {task.name!r} (0..{n - 1}), "
+                              f"got {forget.min()}..{forget.max()}")
+    if len(forget) == n:
+        raise UnlearnkitError(f"the forget set is every training example of {task.name!r}: nothing would be retained")
+    mask = np.ones(n, dtype=bool)
     mask[forget] = False
     return np.flatnonzero(mask)
 

@@ -141,7 +141,7 @@ def train_ensemble(task: ClassifierTask, model: ModelOptions | dict, recipe: Rec
         raise UnlearnkitError(f"ensemble seeds must be distinct whole numbers >= 0, at least one; got {seeds[:8]}")
     if chunk_size < 1:
         raise UnlearnkitError(f"chunk_size must be >= 1, got {chunk_size}")
-    keep = np.arange(len(task.train)) if forget is None else retain_indices(task, np.asarray(forget, dtype=np.int64))
+    keep = np.arange(len(task.train)) if forget is None else retain_indices(task, np.asarray(forget))
     folder = _cache_folder(task, model, recipe, forget, cache_dir)
     template = build_model(model, task.input_shape, task.num_classes)
     if any(not (folder / f"member-{s}.safetensors").exists() for s in seeds):
@@ -211,7 +211,8 @@ def _cache_folder(task: ClassifierTask, model: ModelOptions, recipe: Recipe, for
                   cache_dir: Path | None) -> Path:
     forget_key = "none" if forget is None else xxhash.xxh3_64(np.sort(np.asarray(forget, np.int64)).tobytes()
                                                               ).hexdigest()
-    spec = {"version": CACHE_VERSION, "task": task.name, "data": task.fingerprint, "model": model.model_dump(),
+    spec = {"version": CACHE_VERSION, "task": task.name, "data": task.fingerprint,
+            "model": {**model.model_dump(), "width": model.channels},  # the default width spelt out: one entry
             "recipe": recipe.model_dump(), "forget": forget_key,
             "forget_size": 0 if forget is None else len(forget)}
     key = xxhash.xxh3_64(repr(sorted(spec.items())).encode()).hexdigest()

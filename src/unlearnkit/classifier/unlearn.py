@@ -94,10 +94,11 @@ def unlearn(original: Ensemble, task: ClassifierTask, forget: np.ndarray, method
     if method not in PARAMS:
         raise UnlearnkitError(f"unknown classifier unlearning method {method!r}: use one of {', '.join(PARAMS)}")
     opts = check(PARAMS[method], dict(params or {}), f"classifier method {method!r}")
-    forget = np.asarray(forget, dtype=np.int64)
+    forget = np.asarray(forget)
     retain = retain_indices(task, forget)
     if len(forget) == 0:
         raise UnlearnkitError("classifier unlearning: the forget set is empty; give the indices to forget")
+    forget = forget.astype(np.int64)
     if method == "retrain":
         if original.model is None or original.recipe is None:
             raise UnlearnkitError("retrain needs the original's model and recipe: train it with train_ensemble")
