@@ -37,10 +37,10 @@ class DigitsOptions(SplitOptions):
 
 class Mnist1dOptions(SplitOptions):
     """MNIST-1D (Greydanus 2020), generated locally by ``mnist1d.data.make_dataset``: no download. Its own split
-    keeps the last ``test_fraction`` of the generated examples as the test set (0.2: the published split)."""
+    keeps the last ``test_fraction`` of the generated examples as the test set (0.2: the package default)."""
 
     num_samples: int = Field(5000, ge=100, description="examples generated (the package's default is 5000)")
-    data_seed: int = Field(42, ge=0, description="seed of the generator (42 reproduces the published set)")
+    data_seed: int = Field(42, ge=0, description="seed of the generator (42: the package default)")
 
 
 class ArraysOptions(SplitOptions):
