@@ -25,6 +25,11 @@ the loss Σ weight · CE(f(x), label). The methods:
 Every iterative method: momentum 0.9, weight decay 5e-4 (OPTML's arg-parser defaults), batch 64 [choice: OPTML uses
 256 on CIFAR; digits' forget sets are about 130 examples]. Cost per step: one forward and backward of each member
 on one batch (NegGrad+: two batches).
+
+The defaults are the references' settings for a CIFAR-10 ResNet-18, not tuned here (the OPTML papers tune each
+method per task to minimise the gap to retraining). On digits with the default MLP they leave ``ga`` (lr 1e-4, two
+steps per epoch) and ``neggrad_plus`` (β = 0.999) almost inert: forget accuracy stays at 1.00 for a random 10 % and
+for a class, where retraining gives 0.97 and 0.00; ``random_labels`` reaches 0.07 on the class.
 """
 
 from __future__ import annotations
