@@ -11,6 +11,11 @@ from unlearnkit.classifier.data import forget_indices, load_task, retain_indices
 from unlearnkit.errors import UnlearnkitError
 
 
+@pytest.fixture(scope="module")
+def digits():
+    return load_task("digits")
+
+
 def _rows(split):
     return {row.tobytes() for row in split.x.reshape(len(split), -1)}
 
@@ -34,8 +39,8 @@ def test_digits_split_is_fixed_disjoint_stratified_and_complete():
     assert load_task("digits", {"split_seed": 1}).fingerprint != task.fingerprint
 
 
-def test_random_forget_set_has_the_percent_asked_and_depends_on_its_seed_only():
-    task = load_task("digits")
+def test_random_forget_set_has_the_percent_asked_and_depends_on_its_seed_only(digits):
+    task = digits
     forget = forget_indices(task, {"kind": "random", "percent": 10})
     assert len(forget) == round(0.1 * 1257) and len(set(forget)) == len(forget)
     assert np.array_equal(forget, np.sort(forget)) and forget.max() < 1257
@@ -45,8 +50,8 @@ def test_random_forget_set_has_the_percent_asked_and_depends_on_its_seed_only():
     assert len(retain) + len(forget) == 1257 and not set(retain) & set(forget)
 
 
-def test_class_forget_set_is_every_training_example_of_the_class():
-    task = load_task("digits")
+def test_class_forget_set_is_every_training_example_of_the_class(digits):
+    task = digits
     forget = forget_indices(task, {"kind": "class", "label": 3})
     assert np.array_equal(forget, np.flatnonzero(task.train.y == 3))
     assert 3 not in task.train.y[retain_indices(task, forget)]
@@ -119,9 +124,9 @@ def test_torchvision_without_the_package_says_how_to_install_it():
     ({"kind": "subclass", "label": 1, "subclass": 0}, "has no sub-class labels"),
     ({"kind": "random", "percent": 0.01}, "between 1 and 1256"),
 ])
-def test_bad_forget_sets_are_one_line_errors(options, words):
+def test_bad_forget_sets_are_one_line_errors(digits, options, words):
     with pytest.raises(UnlearnkitError, match=words):
-        forget_indices(load_task("digits"), options)
+        forget_indices(digits, options)
 
 
 @pytest.mark.parametrize("forget, words", [
@@ -130,6 +135,33 @@ def test_bad_forget_sets_are_one_line_errors(options, words):
     (np.array([5, 1257]), r"index the 1257 training examples of 'digits' \(0..1256\)"),
     (np.arange(1257), "nothing would be retained"),
 ])
-def test_bad_forget_indices_are_one_line_errors(forget, words):
+def test_bad_forget_indices_are_one_line_errors(digits, forget, words):
     with pytest.raises(UnlearnkitError, match=words):
-        retain_indices(load_task("digits"), forget)
+        retain_indices(digits, forget)
+
+
+def test_torchvision_datasets_become_channels_first_standardised_splits(monkeypatch):
+    """A stand-in for torchvision (not needed to run the suite): CIFAR-like (n, H, W, C) uint8 images."""
+    import importlib.machinery
+    import sys
+    import types
+
+    rng = np.random.default_rng(0)
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            assert download is False
+            self.classes = [str(i) for i in range(10)]
+            n = 50 if train else 20
+            self.data = rng.integers(0, 256, size=(n, 4, 4, 3), dtype=np.uint8)
+            self.targets = list(np.arange(n) % 10)
+
+    fake = types.ModuleType("torchvision")
+    fake.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+    fake.datasets = types.SimpleNamespace(CIFAR10=FakeCIFAR10)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    task = load_task("torchvision", {"name": "CIFAR10", "root": "/data", "holdout_fraction": 0.2})
+    assert (len(task.train), len(task.test), len(task.holdout)) == (40, 20, 10)
+    assert task.input_shape == (3, 4, 4) and task.num_classes == 10
+    pool = np.concatenate([task.train.x, task.holdout.x])
+    assert np.allclose(pool.mean(axis=(0, 2, 3)), 0, atol=1e-5) and np.allclose(pool.std(axis=(0, 2, 3)), 1, atol=1e-4)
