@@ -91,6 +91,37 @@ def test_per_example_epsilon_equals_the_dense_scorer_on_tied_values():
                                   dense_epsilons(unlearned, retrained))
 
 
+def test_per_example_epsilon_equals_the_dense_scorer_on_the_thresholds_themselves():
+    """Confidences placed exactly on the rules' thresholds (c = t, c = l, c = r), where < and ≤ differ.
+
+    Each side keeps its minimum and maximum fixed (so the grids stay the same) and draws its other values from the
+    thresholds the reference generates for these extremes: the single grid over [−1, 2.5], the right ends for the
+    peakier side [0, 1] (w = 1) and their left ends.
+    """
+    rng = np.random.default_rng(8)
+    single = torch.linspace(torch.tensor(-1.0), torch.tensor(2.5), 350).numpy().astype(np.float64)
+    right = np.linspace(0.0 + 1.0 - 2.0, 1.0 + 2.0, 400)
+    left = np.concatenate([np.linspace(r - 1.0 - 2.0, r - 1.0 + 2.0, 400) for r in right])
+    grid = np.concatenate([single, right, left])
+    peaky_pool, broad_pool = grid[(grid > 0) & (grid < 1)], grid[(grid > -1) & (grid < 2.5)]
+    peakier = np.vstack([np.zeros(3), np.ones(3), rng.choice(peaky_pool, (18, 3))])
+    broader = np.vstack([np.full(3, -1.0), np.full(3, 2.5), rng.choice(broad_pool, (18, 3))])
+    for unlearned, retrained in ((peakier, broader), (broader, peakier)):
+        np.testing.assert_array_equal(eps_score.per_example_epsilon(unlearned, retrained),
+                                      dense_epsilons(unlearned, retrained))
+
+
+def test_equal_ranges_make_the_negative_side_the_peakier_one():
+    """Equal ranges (shifted copies on a dyadic grid, so exactly equal): the double family's positive is the side
+    that is negative by median, as in the reference's ``if pos_diff >= neg_diff: swap``."""
+    rng = np.random.default_rng(9)
+    unlearned = rng.integers(-40, 40, (24, 6)) / 16
+    retrained = unlearned + 3 / 16
+    assert (np.ptp(unlearned, axis=0) == np.ptp(retrained, axis=0)).all()
+    np.testing.assert_array_equal(eps_score.per_example_epsilon(unlearned, retrained),
+                                  dense_epsilons(unlearned, retrained))
+
+
 def test_epsilon_table_by_hand():
     """N = 4. tp = 2, fp = 1: FNR = 1/2, FPR = 1/4, ε = max(ln((1−δ−1/4)/(1/2)), ln((1−δ−1/2)/(1/4))) ≈ ln 2."""
     table = eps_score.epsilon_table(4)
