@@ -18,8 +18,8 @@ the score asks how well any threshold rule tells them apart (an (ε, δ)-style b
      both samples pooled (float32 thresholds: torch's default dtype);
    - double threshold: predict "the peakier side" (the smaller range; ties: the side not positive in 1.) when
      l ≤ c ≤ r. With w = the smaller range and p = the peakier sample, r runs over
-     ``np.linspace(min p + w − 2, max p + 2, ⌈100·(max − min)⌉)`` and, for each r, l over
-     ``np.linspace(r − w − 2, r − w + 2, 400)``: about 160 000 rules per example.
+     ``np.linspace(min p + w − 2, max p + 2, ⌈100·(max p − min p − w + 4)⌉)`` (400 or 401 right ends, w being
+     p's range) and, for each r, l over ``np.linspace(r − w − 2, r − w + 2, 400)``: about 160 000 rules.
 
    Each rule gives ε = max(log(1 − δ − FPR) − log FNR, log(1 − δ − FNR) − log FPR) (float32 arithmetic, a NaN term
    ignored, clipped at ≥ 0); FPR = FNR = 0 gives ∞; a rule with exactly one of them 0 is discarded (too few models
@@ -30,17 +30,18 @@ the score asks how well any threshold rule tells them apart (an (ε, δ)-style b
    × (TA_unlearned / TA_retrained), RA and TA the mean retain and test accuracies over the N models of each side.
 
 How it is computed. The reference builds, per example, a dense (models × rules) grid on a GPU. Here every rule's
-rates come from counts: with the sample sorted, the number of confidences ≥ t, ≤ r or < l is one
-``np.searchsorted`` per threshold (log N comparisons, not N), and a rule's ε depends only on its two counts
-(true-positive count, false-positive count), so ε is read from an (N+1) × (N+1) table computed once, with the same
-float32 formula. Both sides are sorted together once per example (a vectorised sort over all examples), with how many positives
-each prefix holds, so one search gives both sides' counts. The rules are the reference's thresholds, generated the
-same way (``np.linspace`` for the double family, ``torch.linspace``'s float32 values for the single family:
-:func:`torch_linspace`), so the per-example ε is identical, not close: the tests compare it with a dense
-(models × rules) implementation, and ``benchmarks/eps_scorer.py`` measures the speed-up. The medians, ranges, the
-peaky rule, the sorting and the table are vectorised over examples; thresholds, counts and ε over the ≈ 160 000
-rules of one example at a time (``np.searchsorted`` takes one sorted array, and at that size the Python loop over
-examples costs nothing measurable).
+rates come from counts: a rule's ε depends only on its true-positive and false-positive counts, so ε is read from an
+(N+1) × (N+1) table computed once with the same float32 formula, and the counts come from the sorted sample. Both
+sides are sorted together (one vectorised sort for all examples), with how many positives each prefix holds, so one
+``np.searchsorted`` per threshold gives both sides' counts of c ≥ t, c ≤ r and c < l (log 2N comparisons, not 2N).
+The double family's 400 × 400 left ends need one search per diagonal instead of one per rule when the right ends
+share their step (:meth:`_Counts._below_by_diagonal`; checked exactly, else the per-rule search). The rules are the
+reference's thresholds, generated the same way (``np.linspace`` for the double family, ``torch.linspace``'s float32
+values for the single family: :func:`torch_linspace`), so the per-example ε is identical, not close: the tests
+compare it with a dense (models × rules) implementation, and ``benchmarks/eps_scorer.py`` measures the speed-up.
+The medians, ranges, the peaky rule, the sorting and the table are vectorised over examples; thresholds, counts and
+ε over the ≈ 160 000 rules of one example at a time (``np.searchsorted`` takes one sorted array, and at that size
+the Python loop over examples costs nothing measurable).
 
 Choices where the reference is silent or fails:
 
@@ -49,8 +50,8 @@ Choices where the reference is silent or fails:
   both sides the same constant: every rule has FPR = 0 or FNR = 0 but not both. ε = 0 there (no rule tells the
   sides apart with both error rates measurable).
 - Confidences are float64, as the reference's ``compute_logit_scaled_confidence`` returns them; the rates are
-  float32 count / N, correctly rounded (on CUDA, ``torch.mean`` multiplies by float32(1/N), which equals it for N a
-  power of two — 512 in the competition — and may differ by one float32 ulp otherwise).
+  float32 count / N, correctly rounded. The reference's GPU mean may round a rate differently by one float32 ulp
+  when N is not a power of two; with N = 512, as in the competition, every rate is exact either way.
 - N ≥ 3 models per side, the same N on both sides (with N = 2, ⌈ln 1⌉ = 0 leaves no bucket).
 """
 
