@@ -35,7 +35,8 @@ rates come from counts: a rule's ε depends only on its true-positive and false-
 sides are sorted together (one vectorised sort for all examples), with how many positives each prefix holds, so one
 ``np.searchsorted`` per threshold gives both sides' counts of c ≥ t, c ≤ r and c < l (log 2N comparisons, not 2N).
 The double family's 400 × 400 left ends need one search per diagonal instead of one per rule when the right ends
-share their step (:meth:`_Counts._below_by_diagonal`; checked exactly, else the per-rule search). The rules are the
+share their step (:meth:`_Counts._below_by_diagonal`; checked exactly, else the per-rule search), and a rule's table
+index is a difference of two per-end keys. The rules are the
 reference's thresholds, generated the same way (``np.linspace`` for the double family, ``torch.linspace``'s float32
 values for the single family: :func:`torch_linspace`), so the per-example ε is identical, not close: the tests
 compare it with a dense (models × rules) implementation, and ``benchmarks/eps_scorer.py`` measures the speed-up.
@@ -164,35 +165,27 @@ class _Counts:
         # each column exactly as one call per right end does (the reference's loop).
         left = np.linspace(right - width - BUFFER, right - width + BUFFER, LEFT_THRESHOLDS)
         upto = np.searchsorted(self.pooled, right, side="right")  # pooled values ≤ r
-        below, positives_below = self._below(left)  # pooled values < l, and the positives among them
-        both_in = upto - below  # in [l, r]; ≤ 0 when l > r
-        positives_in = self.positives_before[upto] - positives_below
-        n = self.n
-        if peakier_is_negative:  # tp = negatives inside, fp = positives inside
-            index = both_in * (n + 1) - positives_in * n
-        else:  # tp = positives inside, fp = negatives inside
-            index = positives_in * n + both_in
-        index[both_in <= 0] = 0  # nothing inside: tp = fp = 0 (a discarded rule)
+        key = _rule_key_negative if peakier_is_negative else _rule_key_positive
+        on_diagonals = self._below_by_diagonal(left, key)
+        if on_diagonals is None:
+            below = np.searchsorted(self.pooled, left.ravel(), side="left").reshape(left.shape)  # pooled < l
+            below_key = key(below, self.positives_before[below], self.n)
+        else:
+            below, below_key = on_diagonals
+        index = key(upto, self.positives_before[upto], self.n) - below_key  # the counts in [l, r]
+        np.putmask(index, below >= upto, 0)  # nothing in [l, r] (l > r included): tp = fp = 0, a discarded rule
         return float(self.table[index].max())
 
-
-    def _below(self, left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """How many pooled values lie below each left end (c < l), and how many of them are positives."""
-        on_diagonals = self._below_by_diagonal(left)
-        if on_diagonals is not None:
-            return on_diagonals
-        below = np.searchsorted(self.pooled, left.ravel(), side="left").reshape(left.shape)
-        return below, self.positives_before[below]
-
-    def _below_by_diagonal(self, left: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The counts of :meth:`_below` with one search per diagonal, when the grid allows it; else None.
+    def _below_by_diagonal(self, left: np.ndarray, key) -> tuple[np.ndarray, np.ndarray] | None:
+        """How many pooled values lie below each left end, and their key, from one search per diagonal j + k.
 
         With as many right ends as left ends (400: both grids span 4 units in 399 steps, the usual case), left[j, k]
-        = r_k − w − 2 + j·step is the same number along each diagonal j + k, up to rounding. Exactly as with one
-        search per cell, provided (both checked here) every cell lies within τ/2 of its diagonal's representative
-        (a cell of the first row or last column) and no pooled value lies within τ of that representative;
-        τ = 1e-9·max(1, |l|), far above rounding and far below the data's spacing. Diagonals with a pooled value that
-        close are searched cell by cell.
+        = r_k − w − 2 + j·step is the same number along each diagonal j + k, up to rounding. One search per diagonal
+        counts exactly as one per cell if (both checked here) every cell lies within τ/2 of its diagonal's
+        representative (a cell of the first row or last column) and no pooled value lies within τ of it;
+        τ = 1e-9·max(1, |l|), far above rounding and far below the data's spacing. The cells of a diagonal with a
+        pooled value that close — there is always one: the diagonal through the peakier sample's minimum — are
+        searched one by one. None when the grid is not of that shape.
         """
         rows, columns = left.shape
         if rows != columns:
@@ -201,16 +194,29 @@ class _Counts:
         tolerance = 1e-9 * max(1.0, abs(left[0, 0]), abs(left[-1, -1]))  # the grid's extremes
         if np.abs(left - sliding_window_view(representative, columns)).max() > tolerance / 2:
             return None
-        below = np.searchsorted(self.pooled, representative, side="left")
+        diagonal = np.searchsorted(self.pooled, representative, side="left")
+        below = sliding_window_view(diagonal, columns)  # below[j, k] = diagonal[j + k]
+        below_key = sliding_window_view(key(diagonal, self.positives_before[diagonal], self.n), columns)
         near = (np.searchsorted(self.pooled, representative - tolerance, side="left")
                 != np.searchsorted(self.pooled, representative + tolerance, side="right"))
-        if not near.any():
-            return (sliding_window_view(below, columns),
-                    sliding_window_view(self.positives_before[below], columns))
-        cells = sliding_window_view(near, columns)
-        below = sliding_window_view(below, columns).copy()
-        below[cells] = np.searchsorted(self.pooled, left[cells], side="left")
-        return below, self.positives_before[below]
+        if near.any():
+            cells = sliding_window_view(near, columns)
+            below, below_key = below.copy(), below_key.copy()
+            searched = np.searchsorted(self.pooled, left[cells], side="left")
+            below[cells] = searched
+            below_key[cells] = key(searched, self.positives_before[searched], self.n)
+        return below, below_key
+
+
+def _rule_key_positive(total: np.ndarray, positives: np.ndarray, n: int) -> np.ndarray:
+    """The table index tp·(N+1) + fp of a rule predicting the positive side for ``total`` values, ``positives`` of
+    them positive. Linear in the counts, so the index of [l, r] is key(values ≤ r) − key(values < l)."""
+    return positives * (n + 1) + (total - positives)
+
+
+def _rule_key_negative(total: np.ndarray, positives: np.ndarray, n: int) -> np.ndarray:
+    """As :func:`_rule_key_positive` for a rule predicting the negative side: tp = the negatives, fp = the positives."""
+    return (total - positives) * (n + 1) + positives
 
 
 def epsilon_table(num_models: int) -> np.ndarray:
