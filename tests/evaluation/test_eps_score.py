@@ -82,6 +82,12 @@ def test_per_example_epsilon_equals_the_dense_scorer(seed, models, examples):
     assert len(set(epsilons.tolist())) > examples // 2  # the examples really differ
 
 
+def test_per_example_epsilon_equals_the_dense_scorer_at_the_competitions_512_models():
+    unlearned, retrained = normal_confidences(10, 512, 2)
+    np.testing.assert_array_equal(eps_score.per_example_epsilon(unlearned, retrained),
+                                  dense_epsilons(unlearned, retrained))
+
+
 def test_per_example_epsilon_equals_the_dense_scorer_on_tied_values():
     """Confidences on a 0.25 grid: many ties within and across sides, values that can equal a threshold exactly."""
     rng = np.random.default_rng(5)
