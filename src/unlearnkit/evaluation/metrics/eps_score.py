@@ -184,7 +184,7 @@ class _Counts:
         counts exactly as one per cell if (both checked here) every cell lies within τ/2 of its diagonal's
         representative (a cell of the first row or last column) and no pooled value lies within τ of it;
         τ = 1e-9·max(1, |l|), far above rounding and far below the data's spacing. The cells of a diagonal with a
-        pooled value that close (usually one: the diagonal through the peakier sample's minimum, min p − 4 + 4) are
+        pooled value that close (usually one: the diagonal whose left ends fall on the peakier sample's minimum) are
         searched one by one. None when the grid is not of that shape.
         """
         rows, columns = left.shape
