@@ -124,3 +124,37 @@ def retain_kl(model, reference, batch: dict) -> float:
             total += sum(math.exp(a) * (a - b) for a, b in zip(log_p[t].tolist(), log_q[t].tolist()))
             rows += 1
     return total / rows
+
+
+@torch.no_grad()
+def answer_token_rows(model, ids: list[int], labels: list[int]) -> list[tuple[list[float], int]]:
+    """For each answer token of one unpadded example, in order: the full next-token log-distribution that predicts
+    it (a list over the vocabulary) and the token itself."""
+    logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    return [(logp[t - 1].tolist(), labels[t]) for t in range(1, len(ids)) if labels[t] != -100]
+
+
+@torch.no_grad()
+def padded_row_logits(model, batch: dict) -> list[list[list[float]]]:
+    """The logits at every position (padding included) of each row of a padded batch, one row at a time with its
+    attention mask, as lists ``[row][position][vocab]``."""
+    rows = []
+    for i in range(batch["input_ids"].shape[0]):
+        logits = model(input_ids=batch["input_ids"][i : i + 1], attention_mask=batch["attention_mask"][i : i + 1]).logits
+        rows.append(logits[0].double().tolist())
+    return rows
+
+
+def memorised(seed: int = 0, steps: int = 20) -> LlamaForCausalLM:
+    """A tiny model fitted for ``steps`` Adam steps to the forget answers, so their tokens have probabilities far
+    from 1/VOCAB (as on a target model), with the mean answer NLL as the loss."""
+    model = tiny_llama(seed)
+    batch = forget_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"][:, 1:], ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
