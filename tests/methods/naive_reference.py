@@ -158,3 +158,10 @@ def memorised(seed: int = 0, steps: int = 20) -> LlamaForCausalLM:
         loss.backward()
         optimizer.step()
     return model
+
+
+def encoded(examples: list[tuple[list[int], list[int]]]) -> list:
+    """The examples as the training loop takes them (:class:`unlearnkit.data.formatting.Encoded`)."""
+    from unlearnkit.data.formatting import Encoded
+
+    return [Encoded(ids, labels, sum(1 for t in labels if t == -100)) for ids, labels in examples]
