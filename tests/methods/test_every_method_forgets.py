@@ -34,6 +34,9 @@ DEFAULT_TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "warmup_st
 TRAIN_OVERRIDES: dict[str, dict] = {}
 PARAM_OVERRIDES: dict[str, dict] = {
     "rmu": {"layer": None},  # the default layer 7 is the paper's (Zephyr-7B); the tiny base has 4: the middle one
+    # OpenUnlearning's PDU.yaml leaves eps required (???), and so does unlearnkit: any bound works for a few steps
+    # (the dual variable does not move before its 5 warm-up epochs)
+    "pdu": {"retain_loss_eps": 1.0},
 }
 
 

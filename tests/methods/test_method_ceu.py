@@ -4,10 +4,10 @@ the first ``ignore_first_n_answer_tokens``, arXiv:2503.01224), and its target di
 
 import math
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.methods import get_method
 from unlearnkit.methods.ceu import ceu_loss, without_first_answer_tokens
 

@@ -3,10 +3,10 @@ retain gradient, each gradient recomputed one example at a time (OpenUnlearning 
 (1 - gamma) * m_prev; g_f minus its projection on m when <g_f, m> < 0, arXiv:2503.09117); the update never opposes
 m; and a resumed run equals an uninterrupted one (m is saved with each checkpoint)."""
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.methods import get_method
 from unlearnkit.methods.gru import GRU
 from unlearnkit.training import TrainConfig, train

@@ -5,10 +5,10 @@ the warm-up epochs), and a resumed run equal to an uninterrupted one (lambda is 
 
 import json
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import get_method
 from unlearnkit.methods.pdu import PDU

@@ -4,10 +4,10 @@ saturation p^beta1 and importance (1-p)^beta2, both detached."""
 
 import math
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.methods import get_method
 from unlearnkit.methods.losses import answer_mask, token_logprobs
 from unlearnkit.methods.satimp import satimp_loss

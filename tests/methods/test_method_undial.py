@@ -4,10 +4,10 @@ arXiv:2402.10052), and its target: only the true token's logit is lowered, by be
 
 import math
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.methods import get_method
 from unlearnkit.methods.undial import undial_targets
 

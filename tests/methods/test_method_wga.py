@@ -4,10 +4,10 @@ weight is the model's own probability^beta, detached, so the gradient is gradien
 
 import math
 
+import naive_reference as naive
 import pytest
 import torch
 
-import naive_reference as naive
 from unlearnkit.methods import get_method
 from unlearnkit.methods.losses import answer_mask, token_logprobs
 from unlearnkit.methods.wga import wga_loss
@@ -28,6 +28,9 @@ def test_wga_forget_loss_matches_token_by_token(beta):
     method.prepare(model, [naive.forget_batch()])
     loss, logs = method.loss(model, naive.forget_batch(), None)
     assert loss.item() == pytest.approx(naive_wga(model, beta), abs=1e-6)
+    probs = [math.exp(lp) for ids, labels in naive.forget_examples()
+             for lp in naive.answer_token_logprobs(model, ids, labels)]
+    assert logs["token_prob"] == pytest.approx(sum(probs) / len(probs), abs=1e-6)
 
 
 def test_wga_defaults_and_retain_nll():
@@ -36,7 +39,7 @@ def test_wga_defaults_and_retain_nll():
     assert method.params() == {"beta": 1.0, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"}
     method = get_method("wga", forget_weight=0.5, retain_weight=2.0)
     method.prepare(model, [naive.forget_batch()])
-    loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch())
+    loss, _ = method.loss(model, naive.forget_batch(), naive.retain_batch())
     want = 0.5 * naive_wga(model, 1.0) + 2.0 * naive.mean_nll(model, naive.retain_examples())
     assert loss.item() == pytest.approx(want, abs=1e-5)
 

@@ -76,4 +76,5 @@ class CEU(UnlearningMethod):
 
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
         labels = without_first_answer_tokens(forget_batch["labels"], self.ignore_first_n_answer_tokens)
-        return ceu_loss(forward_logits(model, forget_batch), labels), {}
+        loss = ceu_loss(forward_logits(model, forget_batch), labels)
+        return loss, {"forget_loss": loss.item()}

@@ -42,7 +42,8 @@ surrogate is one multiply per weight), and memory for three extra gradient-sized
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -53,7 +54,10 @@ from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.losses import forward_logits, mean_nll, sequence_nll
 from unlearnkit.methods.npo import npo_loss
 from unlearnkit.methods.params import MethodParams
-from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
+from unlearnkit.methods.reference_logprobs import (
+    compute_reference_logprobs,
+    lookup_reference,
+)
 from unlearnkit.methods.registry import register
 
 EMA_PREFIX = "retain_gradient_average."

@@ -43,7 +43,8 @@ Logits are taken in float32. Cost: 1 forward+backward on each of the forget and 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -53,7 +54,11 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.losses import forward_logits, retain_term
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
-from unlearnkit.methods.retain_regularised import ForgetWeight, RetainRegularised, RetainWeight
+from unlearnkit.methods.retain_regularised import (
+    ForgetWeight,
+    RetainRegularised,
+    RetainWeight,
+)
 
 
 def flattening_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,12 @@ from torch import nn
 from unlearnkit.methods.losses import answer_mask, forward_logits, token_logprobs
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
-from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
+from unlearnkit.methods.retain_regularised import (
+    ForgetWeight,
+    RetainLoss,
+    RetainRegularised,
+    RetainWeight,
+)
 
 
 def satimp_weights(logprobs: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:

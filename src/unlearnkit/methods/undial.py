@@ -40,7 +40,12 @@ from torch import nn
 from unlearnkit.methods.losses import answer_mask, forward_logits
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
-from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
+from unlearnkit.methods.retain_regularised import (
+    ForgetWeight,
+    RetainLoss,
+    RetainRegularised,
+    RetainWeight,
+)
 
 
 def undial_targets(reference_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:

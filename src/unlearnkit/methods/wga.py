@@ -33,7 +33,12 @@ from torch import nn
 from unlearnkit.methods.losses import answer_mask, forward_logits, token_logprobs
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
-from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
+from unlearnkit.methods.retain_regularised import (
+    ForgetWeight,
+    RetainLoss,
+    RetainRegularised,
+    RetainWeight,
+)
 
 
 def wga_loss(logprobs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
