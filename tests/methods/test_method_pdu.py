@@ -119,3 +119,19 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert [r["loss"] for r in result.logs] == [r["loss"] for r in full.logs]
     for a, b in zip(resumed.parameters(), straight.parameters()):
         assert torch.equal(a, b)
+
+
+def test_checkpoint_without_the_dual_variable_is_refused(tmp_path):
+    from unlearnkit.training.checkpoint import METHOD_STATE_FILE, load_checkpoint, save_checkpoint
+
+    model = naive.tiny_llama()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = prepared(model, retain_loss_eps=0.5)
+    method.load_state_dict({"dual": 3.5, "examples_seen": 7})
+    folder = save_checkpoint(tmp_path, "step-1", model, optimizer, {"step": 1}, method=method)
+    fresh = prepared(model, retain_loss_eps=0.5)
+    load_checkpoint(folder, model, optimizer, fresh)
+    assert fresh.state_dict() == {"dual": 3.5, "examples_seen": 7}
+    (folder / METHOD_STATE_FILE).unlink()
+    with pytest.raises(UnlearnkitError, match="holds no state of method 'pdu'"):
+        load_checkpoint(folder, model, optimizer, prepared(model, retain_loss_eps=0.5))
