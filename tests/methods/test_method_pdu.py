@@ -11,8 +11,13 @@ import torch
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import get_method
-from unlearnkit.methods.pdu import PDU
+from unlearnkit.methods.pdu import PDU, flattening_loss
 from unlearnkit.training import TrainConfig, train
+from unlearnkit.training.checkpoint import (
+    METHOD_STATE_FILE,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def naive_flattening(model, batch):
@@ -38,8 +43,6 @@ def test_pdu_loss_matches_position_by_position():
 
 
 def test_flattening_loss_is_zero_only_for_uniform_logits():
-    from unlearnkit.methods.pdu import flattening_loss
-
     assert flattening_loss(torch.full((2, 3, 7), 1.5)).item() == 0.0
     assert flattening_loss(torch.tensor([[[0.0, 0.0, 3.0]]])).item() == pytest.approx(4.0)  # (3 - 1)^2
 
@@ -122,8 +125,6 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 
 def test_checkpoint_without_the_dual_variable_is_refused(tmp_path):
-    from unlearnkit.training.checkpoint import METHOD_STATE_FILE, load_checkpoint, save_checkpoint
-
     model = naive.tiny_llama()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     method = prepared(model, retain_loss_eps=0.5)

@@ -10,7 +10,7 @@ import torch
 
 from unlearnkit.methods import get_method
 from unlearnkit.methods.losses import answer_mask, token_logprobs
-from unlearnkit.methods.satimp import satimp_loss
+from unlearnkit.methods.satimp import satimp_loss, satimp_weights
 
 
 def naive_satimp(model, beta1, beta2):
@@ -78,7 +78,6 @@ def test_importance_weight_orders_tokens_opposite_to_saturation():
         method.prepare(model, [batch])
     assert only_sat.loss(model, batch, None)[0].item() == pytest.approx(wga.loss(model, batch, None)[0].item(),
                                                                        abs=1e-7)
-    from unlearnkit.methods.satimp import satimp_weights
     p = logprobs[mask].exp()
     order = p.argsort()
     assert torch.all(satimp_weights(logprobs[mask], 1.0, 0.0)[order].diff() >= 0)

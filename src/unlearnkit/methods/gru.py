@@ -11,10 +11,10 @@ With g_f the gradient of the forget objective and g_r that of the retain NLL at 
     g      = g_f - (<g_f, m> / <m, m>) * m    if <g_f, m> < 0    (remove the part of g_f that opposes m)
     g      = g_f                              otherwise
 
-and the weights move along -g (through the configured optimizer). Since <g, m> >= 0 always (= 0 when rectified),
-a plain gradient step never raises the retain loss to first order, as estimated by m. The retain gradient only steers; it is
-not itself descended (as in the reference, whose update is the rectified forget gradient alone). gamma_gru = 1 is
-no averaging (the README's "N/A" in the search space {0.8, 0.9, 0.95, N/A}).
+and the weights move along -g (through the configured optimizer). Since <g, m> >= 0 always (= 0 when rectified), a
+plain gradient step never raises the retain loss to first order, as estimated by m. The retain gradient only steers;
+it is not itself descended (as in the reference, whose update is the rectified forget gradient alone). gamma_gru = 1
+uses the current retain gradient alone (no averaging; the README searches gamma in {0.8, 0.9, 0.95, N/A}).
 
 The forget objective is gradient ascent, ``-meanNLL`` of the forget batch (OpenUnlearning's default
 ``forget_loss_type: GradAscent``), or NPO (``forget_loss: npo``; the reference fixes its beta at 0.1, here the

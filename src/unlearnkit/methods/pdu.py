@@ -1,9 +1,9 @@
 """PDU (primal-dual unlearning): flatten the forget logits under a hard constraint on the retain loss, solved with
 a dual variable that grows while the constraint is violated.
 
-Paper: "Constrained Entropic Unlearning: A Primal-Dual Framework for Large Language Models", Entesari, Hatami and
-Fazlyab, 2025, arXiv:2506.05314. Reference implementation: OpenUnlearning ``src/trainer/unlearn/pdu.py`` and
-``configs/trainer/PDU.yaml`` (which extends ``GradDiff.yaml``).
+Paper: "Constrained Entropic Unlearning: A Primal-Dual Framework for Large Language Models", Entesari, Hatami,
+Khaziev, Ramakrishna and Fazlyab, 2025, arXiv:2506.05314. Reference implementation: OpenUnlearning
+``src/trainer/unlearn/pdu.py`` and ``configs/trainer/PDU.yaml`` (which extends ``GradDiff.yaml``).
 
 The problem is  min_theta L_f(theta)  subject to  L_r(theta) <= eps,  with
 
@@ -78,8 +78,8 @@ class PDU(RetainRegularised):
 
     name = "pdu"
     summary = "Flatten the forget logits subject to retain loss <= eps, with a dual variable (primal-dual)."
-    citation = ("Entesari, Hatami and Fazlyab, Constrained Entropic Unlearning: A Primal-Dual Framework for Large "
-                "Language Models, 2025, arXiv:2506.05314")
+    citation = ("Entesari, Hatami, Khaziev, Ramakrishna and Fazlyab, Constrained Entropic Unlearning: A Primal-Dual "
+                "Framework for Large Language Models, 2025, arXiv:2506.05314")
 
     class Params(MethodParams):
         retain_loss_eps: float | None = Field(None, validate_default=True, description=(

@@ -4,10 +4,10 @@ Paper: "Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning", Yang,
 ICML 2025, arXiv:2505.11953. Reference implementation: OpenUnlearning ``src/trainer/unlearn/satimp.py``
 (``compute_satimp_loss``) and ``configs/trainer/SatImp.yaml``.
 
-The paper separates two goals of reweighting forget tokens: *saturation* (emphasise what is not yet unlearned;
-a token the model already gives a low probability gets a low weight: p^beta1, as WGA) and *importance* (the
-opposite ordering, a higher weight for lower-likelihood tokens: (1 - p)^beta2). SatImp multiplies them. For every answer token t of
-the forget batch, with p_t = pi_theta(y_t | x, y_<t) and sg the stop-gradient:
+The paper separates two goals of reweighting forget tokens: *saturation* (emphasise what is not yet unlearned; a
+token the model already gives a low probability gets a low weight: p^beta1, as WGA) and *importance* (the opposite
+ordering, a higher weight for lower-likelihood tokens: (1 - p)^beta2). SatImp multiplies them. For every answer
+token t of the forget batch, with p_t = pi_theta(y_t | x, y_<t) and sg the stop-gradient:
 
     w_t       = sg(p_t)^beta1 * (1 - sg(p_t))^beta2
     L_SatImp  = (1/N) * sum_t w_t * log p_t       (N: the number of answer tokens of the whole batch)
