@@ -136,3 +136,13 @@ def test_checkpoint_without_the_dual_variable_is_refused(tmp_path):
     (folder / METHOD_STATE_FILE).unlink()
     with pytest.raises(UnlearnkitError, match="holds no state of method 'pdu'"):
         load_checkpoint(folder, model, optimizer, prepared(model, retain_loss_eps=0.5))
+
+
+def test_a_config_without_eps_stops_at_load():
+    from unlearnkit.config import parse_config
+
+    with pytest.raises(UnlearnkitError) as err:
+        parse_config({"method": {"name": "pdu"}}, where="run.yaml")
+    assert str(err.value).startswith("run.yaml: method.params.retain_loss_eps: must be given")
+    assert parse_config({"method": {"name": "pdu", "params": {"retain_loss_eps": 2.5}}}).method.params == \
+        {"retain_loss_eps": 2.5}
