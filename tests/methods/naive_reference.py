@@ -135,14 +135,9 @@ def answer_token_rows(model, ids: list[int], labels: list[int]) -> list[tuple[li
 
 
 @torch.no_grad()
-def padded_row_logits(model, batch: dict) -> list[list[list[float]]]:
-    """The logits at every position (padding included) of each row of a padded batch, one row at a time with its
-    attention mask, as lists ``[row][position][vocab]``."""
-    rows = []
-    for i in range(batch["input_ids"].shape[0]):
-        logits = model(input_ids=batch["input_ids"][i : i + 1], attention_mask=batch["attention_mask"][i : i + 1]).logits
-        rows.append(logits[0].double().tolist())
-    return rows
+def position_logits(model, ids: list[int]) -> list[list[float]]:
+    """The logits at every position of one unpadded example, as lists ``[position][vocab]``."""
+    return model(torch.tensor([ids])).logits[0].double().tolist()
 
 
 def memorised(seed: int = 0, steps: int = 20) -> LlamaForCausalLM:

@@ -1,5 +1,6 @@
-"""PDU: the Lagrangian against a position-by-position recomputation (OpenUnlearning ``pdu.py``: the mean over every
-position of the padded forget batch of (max logit - mean logit)^2, plus lambda * (retain NLL - eps),
+"""PDU: the Lagrangian against a position-by-position recomputation (OpenUnlearning ``pdu.py`` since its PR #147: the
+mean over the positions whose (unshifted) label is an answer token of (max logit - mean logit)^2, plus
+lambda * (retain NLL - eps),
 arXiv:2506.05314), the dual ascent on lambda (rises while the retain loss is above eps, never below 0, not during
 the warm-up epochs), and a resumed run equal to an uninterrupted one (lambda is saved with each checkpoint)."""
 
@@ -20,9 +21,11 @@ from unlearnkit.training.checkpoint import (
 )
 
 
-def naive_flattening(model, batch):
-    """Mean over every (row, position) of the padded batch, padding included, of (max - mean of the logits)^2."""
-    values = [(max(z) - sum(z) / len(z)) ** 2 for row in naive.padded_row_logits(model, batch) for z in row]
+def naive_flattening(model):
+    """Mean over every forget example, one at a time, and every position t whose label is an answer token (the
+    unshifted mask, as the reference) of (max - mean of the logits at t)^2."""
+    values = [(max(z) - sum(z) / len(z)) ** 2 for ids, labels in naive.forget_examples()
+              for z, label in zip(naive.position_logits(model, ids), labels) if label != -100]
     return sum(values) / len(values)
 
 
@@ -37,14 +40,18 @@ def test_pdu_loss_matches_position_by_position():
     method = prepared(model, retain_loss_eps=0.3, retain_weight=2.0, forget_weight=0.5)
     loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch())
     retain = naive.mean_nll(model, naive.retain_examples())
-    want = 0.5 * naive_flattening(model, naive.forget_batch()) + 2.0 * (retain - 0.3)
+    want = 0.5 * naive_flattening(model) + 2.0 * (retain - 0.3)
     assert loss.item() == pytest.approx(want, rel=1e-5)
     assert logs["retain_loss"] == pytest.approx(retain, abs=1e-5) and logs["dual"] == 2.0
 
 
 def test_flattening_loss_is_zero_only_for_uniform_logits():
-    assert flattening_loss(torch.full((2, 3, 7), 1.5)).item() == 0.0
-    assert flattening_loss(torch.tensor([[[0.0, 0.0, 3.0]]])).item() == pytest.approx(4.0)  # (3 - 1)^2
+    labels = torch.tensor([[-100, 5, 6], [-100, -100, 4]])
+    assert flattening_loss(torch.full((2, 3, 7), 1.5), labels).item() == 0.0
+    logits = torch.zeros(2, 3, 3)
+    logits[0, 1] = torch.tensor([0.0, 0.0, 3.0])  # (3 - 1)^2 = 4 at an answer position
+    logits[1, 0] = torch.tensor([0.0, 0.0, 30.0])  # a prompt position: not counted
+    assert flattening_loss(logits, labels).item() == pytest.approx(4.0 / 3)
 
 
 def test_dual_rises_while_the_retain_loss_is_above_eps_and_stops_at_zero():

@@ -7,11 +7,16 @@ Khaziev, Ramakrishna and Fazlyab, 2025, arXiv:2506.05314. Reference implementati
 
 The problem is  min_theta L_f(theta)  subject to  L_r(theta) <= eps,  with
 
-    L_f = (1/(B*T)) * sum_{rows, positions} (max_v z(v) - mean_v z(v))^2
+    L_f = (1/N) * sum_{answer positions t} (max_v z_t(v) - mean_v z_t(v))^2
 
-the logit-margin flattening loss on the forget batch (z: the logits at one position; zero exactly when the
-distribution there is uniform), averaged, as in the reference, over EVERY position of the padded batch (prompt and
-padding included, not only the answer tokens), and L_r the retain term (mean NLL on the retain batch, or KL).
+the logit-margin flattening loss on the forget batch (z_t: the logits at position t; zero exactly when the
+distribution there is uniform; N: the number of those positions in the batch) and L_r the retain term (mean NLL on
+the retain batch, or KL). As in the reference (masked since its PR #147, "not exactly what was introduced in the
+paper and lacked proper masking" before; the earlier code averaged over every position of the padded batch), the
+positions are those whose label is an answer token with the label mask taken *unshifted*: the distributions computed
+at each answer token (which predict the token after it; at the EOS, what would follow it), not the ones that predict
+the answer tokens. The two sets differ by one position per answer; this keeps OpenUnlearning's numbers.
+
 Each micro-batch minimises the Lagrangian with the current dual variable lambda, then takes a dual ascent step:
 
     loss   = forget_weight * L_f + lambda * (L_r - eps)
@@ -50,6 +55,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from unlearnkit.data.formatting import IGNORE_INDEX
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.losses import forward_logits, retain_term
 from unlearnkit.methods.params import MethodParams
@@ -61,10 +67,12 @@ from unlearnkit.methods.retain_regularised import (
 )
 
 
-def flattening_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over every position of ``logits`` ``[B, T, V]`` of (max logit - mean logit)^2."""
+def flattening_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of (max logit - mean logit)^2 over the positions of ``logits`` ``[B, T, V]`` whose label (``[B, T]``,
+    unshifted, as in the reference) is an answer token."""
     logits = logits.float()
-    return ((logits.max(dim=-1).values - logits.mean(dim=-1)) ** 2).mean()
+    margins = (logits.max(dim=-1).values - logits.mean(dim=-1)) ** 2
+    return margins[labels != IGNORE_INDEX].mean()
 
 
 def dual_step(dual: float, retain_loss: float, eps: float, step_size: float) -> float:
@@ -120,7 +128,7 @@ class PDU(RetainRegularised):
         super().prepare(model, [], reference_model)
 
     def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return flattening_loss(forward_logits(model, forget_batch)), {}
+        return flattening_loss(forward_logits(model, forget_batch), forget_batch["labels"]), {}
 
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
         if self._forget_size is None:

@@ -24,6 +24,14 @@ retain term and multiplies it by 0; here the default is retain_loss=None (the sa
 pass of the retain batch). To add a retain term set retain_loss ("nll" or "kl") and a positive retain_weight.
 (Its trainer ran lr 1e-4, 10 epochs, effective batch 16.)
 
+Which positions: the answer tokens only. OpenUnlearning's ``compute_undial_loss`` averages the cross-entropy over
+every position of the padded batch; at prompt and padding positions its label is -100, which, used as an index
+into the vocabulary, wraps around to token V-100, so there the student is distilled towards the teacher with that
+arbitrary token lowered by beta. That is an indexing accident, not the method (whose target lowers the token to be
+forgotten), and it makes the loss depend on prompt length and padding; it is not reproduced, so unlearnkit's
+UNDIAL loss differs in value from OpenUnlearning's by those extra positions. (Some later copies of that code score
+the answer tokens only, as here.)
+
 The teacher needs the initial model's full next-token distribution at every answer position, which is too large to
 precompute for a real vocabulary, so unlike NPO this method holds a frozen copy of the model
 (``needs_reference_model``) and runs it on each forget batch, as the reference does. Logits are taken in float32.
