@@ -124,3 +124,39 @@ def retain_kl(model, reference, batch: dict) -> float:
             total += sum(math.exp(a) * (a - b) for a, b in zip(log_p[t].tolist(), log_q[t].tolist()))
             rows += 1
     return total / rows
+
+
+@torch.no_grad()
+def answer_token_rows(model, ids: list[int], labels: list[int]) -> list[tuple[list[float], int]]:
+    """For each answer token of one unpadded example, in order: the full next-token log-distribution that predicts
+    it (a list over the vocabulary) and the token itself."""
+    logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    return [(logp[t - 1].tolist(), labels[t]) for t in range(1, len(ids)) if labels[t] != -100]
+
+
+@torch.no_grad()
+def position_logits(model, ids: list[int]) -> list[list[float]]:
+    """The logits at every position of one unpadded example, as lists ``[position][vocab]``."""
+    return model(torch.tensor([ids])).logits[0].double().tolist()
+
+
+def memorised(seed: int = 0, steps: int = 20) -> LlamaForCausalLM:
+    """A tiny model fitted for ``steps`` Adam steps to the forget answers, so their tokens have probabilities far
+    from 1/VOCAB (as on a target model), with the mean answer NLL as the loss."""
+    model = tiny_llama(seed)
+    batch = forget_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"][:, 1:], ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def encoded(examples: list[tuple[list[int], list[int]]]) -> list:
+    """The examples as the training loop takes them (:class:`unlearnkit.data.formatting.Encoded`)."""
+    from unlearnkit.data.formatting import Encoded
+
+    return [Encoded(ids, labels, sum(1 for t in labels if t == -100)) for ids, labels in examples]

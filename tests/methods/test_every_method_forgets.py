@@ -36,6 +36,9 @@ PARAM_OVERRIDES: dict[str, dict] = {
     "rmu": {"layer": None},  # the default layer 7 is the paper's (Zephyr-7B); the tiny base has 4: the middle one
     "adv_npo": {"perturb_layer": 1},  # the default layer 4 is the paper's (7B models); the tiny base has layers 0..3
     "adv_ga": {"perturb_layer": 1},
+    # OpenUnlearning's PDU.yaml leaves eps required (???), and so does unlearnkit: any bound works for a few steps
+    # (the dual variable does not move before its 5 warm-up epochs)
+    "pdu": {"retain_loss_eps": 1.0},
 }
 
 

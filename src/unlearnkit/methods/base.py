@@ -16,6 +16,11 @@ every process). Methods whose reference is the initial model store what they nee
 sequence log-probabilities) so that no second model is held in memory. A method that needs per-token reference
 distributions or activations says so with ``needs_reference_model``; the loop then passes a frozen copy.
 
+A method whose loss keeps state from one step to the next (PDU's dual variable, GRU's running retain gradient)
+returns it from ``state_dict`` and takes it back in ``load_state_dict``; checkpoints store it beside the optimizer
+state (:mod:`unlearnkit.training.checkpoint`), so a resumed run continues with the same state. Values are tensors
+or JSON values (numbers, strings, booleans, lists); the default is stateless.
+
 Hyper-parameters are declared, typed and documented, in the method's ``Params`` (a
 :class:`unlearnkit.methods.params.MethodParams`); the method is built from validated values, each of which becomes
 an attribute (``self.beta``).
@@ -58,6 +63,13 @@ class UnlearningMethod:
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the optimizer updates. Default: all that require grad."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the loss carries from step to step: tensors or JSON values by name. Default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors come back on the CPU). Default: nothing to restore."""
 
     def params(self) -> dict:
         """The method's hyper-parameters as plain values (recorded in the run's config)."""

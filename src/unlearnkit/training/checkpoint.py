@@ -5,7 +5,10 @@ A checkpoint folder holds
 - ``model.safetensors``: the model's state dict (tied weights stored once, via ``safetensors.torch.save_model``);
 - ``optimizer.pt``: the optimizer state (``torch.save``; read back with ``weights_only=True``);
 - ``state.json``: step, epoch, config, number of processes, the method and its parameters, the scheduler state
-  and the per-step logs so far.
+  and the per-step logs so far;
+- ``method_state.json`` (+ ``method_state.safetensors`` for its tensors): what the method's loss carries from step
+  to step (:meth:`unlearnkit.methods.base.UnlearningMethod.state_dict`, e.g. PDU's dual variable), only for a
+  method that has such state.
 
 No random-number state is stored: the loop reseeds every micro-batch from (seed, step, slot), so a resumed run
 draws the same numbers as an uninterrupted one.
@@ -22,12 +25,16 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from unlearnkit.errors import UnlearnkitError
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+METHOD_STATE_FILE = "method_state.json"
+METHOD_TENSORS_FILE = "method_state.safetensors"
 
 
 def checkpoints_root(output_dir: Path) -> Path:
@@ -57,8 +64,11 @@ def remove_unfinished_checkpoints(output_dir: Path) -> None:
 
 
 def save_checkpoint(output_dir: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict) -> Path:
-    """Write checkpoint ``name`` (e.g. ``epoch-2``) atomically and return its folder. Call from one process only."""
+                    state: dict, method=None) -> Path:
+    """Write checkpoint ``name`` (e.g. ``epoch-2``) atomically and return its folder. Call from one process only.
+
+    ``method`` (an :class:`~unlearnkit.methods.base.UnlearningMethod`): its ``state_dict()`` is saved too.
+    """
     root = checkpoints_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -68,6 +78,8 @@ def save_checkpoint(output_dir: Path, name: str, model: torch.nn.Module, optimiz
     temporary.mkdir()
     save_model(model, str(temporary / MODEL_FILE))
     torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
+    if method is not None:
+        _save_method_state(temporary, method.state_dict())
     (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
     if final.exists():  # only when a run is re-saved under the same name: keep a complete copy until the swap
         stale = root / f".stale-{name}-{os.getpid()}"
@@ -79,9 +91,36 @@ def save_checkpoint(output_dir: Path, name: str, model: torch.nn.Module, optimiz
     return final
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Load weights and optimizer state from ``folder`` in place; return its ``state.json``."""
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method=None) -> dict:
+    """Load weights, optimizer state (and ``method``'s state) from ``folder`` in place; return its ``state.json``."""
     device = next(model.parameters()).device
     load_model(model, str(folder / MODEL_FILE), strict=True, device=str(device))
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    if method is not None:
+        _load_method_state(Path(folder), method)
     return json.loads((folder / STATE_FILE).read_text())
+
+
+def _save_method_state(folder: Path, state: dict) -> None:
+    """Tensors into ``method_state.safetensors``, everything else into ``method_state.json`` (nothing if empty)."""
+    if not state:
+        return
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    values = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    if tensors:
+        save_file(tensors, str(folder / METHOD_TENSORS_FILE))
+    (folder / METHOD_STATE_FILE).write_text(json.dumps({"values": values, "tensors": sorted(tensors)}, indent=1))
+
+
+def _load_method_state(folder: Path, method) -> None:
+    saved = folder / METHOD_STATE_FILE
+    if not saved.is_file():
+        if method.state_dict():
+            raise UnlearnkitError(f"cannot resume: {folder} holds no state of method {method.name!r} (its dual "
+                                  "variable or running averages); start over in a new output folder")
+        return
+    index = json.loads(saved.read_text())
+    state = dict(index["values"])
+    if index["tensors"]:
+        state.update(load_file(str(folder / METHOD_TENSORS_FILE), device="cpu"))
+    method.load_state_dict(state)

@@ -112,7 +112,7 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
             if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
                 # settings first: another optimizer's state would not load (nor mean anything) in this one
                 _check_same_run(json.loads((last_checkpoint / STATE_FILE).read_text()), config, objective, plan)
-                saved = load_checkpoint(last_checkpoint, model, optimizer)
+                saved = load_checkpoint(last_checkpoint, model, optimizer, objective)
                 scheduler.load_state_dict(saved["scheduler"])
                 start_step, logs = saved["step"], saved["logs"]
 
@@ -199,7 +199,7 @@ class _Run:
                 "objective": {"name": self.objective.name, "params": self.objective.params()},
                 "scheduler": self.scheduler.state_dict(),
                 "logs": logs,
-            })
+            }, method=self.objective)
         self.state.wait_for_everyone()
         return folder
 
