@@ -27,7 +27,12 @@ DEFAULTS = {
     "pdu": {"retain_loss_eps": 1.0, "primal_dual": True, "dual_step_size": 1.0, "dual_warmup_epochs": 5,
             "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
     "satimp": {"beta1": 5.0, "beta2": 1.0, "forget_weight": 0.1, "retain_weight": 1.0, "retain_loss": "nll"},
-    "undial": {"beta": 10.0, "forget_weight": 1.0, "retain_weight": 0.0, "retain_loss": None, "uses_retain": False},
+    "undial": {"beta": 10.0, "forget_weight": 1.0, "retain_weight": 0.0, "retain_loss": None},
+    # LAU (methods.md §10): the reference scripts' attack (eps 8, 6 steps, layer 4) and NPO's beta
+    "adv_npo": {"epsilon": 8.0, "steps": 6, "perturb_layer": 4, "beta": 0.1, "forget_weight": 1.0,
+                "retain_weight": 1.0, "retain_loss": "nll"},
+    "adv_ga": {"epsilon": 8.0, "steps": 6, "perturb_layer": 4, "forget_weight": 1.0, "retain_weight": 1.0,
+               "retain_loss": None},
     "wga": {"beta": 1.0, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
 }
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}}
@@ -38,7 +43,7 @@ def test_defaults_give_the_same_params_as_before(name):
     method = get_method(name, **REQUIRED.get(name, {}))
     assert method.params() == DEFAULTS[name]
     assert list(method.params()) == list(DEFAULTS[name])  # and in the same order
-    assert list(method.Params.model_fields) == [k for k in DEFAULTS[name] if k != "uses_retain"]
+    assert list(method.Params.model_fields) == list(DEFAULTS[name])
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))

@@ -8,8 +8,10 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["ceu", "ga", "graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu", "satimp", "simnpo", "undial", "wga"]
+NAMES = ["adv_ga", "adv_npo", "ceu", "ga", "graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu", "satimp", "simnpo", "undial", "wga"]
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}}  # parameters without a default (OpenUnlearning's PDU has none for eps)
+# defaults that name a layer of a 7B model; the test model has 4
+FOUR_LAYERS = {"rmu": {"layer": 2}, "adv_ga": {"perturb_layer": 2}, "adv_npo": {"perturb_layer": 2}}
 
 
 def test_registry_lists_all_methods():
@@ -26,7 +28,7 @@ def test_registry_lists_all_methods():
 def test_flags():
     made = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
     assert [n for n in NAMES if made[n].uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if made[n].uses_retain] == ["graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu",
+    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu",
                                                          "satimp", "simnpo", "wga"]
     assert [n for n in NAMES if made[n].needs_reference_model] == ["rmu", "undial"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
@@ -53,7 +55,7 @@ def test_bad_retain_loss_is_a_user_error(name, value):
 def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)
-    method = get_method(name, layer=2) if name == "rmu" else get_method(name, **REQUIRED.get(name, {}))
+    method = get_method(name, **{**REQUIRED.get(name, {}), **FOUR_LAYERS.get(name, {})})
     params = method.trainable_parameters(model)
     method.prepare(model, [naive.forget_batch()], reference_model=reference if method.needs_reference_model else None)
     loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch() if method.uses_retain else None)

@@ -72,5 +72,6 @@ class UnlearningMethod:
         """Restore what :meth:`state_dict` returned (tensors come back on the CPU). Default: nothing to restore."""
 
     def params(self) -> dict:
-        """The method's hyper-parameters as plain values (recorded in the run's config)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), list))}
+        """The method's hyper-parameters (its ``Params`` fields, in their order) as plain values (recorded in the
+        run's results); attributes a method sets for itself (e.g. ``uses_retain``) are not among them."""
+        return {k: getattr(self, k) for k in self.Params.model_fields}
