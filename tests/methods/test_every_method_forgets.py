@@ -34,6 +34,10 @@ DEFAULT_TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "warmup_st
 TRAIN_OVERRIDES: dict[str, dict] = {}
 PARAM_OVERRIDES: dict[str, dict] = {
     "rmu": {"layer": None},  # the default layer 7 is the paper's (Zephyr-7B); the tiny base has 4: the middle one
+    # the default layer 22 is Llama-3-8B's; LUNAR's refusal prompts are required and the synthetic task has none:
+    # questions about people the target never saw (as the reference's "unverified" questions)
+    "lunar": {"layer": None, "refusal_prompts": ["Where was Odalys Brenner born?", "In what year was Tamsin Varga "
+                                                 "born?", "What is the profession of Ilario Quent?"]},
 }
 
 

@@ -13,6 +13,10 @@ from unlearnkit.methods import registry
 
 # get_method(name).params() before the methods declared Params (recorded in every run's config; keep it stable)
 DEFAULTS = {
+    "altpo": {"beta": 0.1, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll", "max_new_tokens": 200,
+              "temperature": 1.0, "top_k": 50,
+              "instruction": "Now write another version of the answer with some alternate plausible facts that "
+                             "change answer details."},
     "ga": {},
     "graddiff": {"forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
     "idkdpo": {"beta": 0.1, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
@@ -22,6 +26,7 @@ DEFAULTS = {
             "positions": "answer", "seed": 42},
     "simnpo": {"beta": 4.5, "delta": 0.0, "forget_weight": 0.125, "retain_weight": 1.0, "retain_loss": "nll"},
 }
+REQUIRE_A_VALUE = ["lunar"]  # methods with a parameter that has no default (lunar: refusal_prompts)
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
@@ -98,4 +103,4 @@ def test_the_package_lists_no_method_module():
             "assert 'unlearnkit.methods.npo' not in sys.modules\n"
             "print(' '.join(m.available()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == sorted(DEFAULTS)
+    assert out.stdout.split() == sorted([*DEFAULTS, *REQUIRE_A_VALUE])

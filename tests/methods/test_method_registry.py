@@ -8,7 +8,10 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["ga", "graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
+NAMES = ["altpo", "ga", "graddiff", "idkdpo", "idknll", "lunar", "npo", "rmu", "simnpo"]
+REQUIRED = {"lunar": {"refusal_prompts": ["Who is Zed?"]}}  # parameters without a default
+# write text of their own with the tokenizer saved beside the model (tiny_llama has none): their own tests cover them
+NEEDS_TOKENIZER = ["altpo", "lunar"]
 
 
 def test_registry_lists_all_methods():
@@ -23,9 +26,11 @@ def test_registry_lists_all_methods():
 
 
 def test_flags():
-    assert [n for n in NAMES if get_method(n).uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if get_method(n).uses_retain] == ["graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
-    assert [n for n in NAMES if get_method(n).needs_reference_model] == ["rmu"]
+    methods = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
+    assert [n for n, m in methods.items() if m.uses_idk] == ["idkdpo", "idknll"]
+    assert [n for n, m in methods.items() if m.uses_retain] == ["altpo", "graddiff", "idkdpo", "idknll", "lunar", "npo",
+                                                                 "rmu", "simnpo"]
+    assert [n for n, m in methods.items() if m.needs_reference_model] == ["rmu"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
     assert not get_method("npo", retain_loss=None).uses_retain
 
@@ -46,7 +51,7 @@ def test_bad_retain_loss_is_a_user_error(name, value):
         get_method(name, retain_loss=value)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_TOKENIZER])
 def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)

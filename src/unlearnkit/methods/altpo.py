@@ -52,14 +52,13 @@ from pydantic import Field
 from torch import nn
 
 from unlearnkit.data.formatting import IGNORE_INDEX
-from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.idk import dpo_loss
 from unlearnkit.methods.losses import forward_logits, sequence_nll
+from unlearnkit.methods.model_tokenizer import model_tokenizer
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
 from unlearnkit.methods.registry import register
 from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
-from unlearnkit.models.load import load_tokenizer
 
 INSTRUCTION = "Now write another version of the answer with some alternate plausible facts that change answer details."
 ANSWER_CUE = "\nAlternate Answer :"
@@ -110,17 +109,6 @@ def generate_alternates(model: nn.Module, tokenizer, forget_batches: Iterable[di
     return alternates
 
 
-def model_tokenizer(model: nn.Module):
-    """The tokenizer saved beside ``model``'s weights (``model.name_or_path``)."""
-    folder = getattr(model, "name_or_path", "") or ""
-    try:
-        return load_tokenizer(folder)
-    except (UnlearnkitError, OSError, ValueError) as exc:
-        raise UnlearnkitError(f"AltPO writes its alternate-answer prompt with the model's tokenizer, which it could "
-                              f"not load from {folder!r} ({exc}): load the model from a folder that holds its "
-                              "tokenizer (unlearnkit's prepared models do)") from None
-
-
 @register
 class AltPO(RetainRegularised):
     """forget_weight * L_DPO(y_w = the model's own alternate answer, y_l = the true answer) + retain term."""
@@ -153,7 +141,7 @@ class AltPO(RetainRegularised):
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
         """Sample each forget example's alternate from the untouched ``model``; store pi_ref of both answers."""
         batches = list(forget_batches)
-        tokenizer = model_tokenizer(model)
+        tokenizer = model_tokenizer(model, "AltPO", "writes its alternate-answer prompt")
         alternates = generate_alternates(model, tokenizer, batches, self.instruction, self.max_new_tokens,
                                          self.temperature, self.top_k)
         self.use_alternates(model, batches, alternates, int(tokenizer.pad_token_id))
