@@ -30,14 +30,16 @@ each epoch; here the training loop's optimizer, schedule and batches apply (set 
 ``train.epochs``), and rows come in example batches, not shuffled token rows.
 
 D_ref is ``refusal_prompts`` (required: the references read a data file of their own; give questions your model
-declines), formatted as the forget questions are (:class:`unlearnkit.data.formatting.QAFormatter`, its template
-"auto", with the model's tokenizer read from the model's folder). Cost: once, one forward per refusal prompt and
-per forget batch; per step, 1 forward on each batch and a backward through down_proj of block l only.
+declines), formatted as the forget questions are (:class:`unlearnkit.data.formatting.QAFormatter` with the
+model's tokenizer, read from the model's folder; ``template`` must match the run's ``model.template``).
+
+Cost: once, one forward per refusal prompt and per forget batch; per step, 1 forward on each batch and a backward
+through down_proj of block l only.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -96,6 +98,8 @@ class LUNAR(UnlearningMethod):
         layer: int | None = Field(22, ge=0, description="decoder block whose MLP is redirected (reference: 22 of "
                                                         "Llama-3-8B's 32; null: the middle one, num_layers // 2)")
         coeff: float = Field(2.0, description="c: how far along the unlearning vector r the forget activations move")
+        template: Literal["auto", "chat", "plain"] = Field(
+            "auto", description="prompt template of the refusal prompts: the run's model.template (default 'auto')")
 
         @field_validator("refusal_prompts")
         @classmethod
@@ -131,7 +135,7 @@ class LUNAR(UnlearningMethod):
     def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
         """Compute r from the refusal prompts and the forget questions; keep r and the original down_proj weight."""
         tokenizer = model_tokenizer(model, "LUNAR", "formats its refusal prompts")
-        formatter = QAFormatter(tokenizer)
+        formatter = QAFormatter(tokenizer, template=self.template)
         device = next(model.parameters()).device
         refusals = []
         for prompt in self.refusal_prompts:
