@@ -160,3 +160,23 @@ def encoded(examples: list[tuple[list[int], list[int]]]) -> list:
     from unlearnkit.data.formatting import Encoded
 
     return [Encoded(ids, labels, sum(1 for t in labels if t == -100)) for ids, labels in examples]
+
+
+def block_output(model, ids: list[int], layer: int) -> torch.Tensor:
+    """``[T, d]`` (float64): the output of decoder block ``layer`` on one unpadded example (Hugging Face
+    ``hidden_states[layer + 1]``; valid below the last block, where the final norm is not applied)."""
+    assert layer + 1 < model.config.num_hidden_layers
+    return model(torch.tensor([ids]), output_hidden_states=True).hidden_states[layer + 1][0].double()
+
+
+@torch.no_grad()
+def down_proj_inputs(model, ids: list[int], layer: int) -> torch.Tensor:
+    """``[T, intermediate]`` (float64): the input of block ``layer``'s ``mlp.down_proj`` on one unpadded example."""
+    seen = []
+    handle = model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0][0].double()))
+    try:
+        model(torch.tensor([ids]))
+    finally:
+        handle.remove()
+    return seen[0]

@@ -39,6 +39,10 @@ PARAM_OVERRIDES: dict[str, dict] = {
     # OpenUnlearning's PDU.yaml leaves eps required (???), and so does unlearnkit: any bound works for a few steps
     # (the dual variable does not move before its 5 warm-up epochs)
     "pdu": {"retain_loss_eps": 1.0},
+    # the default layer 22 is Llama-3-8B's; LUNAR's refusal prompts are required and the synthetic task has none:
+    # questions about people the target never saw (as the reference's "unverified" questions)
+    "lunar": {"layer": None, "refusal_prompts": ["Where was Odalys Brenner born?", "In what year was Tamsin Varga "
+                                                 "born?", "What is the profession of Ilario Quent?"]},
 }
 
 

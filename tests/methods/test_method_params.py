@@ -13,6 +13,10 @@ from unlearnkit.methods import registry
 
 # get_method(name).params() before the methods declared Params (recorded in every run's config; keep it stable)
 DEFAULTS = {
+    "altpo": {"beta": 0.1, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll", "max_new_tokens": 200,
+              "temperature": 1.0, "top_k": 50,
+              "instruction": "Now write another version of the answer with some alternate plausible facts that "
+                             "change answer details."},
     "ga": {},
     "graddiff": {"forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
     "idkdpo": {"beta": 0.1, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
@@ -35,7 +39,8 @@ DEFAULTS = {
                "retain_loss": None},
     "wga": {"beta": 1.0, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
 }
-REQUIRED = {"pdu": {"retain_loss_eps": 1.0}}
+REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
+REQUIRE_A_VALUE = ["lunar"]  # methods with a parameter that has no default and no DEFAULTS entry (lunar: refusal_prompts)
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
@@ -112,4 +117,4 @@ def test_the_package_lists_no_method_module():
             "assert 'unlearnkit.methods.npo' not in sys.modules\n"
             "print(' '.join(m.available()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == sorted(DEFAULTS)
+    assert out.stdout.split() == sorted([*DEFAULTS, *REQUIRE_A_VALUE])

@@ -8,10 +8,14 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["adv_ga", "adv_npo", "ceu", "ga", "graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu", "satimp", "simnpo", "undial", "wga"]
-REQUIRED = {"pdu": {"retain_loss_eps": 1.0}}  # parameters without a default (OpenUnlearning's PDU has none for eps)
+NAMES = ["adv_ga", "adv_npo", "altpo", "ceu", "ga", "graddiff", "gru", "idkdpo", "idknll", "lunar", "npo", "pdu", "rmu",
+         "satimp", "simnpo", "undial", "wga"]
+# parameters without a default (OpenUnlearning's PDU has none for eps; LUNAR's refusal prompts are the user's)
+REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
 # defaults that name a layer of a 7B model; the test model has 4
 FOUR_LAYERS = {"rmu": {"layer": 2}, "adv_ga": {"perturb_layer": 2}, "adv_npo": {"perturb_layer": 2}}
+# write text of their own with the tokenizer saved beside the model (tiny_llama has none): their own tests cover them
+NEEDS_TOKENIZER = ["altpo", "lunar"]
 
 
 def test_registry_lists_all_methods():
@@ -28,8 +32,8 @@ def test_registry_lists_all_methods():
 def test_flags():
     made = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
     assert [n for n in NAMES if made[n].uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "graddiff", "gru", "idkdpo", "idknll", "npo", "pdu", "rmu",
-                                                         "satimp", "simnpo", "wga"]
+    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "idkdpo", "idknll",
+                                                         "lunar", "npo", "pdu", "rmu", "satimp", "simnpo", "wga"]
     assert [n for n in NAMES if made[n].needs_reference_model] == ["rmu", "undial"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
     assert not get_method("npo", retain_loss=None).uses_retain
@@ -51,7 +55,7 @@ def test_bad_retain_loss_is_a_user_error(name, value):
         get_method(name, retain_loss=value)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_TOKENIZER])
 def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)
