@@ -50,8 +50,8 @@ class WrappedOptimizer(ClosureOptimizer):
     @classmethod
     def refusal(cls, params, method) -> str | None:
         if params.perturb == "forget" and method.uses_retain and not hasattr(method, "loss_parts"):
-            return (f"{cls.name} with perturb: forget needs the forget and retain terms of the loss apart, and method "
-                    f"{method.name!r} gives only their sum: set perturb: all")
+            return ("perturb: forget needs the loss's forget and retain terms apart, and the method gives only their "
+                    "sum; set perturb: all")
         return super().refusal(params, method)
 
     def forget_part(self) -> str:
