@@ -118,3 +118,25 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
             assert not torch.equal(value, initial[key]), f"{name}: {key} was not trained"
             torch.testing.assert_close(two_processes.state_dict()[key], value, rtol=1e-5, atol=1e-5,
                                        msg=f"{name}, {key}")
+
+
+def test_graddiff_loss_is_the_sum_of_its_parts_bit_for_bit_and_sam_trains_it(tmp_path):
+    # RetainRegularised.loss is built from loss_parts (the split SAM needs): the default path must not change
+    from unlearnkit.methods.registry import method_class
+    from unlearnkit.training.batches import forget_batch, retain_batch
+
+    model, method = tiny_llama(), method_class("graddiff")(retain_weight=0.7)
+    forget, retain = make_examples(4, seed=1), make_examples(4, seed=2)
+    f, r = forget_batch(forget, [0, 1, 2], PAD, None, "cpu"), retain_batch(retain, [1, 2, 3], PAD, "cpu")
+    loss, _ = method.loss(model, f, r)
+    terms, _ = method.loss_parts(model, f, r)
+    by_hand = method.forget_weight * method.forget_loss(model, f)[0] + 0.7 * token_mean_nll(model, r)
+    assert torch.equal(loss, terms["forget"] + terms["retain"])
+    torch.testing.assert_close(loss, by_hand)
+    _, result = _train(tmp_path, "graddiff-sam", {"name": "sam", "rho": 0.05}, method)
+    assert [r["loss_evaluations"] for r in result.logs] == [3] * 4
+
+
+def token_mean_nll(model, batch):
+    """The mean token NLL over the batch's answer tokens (GradDiff's retain term, the Hugging Face loss)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss

@@ -51,8 +51,9 @@ class AdaZO(ClosureOptimizer, Registered):
     Per step, with the estimate ``ĝ`` of :mod:`unlearnkit.optim.zo_estimate` and ``m = v = 0`` before the first step:
     ``m ← β1·m + (1−β1)·ĝ``; ``v ← β2·v + (1−β2)·m²`` (the refinement: the variance-reduced first moment drives the
     second, where ZO-AdaMM uses ĝ²); ``θ ← θ·(1 − lr·wd) − lr·m/√(v + ζ)`` (no bias correction, as in the paper's
-    update; decoupled weight decay, applied first). State: m and v (two parameter-sized tensors, so unlike ``zo``
-    this is not inference-sized). Defaults β1, β2 and ζ are Adam's (the paper's exact values are not in our notes).
+    update; decoupled weight decay, applied first). Without bias correction the first step moves each coordinate
+    by ``lr/√(1−β2)`` (about 32·lr with β2 = 0.999): choose the learning rate with that in mind. State: m and v (two
+    parameter-sized tensors, so unlike ``zo`` this is not inference-sized). Defaults β1, β2 and ζ are Adam's (the paper's exact values are not in our notes).
     Cost: ``2q`` forward passes; the q directions are regenerated once each to update the moments.
     """
 

@@ -20,7 +20,7 @@ to one rounding of the weights' dtype, the same in every process and every rerun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar, Protocol
 
 import torch
@@ -70,8 +70,9 @@ def draw(parameters: list[torch.Tensor], seed: int, *key: object) -> Iterator[to
         yield torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
 
 
-def global_norm(tensors: list[torch.Tensor | None]) -> float:
-    """The 2-norm of the concatenation of ``tensors`` (None counts as zeros), in float64."""
+def global_norm(tensors: Iterable[torch.Tensor | None]) -> float:
+    """The 2-norm of the concatenation of ``tensors`` (None counts as zeros), in float64; an iterator is consumed
+    one tensor at a time."""
     return float(sum(float(t.double().pow(2).sum()) for t in tensors if t is not None) ** 0.5)
 
 

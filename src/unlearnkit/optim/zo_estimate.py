@@ -38,7 +38,7 @@ class Direction:
     def make(cls, parameters: list[torch.Tensor], seed: int, index: int, distribution: Distribution) -> Direction:
         scale = 1.0
         if distribution == "sphere":
-            scale = 1.0 / global_norm(list(draw(parameters, seed, "zo", index)))
+            scale = 1.0 / global_norm(draw(parameters, seed, "zo", index))  # one draw at a time
         return cls(seed, index, scale)
 
     def add_to(self, parameters: list[torch.Tensor], alpha: float | list[float]) -> None:
