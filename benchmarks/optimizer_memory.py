@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measurement import current_rss_bytes, peak_rss_bytes, reset_peak_rss, table  # noqa: E402
+from measurement import current_rss_bytes, peak_rss_bytes, reset_peak_rss, table
 
 OPTIMIZERS = ["inference", "adamw", "zo", "es", "adazo", "sam"]
 SETTINGS = {"zo": {"directions": 1}, "es": {"population": 8, "rank": 1}, "adazo": {}, "sam": {"perturb": "all"}}

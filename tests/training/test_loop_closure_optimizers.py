@@ -107,7 +107,7 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(HERE / "ddp_closure_script.py"), str(tmp_path)]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     initial = tiny_llama(seed=3).state_dict()
     for name, optimizer in TWO_PROCESS_OPTIMIZERS.items():

@@ -44,7 +44,7 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.optim.registry import build_optimizer, check_serves, uses_closure
+from unlearnkit.optim.registry import build_optimizer, check_serves
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
 from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint,
                                            load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
@@ -161,7 +161,7 @@ class _Run:
 
     def optimizer_step(self, step: int) -> dict:
         """Run this process's micro-batches of ``step`` (0-based), sum over processes, check, update; return the log."""
-        if uses_closure(self.config.optimizer.name):
+        if getattr(self.optimizer, "uses_closure", False):
             return self.closure_step(step)
         config, device = self.config, self.state.device
         epoch, step_in_epoch = divmod(step, self.plan.steps_per_epoch)
@@ -218,7 +218,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         kept = latest_checkpoint(self.output_dir)
         where = f"the last good checkpoint is kept at {kept}" if kept else "no checkpoint was saved before it"
-        fixes = "lower learning_rate" + ("" if uses_closure(self.config.optimizer.name) else " or enable max_grad_norm")
+        closure = getattr(self.optimizer, "uses_closure", False)  # max_grad_norm is refused for these
+        fixes = "lower learning_rate" + ("" if closure else " or enable max_grad_norm")
         raise UnlearnkitError(f"training diverged: {what} is {value} at step {step + 1} "
                               f"(epoch {step // self.plan.steps_per_epoch + 1}); {where}; {fixes}")
 
