@@ -2,7 +2,7 @@
 on a small quadratic against its update rule worked out by hand, and their statistical properties.
 
 The rules checked are those of the modules' docstrings and their sources: the randomized gradient estimate with
-central differences (Liu et al. 2020, arXiv:2006.06224, eq. 4), R-AdaZO (arXiv:2502.01014), the Downgrade to Upgrade
+central differences (Liu et al. 2020, arXiv:2006.06224), R-AdaZO (arXiv:2502.01014), the Downgrade to Upgrade
 hybrid (arXiv:2510.00761), EGGROLL (arXiv:2511.16652; ESHyperscale/HyperscaleES noiser/eggroll.py), SAM on the forget
 loss and randomized smoothing (arXiv:2502.05374; OPTML-Group/Unlearn-Smooth), the Rolling Ball Optimizer (methods.md
 §20). The random directions are regenerated here by the documented protocol (one generator seeded by
@@ -293,7 +293,7 @@ def test_zo_estimate_mean_approaches_the_gradient_of_the_smoothed_loss(distribut
     # f(θ) = Σ θ_j³/3 is not quadratic, so smoothing moves its gradient: ∇f_μ = θ² + μ²·E[v_j²], with E[v_j²] = 1
     # for v ~ N(0, I) and 1/(d+2) for v uniform in the unit ball (d = 3); ∇f = θ² alone is excluded by the tolerance
     start = torch.tensor([0.5, -1.0, 0.2], dtype=D)
-    draws, total = 4000, torch.zeros(3, dtype=D)
+    draws, total = 2000, torch.zeros(3, dtype=D)
     theta = torch.nn.Parameter(start.clone())
     optimizer = build_optimizer([theta], "zo", {"mu": mu, "distribution": distribution, "directions": 1}, 1.0, 0.0)
     for seed in range(draws):

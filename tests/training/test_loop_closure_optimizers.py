@@ -140,3 +140,16 @@ def test_graddiff_loss_is_the_sum_of_its_parts_bit_for_bit_and_sam_trains_it(tmp
 def token_mean_nll(model, batch):
     """The mean token NLL over the batch's answer tokens (GradDiff's retain term, the Hugging Face loss)."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+
+@pytest.mark.parametrize("optimizer", [{"name": "zo", "directions": 2}, {"name": "es", "population": 4},
+                                       {"name": "zo_hybrid", "fo_steps": 1, "zo_steps": 1}])
+def test_npo_trains_under_the_forward_only_optimizers(tmp_path, optimizer):
+    # NPO's reference log-probs are computed once in prepare; its loss then runs under no_grad in every evaluation
+    from unlearnkit.methods.registry import method_class
+
+    model, result = _train(tmp_path, "npo", optimizer, method_class("npo")())
+    initial = weights(tiny_llama())
+    assert any(not torch.equal(initial[k], v) for k, v in weights(model).items())
+    assert all(torch.isfinite(v).all() for v in weights(model).values())
+    assert all("forget_loss" in r and "retain_loss" in r for r in result.logs)

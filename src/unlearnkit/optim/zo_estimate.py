@@ -1,7 +1,7 @@
 """The randomized gradient estimate (RGE) with central differences that every zeroth-order optimizer here uses.
 
 With ``q`` directions ``u_i`` and smoothing radius ``μ`` (Liu, Chen, Kailkhura, Zhang, Hero and Varshney, A Primer on
-Zeroth-Order Optimization in Signal Processing and Machine Learning, IEEE SPM 2020, arXiv:2006.06224, eq. (4)):
+Zeroth-Order Optimization in Signal Processing and Machine Learning, IEEE SPM 2020, arXiv:2006.06224):
 
 ``ĝ = (1/q)·Σ_i c_i·u_i``, ``c_i = s·[f(θ + μu_i) − f(θ − μu_i)] / (2μ)``;
 
