@@ -231,7 +231,21 @@ def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
         raise UnlearnkitError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
                               f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
+    check_optimizer_serves_method(cfg, where)
     return cfg
+
+
+def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None:
+    """``train.optimizer`` can train ``method`` (e.g. SAM on the forget term needs the terms apart); else one line
+    with the reason. Builds the method object only (no model or data)."""
+    from unlearnkit.methods.registry import method_class
+    from unlearnkit.optim.registry import check_serves
+
+    method = method_class(cfg.method.name)(**cfg.method.params)
+    try:
+        check_serves(cfg.train.optimizer.name, cfg.train.optimizer.params(), method)
+    except UnlearnkitError as exc:
+        raise UnlearnkitError(f"{where}: train.optimizer: {exc}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:

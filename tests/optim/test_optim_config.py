@@ -31,7 +31,8 @@ def test_to_dict_leaves_out_only_the_default_optimizer():
 
 
 @pytest.mark.parametrize("optimizer,needles", [
-    ({"name": "adam"}, ["train.optimizer", "unknown optimizer 'adam'", "adamw, lion, sgd, sign_adam, signsgd"]),
+    ({"name": "adam"}, ["train.optimizer", "unknown optimizer 'adam'", "adamw, adazo, es, lion, rolling_ball, sam, sgd, "
+                                                                "sign_adam, signsgd, smoothing, zo, zo_hybrid"]),
     ({"name": "lion", "beta3": 0.5}, ["optimizer 'lion' has no parameter 'beta3'", "beta1, beta2"]),
     ({"name": "lion", "beta1": 1.5}, ["parameter beta1: must be <= 1, got 1.5", "float, >= 0, <= 1, default 0.9"]),
     ({"name": "sgd", "momentum": "lots"}, ["parameter momentum: must be a number", "float, >= 0, < 1"]),

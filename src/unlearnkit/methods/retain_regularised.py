@@ -46,12 +46,25 @@ class RetainRegularised(UnlearningMethod):
         """The method's own objective on the forget batch, and extra values to log."""
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
-        forget_loss, logs = self.forget_loss(model, forget_batch)
-        loss = self.forget_weight * forget_loss
-        logs = {"forget_loss": forget_loss.item(), **logs}
-        if self.retain_loss is not None:
+    def loss_parts(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None,
+                   parts: tuple[str, ...] = ("forget", "retain")) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The loss's two terms apart, those of ``parts`` that the method has: ``{"forget": forget_weight × forget
+        objective, "retain": retain_weight × retain term}``, and the values to log. The optimizers that evaluate the
+        terms at different weights (SAM on the forget term only, :mod:`unlearnkit.optim.sam`) call this."""
+        terms, logs = {}, {}
+        if "forget" in parts:
+            forget_loss, logs = self.forget_loss(model, forget_batch)
+            terms["forget"] = self.forget_weight * forget_loss
+            logs = {"forget_loss": forget_loss.item(), **logs}
+        if "retain" in parts and self.retain_loss is not None:
             retain_loss = retain_term(self.retain_loss, model, retain_batch, self._reference_model)
-            loss = loss + self.retain_weight * retain_loss
+            terms["retain"] = self.retain_weight * retain_loss
             logs["retain_loss"] = retain_loss.item()
+        return terms, logs
+
+    def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
+        terms, logs = self.loss_parts(model, forget_batch, retain_batch)
+        loss = terms["forget"]
+        if "retain" in terms:
+            loss = loss + terms["retain"]
         return loss, logs

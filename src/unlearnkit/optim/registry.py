@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import torch
 
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", "unlearnkit.optim", "optimizers")
@@ -32,6 +33,21 @@ def check_optimizer(name: str, params: dict[str, Any], where: str | None = None)
     """The optimizer exists and ``params`` fit its ``Params``; returns the validated ``Params``."""
     cls = optimizer_class(name)
     return cls.Params.check(params, cls.name, where)
+
+
+def uses_closure(name: str) -> bool:
+    """Whether optimizer ``name`` evaluates the loss itself through a closure (zeroth-order, ES, SAM, ...)."""
+    return getattr(optimizer_class(name), "uses_closure", False)
+
+
+def check_serves(name: str, params: dict[str, Any], method) -> None:
+    """Optimizer ``name`` with ``params`` can train ``method`` (an unlearning method instance); else a one-line
+    :class:`UnlearnkitError` with the reason (e.g. SAM on the forget term of a method that gives only its total)."""
+    cls = optimizer_class(name)
+    refusal = getattr(cls, "refusal", None)
+    reason = refusal(cls.Params.check(params, cls.name), method) if refusal else None
+    if reason:
+        raise UnlearnkitError(f"optimizer {name!r} cannot train method {method.name!r}: {reason}")
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], name: str, params: dict[str, Any],

@@ -88,7 +88,18 @@ class TrainSettings(BaseModel):
         "prompt's token length)"))
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings, description=(
         "the optimizer and its parameters: {name: adamw} (torch's AdamW, the default), sgd, signsgd, sign_adam, "
-        "lion; see `unlearnkit optimizers NAME`"))
+        "lion; or one that evaluates the loss itself: zo, adazo, zo_hybrid, es, sam, smoothing, rolling_ball; see "
+        "`unlearnkit optimizers NAME`"))
+
+    @model_validator(mode="after")
+    def _clipping_needs_one_gradient(self) -> "TrainSettings":
+        from unlearnkit.optim.registry import uses_closure
+
+        if self.max_grad_norm is not None and uses_closure(self.optimizer.name):
+            raise PydanticCustomError("optimizer", "{message}", {"message": (
+                f"max_grad_norm clips the one gradient of a first-order step, and optimizer {self.optimizer.name!r} "
+                "evaluates the loss several times per step (clipping would be ignored): set max_grad_norm: null")})
+        return self
 
 
 class TrainConfig(TrainSettings):

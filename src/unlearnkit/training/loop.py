@@ -11,6 +11,11 @@ One optimizer step, top to bottom:
    ``optimizer.step`` (the optimizer named by ``config.optimizer``, default AdamW; :mod:`unlearnkit.optim`),
    ``scheduler.step``.
 
+An optimizer that evaluates the loss itself (zeroth-order, ES, SAM, smoothing, Rolling Ball: ``uses_closure``)
+instead gets ``optimizer.step(closure)``, whose closure redoes steps 2-3 for the whole step at the current weights,
+with or without gradients (:mod:`unlearnkit.training.step_closure`), and stops on a non-finite value in any of its
+evaluations.
+
 Before the first step, ``objective.prepare`` sees the initial model and every forget example (also when resuming:
 the checkpoint weights are loaded afterwards). Checkpoints are written at the end of each epoch and at the end of
 training (:mod:`unlearnkit.training.checkpoint`).
@@ -39,14 +44,14 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.optim.registry import build_optimizer
+from unlearnkit.optim.registry import build_optimizer, check_serves
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
 from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint,
                                            load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
 from unlearnkit.training.config import TrainConfig
-from unlearnkit.training.gradient_sync import (broadcast_parameters, is_distributed, sum_across_processes,
-                                               sum_gradients)
+from unlearnkit.training.gradient_sync import broadcast_parameters, sum_gradients
 from unlearnkit.training.sharding import ShardingPlan, derived_seed
+from unlearnkit.training.step_closure import LoopClosure, mean_over_processes
 
 SCHEDULER_NAMES = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}
 
@@ -78,6 +83,7 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
     and train/eval mode as it found them.
     """
     _check_inputs(objective, forget, retain, idk, reference_model_factory)
+    check_serves(config.optimizer.name, config.optimizer.params(), objective)
     output_dir = Path(output_dir)
     if not resume and complete_checkpoints(output_dir):
         raise UnlearnkitError(f"{output_dir} already holds checkpoints of a run: pass resume=True to continue it, "
@@ -107,7 +113,7 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                                       num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
                                       num_training_steps=total_steps)
             run = _Run(model, objective, forget, retain, idk_rows, pad_token_id, config, output_dir, state, plan,
-                       parameters, optimizer, scheduler)
+                       parameters, optimizer, scheduler, total_steps)
             start_step, logs, last_checkpoint = 0, [], None
             if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
                 # settings first: another optimizer's state would not load (nor mean anything) in this one
@@ -151,9 +157,12 @@ class _Run:
     parameters: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    total_steps: int
 
     def optimizer_step(self, step: int) -> dict:
         """Run this process's micro-batches of ``step`` (0-based), sum over processes, check, update; return the log."""
+        if getattr(self.optimizer, "uses_closure", False):
+            return self.closure_step(step)
         config, device = self.config, self.state.device
         epoch, step_in_epoch = divmod(step, self.plan.steps_per_epoch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -170,21 +179,49 @@ class _Run:
                 total = weighted.setdefault(key, [0.0, 0.0])
                 total[0] += micro.weight * float(value)
                 total[1] += micro.weight
-        means = _mean_over_processes(weighted, device)
+        means = mean_over_processes(weighted, device)
         sum_gradients(self.parameters)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm or math.inf))
         for what, value in (("loss", means["loss"]), ("gradient norm", grad_norm)):
             if not math.isfinite(value):
-                self.optimizer.zero_grad(set_to_none=True)
-                kept = latest_checkpoint(self.output_dir)
-                where = f"the last good checkpoint is kept at {kept}" if kept else "no checkpoint was saved before it"
-                raise UnlearnkitError(f"training diverged: {what} is {value} at step {step + 1} (epoch {epoch + 1}); "
-                                      f"{where}; lower learning_rate or enable max_grad_norm")
+                self.diverged(what, value, step)
         learning_rate = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         return {**means, "step": step + 1, "epoch": epoch + 1, "loss": means["loss"], "lr": learning_rate,
                 "grad_norm": grad_norm}
+
+    def closure_step(self, step: int) -> dict:
+        """``optimizer.step(closure)`` for an optimizer that evaluates the step's loss itself (zeroth-order, ES, SAM,
+        ...): the closure (:mod:`unlearnkit.training.step_closure`) re-evaluates every micro-batch of the step in every
+        process. The log holds the loss the optimizer returns (what each one returns is in its docstring), the
+        method's logs and gradient norm of the closure's first evaluation, and the number of evaluations."""
+        epoch, step_in_epoch = divmod(step, self.plan.steps_per_epoch)
+        device = self.state.device
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = [(micro, forget_batch(self.forget, micro.forget, self.pad_token_id, self.idk, device),
+                    retain_batch(self.retain, micro.retain, self.pad_token_id, device)
+                    if self.objective.uses_retain else None)
+                   for micro in self.plan.micro_batches(epoch, step_in_epoch, self.state.process_index)]
+        closure = LoopClosure(self.model, self.objective, batches, self.parameters, self.config.seed, step,
+                              self.total_steps, self.config.bf16, device,
+                              lambda what, value: self.diverged(what, value, step))
+        learning_rate = self.scheduler.get_last_lr()[0]
+        loss = float(self.optimizer.step(closure))
+        self.optimizer.zero_grad(set_to_none=True)  # no gradient is held between steps
+        self.scheduler.step()
+        return {**(closure.logs or {}), "step": step + 1, "epoch": epoch + 1, "loss": loss, "lr": learning_rate,
+                "grad_norm": closure.grad_norm, "loss_evaluations": closure.calls}
+
+    def diverged(self, what: str, value: float, step: int):
+        """Stop training: ``what`` (the loss or the gradient norm) is ``value``, not finite, at ``step``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        kept = latest_checkpoint(self.output_dir)
+        where = f"the last good checkpoint is kept at {kept}" if kept else "no checkpoint was saved before it"
+        closure = getattr(self.optimizer, "uses_closure", False)  # max_grad_norm is refused for these
+        fixes = "lower learning_rate" + ("" if closure else " or enable max_grad_norm")
+        raise UnlearnkitError(f"training diverged: {what} is {value} at step {step + 1} "
+                              f"(epoch {step // self.plan.steps_per_epoch + 1}); {where}; {fixes}")
 
     def save(self, name: str, steps_done: int, logs: list[dict]) -> Path:
         """Checkpoint ``name`` written by the main process; every process waits for it and gets its path."""
@@ -202,18 +239,6 @@ class _Run:
             }, method=self.objective)
         self.state.wait_for_everyone()
         return folder
-
-
-def _mean_over_processes(weighted: dict[str, list[float]], device) -> dict[str, float]:
-    """Example-weighted means of the loss and the method's logs over every micro-batch of the step, all processes."""
-    keys = sorted(weighted)
-    if is_distributed():
-        gathered: list[list[str]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
-        torch.distributed.all_gather_object(gathered, keys)
-        keys = sorted(set().union(*gathered))
-    sums = torch.tensor([weighted.get(k, [0.0, 0.0]) for k in keys], dtype=torch.float64, device=device)
-    sums = sum_across_processes(sums.reshape(-1)).reshape(-1, 2).tolist()
-    return {k: (total / weight if weight > 0 else math.nan) for k, (total, weight) in zip(keys, sums)}
 
 
 def _prepare_objective(objective, model, forget, idk, pad_token_id: int, config: TrainConfig, device,

@@ -1,0 +1,109 @@
+"""Evolution strategies in EGGROLL's form: antithetic low-rank perturbations, z-scored fitness, update from seeds."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field, field_validator
+
+from unlearnkit.optim.base import OptimizerParams, Registered
+from unlearnkit.optim.closure import ClosureOptimizer
+from unlearnkit.optim.registry import register
+from unlearnkit.training.sharding import derived_seed
+
+
+def pair_noise(parameters: list[torch.Tensor], seed: int, pair: int, rank: int):
+    """The noise of antithetic pair ``pair``, regenerated from ``(seed, "es", pair)`` by one generator, parameter by
+    parameter in order: ``(A, B)`` with ``A ~ N(0,1)^{a×r}``, ``B ~ N(0,1)^{b×r}`` for a matrix (``a`` = first
+    dimension, ``b`` = the others flattened), a full-rank ``z ~ N(0, I)`` for any other parameter."""
+    generator = torch.Generator(device=parameters[0].device).manual_seed(derived_seed(seed, "es", pair))
+    for p in parameters:
+        if p.dim() >= 2:
+            rows = p.shape[0]
+            a = torch.randn(rows, rank, generator=generator, device=p.device, dtype=p.dtype)
+            b = torch.randn(p.numel() // rows, rank, generator=generator, device=p.device, dtype=p.dtype)
+            yield a, b
+        else:
+            yield torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), None
+
+
+def add_pair(parameters: list[torch.Tensor], seed: int, pair: int, rank: int, alphas: list[float]) -> None:
+    """``θ ← θ + alpha·ε`` for pair ``pair``'s unit-σ noise ``ε`` (``A·Bᵀ/√r`` for a matrix, ``z`` otherwise), in
+    place: a matrix gets a rank-r GEMM into its own storage (``addmm_``), no dense noise matrix is formed."""
+    for p, alpha, (a, b) in zip(parameters, alphas, pair_noise(parameters, seed, pair, rank)):
+        if b is None:
+            p.add_(a, alpha=alpha)
+        else:
+            p.view(p.shape[0], -1).addmm_(a, b.T, alpha=alpha / math.sqrt(rank))
+
+
+def z_scores(values: list[float], eps: float = 1e-5) -> list[float]:
+    """``(s − mean)/√(var + 1e-5)`` over the population (population variance), EGGROLL's fitness shaping."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return [(v - mean) / math.sqrt(var + eps) for v in values]
+
+
+class ESParams(OptimizerParams):
+    population: int = Field(8, ge=2, description="N: perturbed models per step, in antithetic pairs (even)")
+    rank: int = Field(1, ge=1, description="r: rank of each weight matrix's perturbation A·Bᵀ (EGGROLL: 1)")
+    sigma: float = Field(1e-3, gt=0, description="σ: scale of the perturbations")
+
+    @field_validator("population")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"population must be even (antithetic pairs), got {value}")
+        return value
+
+
+@register
+class EvolutionStrategies(ClosureOptimizer, Registered):
+    """Evolution strategies as in EGGROLL (Sarkar et al., Evolution Strategies at the Hyperscale, 2025,
+    arXiv:2511.16652; reference code ESHyperscale/HyperscaleES, ``noiser/eggroll.py``).
+
+    Population member ``n = 0..N−1`` uses pair ``k = ⌊n/2⌋`` with sign + (even n) or − (odd n):
+    ``E_n = ±(σ/√r)·A_k·B_kᵀ`` for every weight matrix, ``±σ·z_k`` for the other parameters (norms' weights, biases).
+    Fitness ``s_n = −L(θ + E_n)`` (the whole step's loss under no_grad), shaped ``f_n = (s_n − mean)/√(var + 1e-5)``.
+    Update, as the reference code (its 1/σ² is commented out there): ``θ ← θ·(1 − lr·wd) + lr·√N·(1/N)·Σ_n f_n·E_n``,
+    applied pair by pair, ``Σ_n f_n·E_n = Σ_k (f_{2k} − f_{2k+1})·ε_k``, regenerating ``A_k, B_k, z_k`` from
+    ``(seed, k)``: the state is the step's seed, never noise.
+
+    Choices: members are evaluated one after another, each perturbation added in place to the weights by a rank-r
+    GEMM (``addmm_``) and taken off again, where EGGROLL batches the population as per-member low-rank adapters in
+    one forward; the memory is the same (inference plus the small A, B), the time is N forwards. Defaults: r = 1
+    (EGGROLL's); N = 8 and σ = 1e-3 are ours (the paper's populations are far larger; tune for the task).
+    Cost: N forward passes of the step's batches, no backward.
+    """
+
+    name = "es"
+    summary = "E_n = ±(σ/√r)·A·Bᵀ per matrix; f = zscore(−L(θ+E_n)); θ ← θ + lr·√N·mean(f_n·E_n) − lr·wd·θ"
+    citation = "Sarkar et al., Evolution Strategies at the Hyperscale (EGGROLL), 2025, arXiv:2511.16652"
+    first_order = False
+    Params = ESParams
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, population: int = 8, rank: int = 1,
+                 sigma: float = 1e-3):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, population=population, rank=rank,
+                                      sigma=sigma))
+
+    @torch.no_grad()
+    def step(self, closure):
+        group = self.param_groups[0]
+        parameters, pairs = self.parameter_list(), self.parameters_with_groups()
+        sigma, rank, population = group["sigma"], group["rank"], group["population"]
+        losses = []
+        for k in range(population // 2):
+            add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
+            losses.append(closure(grad=False))
+            add_pair(parameters, closure.seed, k, rank, [-2 * sigma] * len(parameters))
+            losses.append(closure(grad=False))
+            add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
+        fitness = z_scores([-loss for loss in losses])
+        for p, g in pairs:
+            p.mul_(1 - g["lr"] * g["weight_decay"])
+        for k in range(population // 2):
+            weight = math.sqrt(population) / population * (fitness[2 * k] - fitness[2 * k + 1]) * sigma
+            add_pair(parameters, closure.seed, k, rank, [g["lr"] * weight for _, g in pairs])
+        return sum(losses) / len(losses)
