@@ -11,15 +11,19 @@ matplotlib is imported inside :func:`_figure`, so importing this module (and ``u
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
 from html import escape
 
+log = logging.getLogger("unlearnkit")
 MODELS = ("unlearned", "target", "retain")
 STYLE = {"unlearned": {"color": "#d62728", "linestyle": "-"}, "target": {"color": "#1f77b4", "linestyle": "--"},
          "retain": {"color": "#2ca02c", "linestyle": ":"}}
 RESIST_FRACTION = 0.5  # an example resisted when the unlearned model keeps ≥ half the target's probability ...
 MAX_LABELS = 10        # ... and more than the retain model gives it; at most this many are labelled
+ROC_ORDER = ("mia_min_k", "mia_loss", "mia_zlib", "mia_min_k_plus_plus", "mia_reference", "mia_gradnorm")
+FLOOR = 1e-12          # probabilities below are drawn at this value on the scatter's log axes
 
 
 def _figure(width: float = 7.0, height: float = 3.2, ncols: int = 1):
@@ -44,6 +48,10 @@ def _svg(fig, name: str, title: str) -> str:
     plt.close(fig)
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)  # RDF namespaces: no use inline
+    # ids unique on the page: every figure's internal ids (markers, clip paths) get the figure's name in front
+    text = re.sub(r'id="([^"]+)"', rf'id="{name}-\1"', text)
+    text = text.replace('href="#', f'href="#{name}-').replace("url(#", f"url(#{name}-")
     text = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r"<svg \1", text, count=1)
     head = f'<svg id="plot-{name}" class="plot" role="img" aria-label="{escape(title)}" '
     text = head + text[len("<svg "):]
@@ -78,8 +86,8 @@ def truth_ratio_plot(models: dict) -> str:
     cdf_r = np.searchsorted(ratios["retain"], grid, side="right") / len(ratios["retain"])
     at = int(np.argmax(np.abs(cdf_u - cdf_r)))
     ax.vlines(grid[at], min(cdf_u[at], cdf_r[at]), max(cdf_u[at], cdf_r[at]), color="black", linewidth=2.5)
-    ax.annotate(f"D = {test.statistic:.3f}, p = {test.pvalue:.3g}", (grid[at], (cdf_u[at] + cdf_r[at]) / 2),
-                xytext=(8, 0), textcoords="offset points", fontsize=9)
+    ax.set_title(f"KS test, unlearned vs retain (black bar): D = {test.statistic:.3f}, p = {test.pvalue:.3g}",
+                 fontsize=9)
     if grid.min() > 0:
         ax.set_xscale("log")
     ax.set_xlabel("forget truth ratio R = P(wrong) / P(correct) (per example)")
@@ -103,24 +111,31 @@ def resisting_examples(target: list, unlearned: list, retain: list) -> list[int]
 
 
 def qa_prob_scatter(models: dict) -> str:
-    """Per-example forget Q_A_Prob, unlearned against target; the resisting examples labelled by index."""
+    """Per-example forget Q_A_Prob, unlearned against target, on log axes (after unlearning the probabilities spread
+    over orders of magnitude; values below :data:`FLOOR` are drawn at it); the resisting examples labelled by index."""
     target, unlearned = _per_example(models, "target", "forget_Q_A_Prob"), _per_example(models, "unlearned",
                                                                                         "forget_Q_A_Prob")
     if not target or len(target) != len(unlearned):
         return ""
-    retain = _per_example(models, "retain", "forget_Q_A_Prob")
-    resisted = resisting_examples(target, unlearned, retain)
+    resisted = resisting_examples(target, unlearned, _per_example(models, "retain", "forget_Q_A_Prob"))
+    points = {i: (max(t, FLOOR), max(u, FLOOR)) for i, (t, u) in enumerate(zip(target, unlearned))
+              if t is not None and u is not None}
+    if not points:
+        return ""
     fig, (ax,) = _figure(5.5, 4.2)
-    pairs = [(t, u) for t, u in zip(target, unlearned) if t is not None and u is not None]
-    ax.scatter([t for t, _ in pairs], [u for _, u in pairs], s=14, color="#555555", label="forget example")
+    ax.scatter([t for t, _ in points.values()], [u for _, u in points.values()], s=14, color="#555555",
+               label="forget example")
     if resisted:
-        ax.scatter([target[i] for i in resisted], [unlearned[i] for i in resisted], s=30, facecolors="none",
+        ax.scatter([points[i][0] for i in resisted], [points[i][1] for i in resisted], s=30, facecolors="none",
                    edgecolors=STYLE["unlearned"]["color"], label=f"resisted ({len(resisted)})")
     for i in resisted[:MAX_LABELS]:
-        ax.annotate(str(i), (target[i], unlearned[i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
-    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="no change")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
+        ax.annotate(str(i), points[i], xytext=(3, 3), textcoords="offset points", fontsize=7)
+    low = min(v for point in points.values() for v in point)
+    ax.plot([low, 1], [low, 1], color="#999999", linestyle="--", linewidth=1, label="no change")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low / 2, 1.5)
+    ax.set_ylim(low / 2, 1.5)
     ax.set_xlabel("target model: P(answer | question)")
     ax.set_ylabel("unlearned model: P(answer | question)")
     ax.legend(fontsize=8, loc="upper left")
@@ -141,15 +156,17 @@ def quality_utility_plot(models: dict) -> str:
         return ""
     fig, (ax,) = _figure(5.5, 4.0)
     for who, (mu, fq, mu_iv, fq_iv) in points.items():
-        xerr = [[mu - mu_iv[0]], [mu_iv[1] - mu]] if mu_iv and None not in mu_iv else None
-        yerr = None
-        if fq_iv and None not in fq_iv and fq_iv[0] > 0:
-            yerr = [[fq - fq_iv[0]], [fq_iv[1] - fq]]
-        ax.errorbar([mu], [fq], xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=STYLE[who]["color"], label=who)
+        color = STYLE[who]["color"]
+        # the intervals as plain segments: a percentile-bootstrap interval of a p-value need not contain the point
+        if mu_iv and None not in mu_iv:
+            ax.hlines(fq, mu_iv[0], mu_iv[1], color=color, linewidth=1.5)
+        if fq_iv and None not in fq_iv and fq_iv[0] > 0:  # a lower bound of 0 cannot be drawn on a log axis
+            ax.vlines(mu, fq_iv[0], fq_iv[1], color=color, linewidth=1.5)
+        ax.plot([mu], [fq], "o", color=color, label=who)
         ax.annotate(who, (mu, fq), xytext=(5, 5), textcoords="offset points", fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("model utility (higher is better)")
-    ax.set_ylabel("forget quality: KS p-value vs retain (higher is better)")
+    ax.set_xlabel("model utility")
+    ax.set_ylabel("forget quality (KS p vs retain)")
     ax.legend(fontsize=8)
     return _svg(fig, "quality-utility", "Forget quality vs model utility, with 95% intervals")
 
@@ -231,12 +248,11 @@ def mia_roc_plot(models: dict) -> str:
     values predict holdout, so an area of 0.5 means the attack cannot tell them apart."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    attacks = sorted({k[:-len("_forget")] for m in models.values() for k in m.get("per_example", {})
-                      if k.startswith("mia_") and k.endswith("_forget")
-                      and f"{k[:-len('_forget')]}_holdout" in m["per_example"]})
+    found = {k[:-len("_forget")] for m in models.values() for k in m.get("per_example", {})
+             if k.startswith("mia_") and k.endswith("_forget") and f"{k[:-len('_forget')]}_holdout" in m["per_example"]}
+    attacks = [a for a in ROC_ORDER if a in found][:4]  # the headline attack first; at most four panels
     if not attacks:
         return ""
-    attacks = attacks[:4]
     fig, axes = _figure(3.0 * len(attacks), 3.0, ncols=len(attacks))
     for ax, attack in zip(axes, attacks):
         for who in MODELS:
@@ -256,12 +272,19 @@ def mia_roc_plot(models: dict) -> str:
 
 
 def all_plots(results: dict) -> dict[str, str]:
-    """Every figure the run has data for, by section name (empty figures left out)."""
+    """Every figure the run has data for, by section name (empty figures left out). A figure that fails to draw is
+    logged and left out: the report of a finished run must not be lost to a plotting error."""
     models = results.get("models", {})
     robustness = results.get("robustness")
-    drawn = {"truth_ratio": truth_ratio_plot(models), "qa_prob": qa_prob_scatter(models),
-             "quality_utility": quality_utility_plot(models),
-             "training": training_plot((results.get("training") or {}).get("logs") or []),
-             "monitor": monitor_plot(results.get("monitor")), "mia_roc": mia_roc_plot(models),
-             "relearn": relearn_plot(robustness), "latent": latent_plot(robustness)}
+    drawers = {"truth_ratio": lambda: truth_ratio_plot(models), "qa_prob": lambda: qa_prob_scatter(models),
+               "quality_utility": lambda: quality_utility_plot(models),
+               "training": lambda: training_plot((results.get("training") or {}).get("logs") or []),
+               "monitor": lambda: monitor_plot(results.get("monitor")), "mia_roc": lambda: mia_roc_plot(models),
+               "relearn": lambda: relearn_plot(robustness), "latent": lambda: latent_plot(robustness)}
+    drawn = {}
+    for name, draw in drawers.items():
+        try:
+            drawn[name] = draw()
+        except Exception as exc:  # noqa: BLE001 - any plotting failure: keep the rest of the report
+            log.warning("report figure %s could not be drawn: %s", name, exc)
     return {name: svg for name, svg in drawn.items() if svg}
