@@ -9,6 +9,7 @@ CDFs, evaluated at every data point; the resisting examples one by one) or again
 """
 
 import hashlib
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -138,21 +139,25 @@ def test_roc_curves_carry_the_evaluations_auc(run_dir, results):
 
 def test_verdict_applies_its_rule(run_dir, results):
     page = (run_dir / "report.html").read_text()
-    verdict = re.search(r'<p class="verdict" id="verdict">(.*?)</p>', page).group(1)
+    verdict = html.unescape(re.search(r'<p class="verdict" id="verdict">(.*?)</p>', page).group(1))
     models = {w: results["models"][w]["aggregates"] for w in ("unlearned", "target", "retain")}
     p = models["unlearned"]["forget_quality"]
     assert ("indistinguishable from" if p >= 0.05 else "distinguishable from") in verdict
     assert f"forget quality p = {p:.3g}" in verdict
-    gap = ((models["target"]["forget_Q_A_Prob"] - models["unlearned"]["forget_Q_A_Prob"])
-           / (models["target"]["forget_Q_A_Prob"] - models["retain"]["forget_Q_A_Prob"]))
-    assert f"{gap:.0%} on forget_Q_A_Prob" in verdict
+    low, high = results["models"]["target"]["intervals"]["forget_Q_A_Prob"]
+    if low <= models["retain"]["forget_Q_A_Prob"] <= high:
+        assert re.search(r"do not measurably differ on [a-zA-Z_, ]*forget_Q_A_Prob", verdict)
+    else:
+        gap = ((models["target"]["forget_Q_A_Prob"] - models["unlearned"]["forget_Q_A_Prob"])
+               / (models["target"]["forget_Q_A_Prob"] - models["retain"]["forget_Q_A_Prob"]))
+        assert f"{gap:.0%} on forget_Q_A_Prob" in verdict
     target_utility = models["target"]["model_utility"]
     if target_utility:
         change = (models["unlearned"]["model_utility"] - target_utility) / target_utility
         assert f"({change:+.1%})" in verdict
         assert ("kept utility" if change >= -0.05 else f"cost {-change:.1%} of utility") in verdict
     else:  # a relative cost is undefined against a target utility of 0 (the tiny model's ROUGE can be 0)
-        assert "utility" not in verdict
+        assert "its relative cost is undefined, the target's model_utility being 0" in verdict
 
 
 def test_attack_curves_are_drawn_when_the_run_was_attacked(results):

@@ -33,3 +33,11 @@ def test_far_and_costly():
 
 def test_no_verdict_without_a_target():
     assert verdict({"unlearned": {"aggregates": {"forget_quality": 0.5}}}) == ""
+
+
+def test_no_gap_when_the_retain_value_is_inside_the_targets_interval():
+    models = _models(0.2, (0.3, 0.9, 0.1), (0.0, 0.0))
+    models["target"]["intervals"] = {"forget_Q_A_Prob": [0.05, 0.95]}  # holds the retain model's 0.1
+    line = verdict(models)
+    assert "do not measurably differ on forget_Q_A_Prob" in line and "% on forget_Q_A_Prob" not in line
+    assert "its relative cost is undefined, the target's model_utility being 0" in line

@@ -7,7 +7,8 @@ The rule (also printed under the verdict):
   paper's reading) is *indistinguishable from the retain model*, otherwise *distinguishable*. Each headline metric
   whose goal is the retain model's value (forget_Q_A_Prob, knowmem_f, ...) also gets the fraction of the
   target → retain gap the unlearning closed, (target − unlearned) / (target − retain): 100% = at the retain model,
-  0% = unchanged, above 100% = past it.
+  0% = unchanged, above 100% = past it. It is left out when the retain model's value lies inside the target's 95%
+  interval: the two do not measurably differ, and the ratio of two tiny differences says nothing.
 - **cost**: model utility (TOFU's model_utility, MUSE's knowmem_r) relative to the target's,
   (unlearned − target) / target; a drop of at most 5% reads as *kept utility*.
 """
@@ -44,24 +45,34 @@ def closeness(models: dict) -> list[str]:
         parts.append(f"its forget-set truth ratios are {verdict} the retain model's (forget quality p = {fq:.3g}"
                      + (f"; the target's p = {t:.3g}" if (t := _agg(models, "target", "forget_quality")) is not None
                         else "") + ")")
-    gaps = []
+    gaps, unresolved = [], []
     for name in registry.headline():
         metric = next((m for s in ("tofu", "muse") if (m := registry.metric(name, s)) is not None), None)
         if metric is None or metric.better != "retain" or metric.interval == "auc":
             continue
-        closed = gap_closed(*(_agg(models, who, name) for who in ("target", "unlearned", "retain")))
+        target, unlearned, retain = (_agg(models, who, name) for who in ("target", "unlearned", "retain"))
+        interval = (models["target"].get("intervals") or {}).get(name)
+        if retain is not None and interval and None not in interval and interval[0] <= retain <= interval[1]:
+            unresolved.append(name)
+            continue
+        closed = gap_closed(target, unlearned, retain)
         if closed is not None:
             gaps.append(f"{closed:.0%} on {name}")
     if gaps:
         parts.append("it closed the gap from the target to the retain model by " + ", ".join(gaps))
+    if unresolved:
+        parts.append("the target and retain models do not measurably differ on " + ", ".join(unresolved)
+                     + " (the retain model's value is inside the target's 95% interval)")
     return parts
 
 
 def cost(models: dict) -> str | None:
     for name in UTILITY:
         u, t = _agg(models, "unlearned", name), _agg(models, "target", name)
-        if u is None or t is None or t == 0:
+        if u is None or t is None:
             continue
+        if t == 0:
+            return f"has {name} {u:.3g}; its relative cost is undefined, the target's {name} being 0"
         change = (u - t) / t
         words = "kept utility" if change >= -KEPT_UTILITY else f"cost {-change:.1%} of utility"
         return f"{words}: {name} {u:.3g} vs the target's {t:.3g} ({change:+.1%})"
