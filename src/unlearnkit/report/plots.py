@@ -1,11 +1,13 @@
-"""The report's figures, each drawn with matplotlib (Agg backend) from results.json alone and returned as inline SVG.
+"""The report's figures, each drawn with matplotlib from results.json alone and returned as inline SVG.
 
 One function per figure; each returns ``""`` when the run has nothing to draw (a metric not computed, no attacks).
 Every SVG carries an ``id`` (``plot-<name>``) and a ``<title>`` so the page (and its tests) can find it. No script,
 no network: the SVG text is the figure. Colours are the same for a model in every figure and lines also differ in
 style, so a black-and-white print stays readable.
 
-matplotlib is imported inside :func:`_figure`, so importing this module (and ``unlearnkit --help``) stays fast.
+matplotlib is imported inside :func:`_figure` and :func:`_svg`, so importing this module (and ``unlearnkit --help``)
+stays fast. Figures are drawn on :class:`matplotlib.figure.Figure` directly, never through pyplot: no GUI backend is
+ever chosen (what the Agg backend would give, without switching the backend of a user's own session).
 """
 
 from __future__ import annotations
@@ -27,25 +29,23 @@ FLOOR = 1e-12          # probabilities below are drawn at this value on the scat
 
 
 def _figure(width: float = 7.0, height: float = 3.2, ncols: int = 1):
-    import matplotlib
+    """A figure made without pyplot: no backend is chosen, no global figure list kept, a user's own matplotlib
+    session (an interactive backend in a notebook) untouched (matplotlib's advice for web servers)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
-    return fig, list(axes[0])
+    fig = Figure(figsize=(width, height))
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 def _svg(fig, name: str, title: str) -> str:
     """The figure as an SVG element with ``id="plot-<name>"`` and a ``<title>`` (no XML prolog, no fixed size)."""
-    import matplotlib.pyplot as plt
+    import matplotlib
 
     fig.tight_layout()
     buffer = io.StringIO()
     # text as <text> (searchable, printed with the reader's fonts); no date, fixed ids: the same run, the same bytes
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "unlearnkit"}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "unlearnkit"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
-    plt.close(fig)
     text = buffer.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.DOTALL)  # RDF namespaces: no use inline
