@@ -108,14 +108,23 @@ def base_folder_of(cfg, task) -> Path | None:
     return None
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout the package runs from, when it runs from one."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+def git_commit() -> dict | None:
+    """The commit of the checkout the package runs from, when it runs from one, and whether its tracked files
+    differ from that commit (``dirty``: the code that ran is then not exactly the commit)."""
+    here = str(Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", here, *args], check=False, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def versions() -> dict[str, str | None]:

@@ -9,10 +9,12 @@ changes (in a copy of the run) or one forget example changes in the data file (r
 import hashlib
 import json
 import shutil
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import unlearnkit
@@ -74,7 +76,11 @@ def test_the_record_holds_the_digests_of_the_data_weights_and_config(run_dir):
     assert record["results"]["forget_set"]["forget_Q_A_Prob"] == unlearned["aggregates"]["forget_Q_A_Prob"]
     assert record["results"]["headline"]["unlearned"]["forget_quality"] == {
         "value": unlearned["aggregates"]["forget_quality"], "interval": unlearned["intervals"]["forget_quality"]}
-    assert record["versions"]["torch"] and record["started"] <= record["finished"]
+    assert record["versions"]["torch"] == torch.__version__ and record["started"] <= record["finished"]
+    head = subprocess.run(["git", "-C", str(Path(unlearnkit.__file__).parent), "rev-parse", "HEAD"], check=False,
+                          capture_output=True, text=True)
+    if head.returncode == 0:  # the tests run from a checkout: its commit is recorded
+        assert record["git_commit"]["commit"] == head.stdout.strip()
 
 
 def test_verify_passes_on_an_untouched_run(run_dir):

@@ -244,13 +244,19 @@ def audit_html(audit: dict | None) -> str:
     machine = (f"{hw['platform']}, {hw['cpu_count']} CPUs, GPUs: {', '.join(hw['gpus']) or 'none'}, "
                f"{hw['processes']} process(es)")
     facts = [("started", audit["started"]), ("finished", audit["finished"]), ("seed", str(audit["seed"])),
-             ("git commit", audit.get("git_commit") or "unknown (not run from a git checkout)"),
+             ("git commit", _commit_text(audit.get("git_commit"))),
              ("hardware", machine), ("versions", versions)]
     return ("<p class='note'>SHA-256 digests written in audit.json when the run finished; <code>unlearnkit verify "
             "RUN_DIR</code> re-hashes every file, re-evaluates the unlearned model on the forget set and names any "
             "mismatch.</p><table class='small'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td>"
                                                             "</tr>" for k, v in facts) + "</table>"
             "<table><tr><th>what</th><th>file</th><th>SHA-256</th></tr>" + hashes + "</table>")
+
+
+def _commit_text(git: dict | None) -> str:
+    if not git:
+        return "unknown (not run from a git checkout)"
+    return git["commit"] + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def write_report(path: Path, results: dict, cfg: RunConfig | None = None, audit: dict | None = None) -> None:
