@@ -29,6 +29,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 .note{color:#666;font-size:.85em}.small{font-size:.85em}pre{background:#f7f7f7;padding:1em;overflow:auto}
 svg.plot{max-width:100%;height:auto;display:block;margin:.5em 0}figure{margin:1em 0;break-inside:avoid}
 .verdict{font-size:1.1em;border-left:4px solid #444;padding:.4em .8em;background:#f7f7f7}code{word-break:break-all}
+@media print{body{max-width:none;margin:0}svg.plot,table,pre{break-inside:avoid}h2{break-after:avoid}}
 </style></head><body>
 <h1>Unlearning report</h1>
 {% if verdict %}<p class="verdict" id="verdict">{{ verdict }}</p><p class="note">{{ verdict_rule }}</p>{% endif %}

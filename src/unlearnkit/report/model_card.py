@@ -11,6 +11,7 @@ SHA-256 of the forget set (examples and files) from the audit record.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def render_card(cfg, results: dict, audit: dict) -> str:
             f"({u['citation']}), using unlearnkit {u['unlearnkit_version']}.\n\n"
             f"- Forget set SHA-256: `{u['forget_set_sha256']}` (a canonical JSON of the forget examples; the run's "
             "`audit.json` records it with every data file's and weight file's digest)\n"
-            f"- Method parameters: `{u['parameters']}`\n\n"
+            f"- Method parameters: `{json.dumps(u['parameters'])}`\n\n"
             "## Results\n\n95% percentile-bootstrap intervals over the evaluation examples in brackets. The retain "
             "model was fine-tuned without the forget set: unlearning aims at its forget-set numbers.\n\n"
             "| metric | unlearned | target | retain |\n|---|---|---|---|\n" + rows + "\n")
