@@ -364,6 +364,42 @@ def sweep(config: Path = typer.Argument(..., help="run config YAML (its sweep: b
 
 
 @app.command()
+def verify(run_dir: Path = typer.Argument(..., help="a finished run directory (with its audit.json)"),
+           recompute: bool = typer.Option(False, help="re-evaluate every score afresh instead of reading the "
+                                                      "evaluation store"),
+           quiet: bool = typer.Option(False)):
+    """Check a run against its audit record: re-hash data, weights and config, re-evaluate the forget set."""
+    _setup_logging(quiet)
+
+    def go():
+        from unlearnkit.audit import verify as verify_run
+
+        return verify_run(run_dir, recompute=recompute, progress=not quiet)
+
+    problems = _guard(go)
+    for line in problems:
+        typer.echo(f"mismatch: {line}")
+    if problems:
+        typer.echo(f"{run_dir}: {len(problems)} mismatch(es) with its audit record", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{run_dir}: every digest and the re-evaluated forget-set metrics match the audit record")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
+           to: Path = typer.Option(..., "--to", help="folder to write (must not exist, or be empty)")):
+    """Write the unlearned model with its model card (README.md) and audit record to a folder ready for push_to_hub."""
+
+    def go():
+        from unlearnkit.report.export import export_run
+
+        return export_run(run_dir, to)
+
+    written = _guard(go)
+    typer.echo(f"exported {written}")
+
+
+@app.command()
 def methods(name: Optional[str] = typer.Argument(None, help="a method: show its parameters")):
     """List the unlearning methods (name, what it does, citation), or one method's parameters."""
     from unlearnkit.methods.registry import available, method_class

@@ -26,6 +26,7 @@ import torch
 from accelerate import PartialState
 
 from unlearnkit import __version__
+from unlearnkit.audit import AUDIT_FILE, audit_record
 from unlearnkit.config import RunConfig, dump_config
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
@@ -43,6 +44,7 @@ from unlearnkit.models.load import load_causal_lm, save_model
 from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.report.html import write_report
+from unlearnkit.report.model_card import write_card
 from unlearnkit.runio import write_json
 from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
@@ -117,10 +119,14 @@ class RunDirectory:
             raise
         _barrier()  # the main process has written the last checkpoint (and the best model) before anyone reads them
 
-    def finish(self, results: dict, cfg: RunConfig) -> Path:
-        """Write results.json and report.html, drop the resumption state, and rename the folder to its final name."""
+    def finish(self, results: dict, cfg: RunConfig, audit: dict | None = None) -> Path:
+        """Write results.json, audit.json, the model card (model/README.md) and report.html, drop the resumption
+        state, and rename the folder to its final name."""
         write_json(self.partial / "results.json", results)
-        write_report(self.partial / "report.html", results, cfg)
+        if audit is not None:
+            write_json(self.partial / AUDIT_FILE, audit)
+            write_card(self.partial / "model", cfg, results, audit)
+        write_report(self.partial / "report.html", results, cfg, audit)
         for scratch in ("checkpoints", "best"):  # resumption state; the kept model is in model/
             shutil.rmtree(self.partial / scratch, ignore_errors=True)
         os.replace(self.partial, self.final)
@@ -187,7 +193,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "representation": representation,
         "seconds": round(time.time() - started, 1),
     }
-    final = run_dir.finish(results, cfg)
+    final = run_dir.finish(results, cfg, audit_record(cfg, task, models, partial, results, started))
     if cfg.attacks is not None:
         from unlearnkit.attacks.suite import run_attacks
 

@@ -64,7 +64,7 @@ def test_gradient_ascent_run_on_a_raw_text_corpus(tmp_path):
                "best": {"metric": "mia_loss", "mode": "min", "at_least": {"knowmem_r": 0.0}}}
     result = unlearnkit.unlearn(corpus_config(tmp_path, monitor=monitor, representation={"layer": 1}), progress=False)
     run_dir = tmp_path / "run"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "model", "report.html", "results.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["audit.json", "config.yaml", "model", "report.html", "results.json"]
     results = json.loads((run_dir / "results.json").read_text())
     assert results == json.loads(json.dumps(result.results))
     assert results["task"]["kind"] == "corpus" and results["task"]["forget"] == 2

@@ -44,7 +44,7 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     result = unlearnkit.unlearn(small_config(tmp_path), progress=False)
     run_dir = tmp_path / "run"
     assert result.run_dir == run_dir and not (tmp_path / "run.partial").exists()
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "model", "report.html", "results.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["audit.json", "config.yaml", "model", "report.html", "results.json"]
 
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["models"]) == {"unlearned", "target", "retain"}

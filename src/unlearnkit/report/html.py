@@ -1,12 +1,14 @@
-"""report.html: a page a person can read — every metric for the unlearned, target and retain models side by side,
-the training curve, and sample generations on the forget set.
+"""report.html: a page a person can read — a verdict line, the figures (report/plots.py), every metric for the
+unlearned, target and retain models side by side, sample generations on the forget set, and the audit record.
 
-Self-contained (inline CSS and SVG, no scripts, no network), rendered with Jinja2 from results.json alone.
+Self-contained (inline CSS and SVG, no scripts, no network), rendered with Jinja2 from results.json (and the run's
+audit.json, when there is one) alone.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from pathlib import Path
@@ -15,6 +17,8 @@ from jinja2 import Environment, select_autoescape
 
 from unlearnkit.config import RunConfig, dump_config
 from unlearnkit.evaluation.metrics import registry
+from unlearnkit.report.plots import all_plots
+from unlearnkit.report.verdict import RULE, verdict
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>unlearnkit report — {{ method.name }} on {{ task.name }}</title>
@@ -23,8 +27,12 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 table{border-collapse:collapse;margin:1em 0;width:100%}th,td{border-bottom:1px solid #ddd;padding:.35em .6em;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}tr.head td{font-weight:600}
 .note{color:#666;font-size:.85em}.small{font-size:.85em}pre{background:#f7f7f7;padding:1em;overflow:auto}
+svg.plot{max-width:100%;height:auto;display:block;margin:.5em 0}figure{margin:1em 0;break-inside:avoid}
+.verdict{font-size:1.1em;border-left:4px solid #444;padding:.4em .8em;background:#f7f7f7}code{word-break:break-all}
+@media print{body{max-width:none;margin:0}svg.plot,table,pre{break-inside:avoid}h2{break-after:avoid}}
 </style></head><body>
 <h1>Unlearning report</h1>
+{% if verdict %}<p class="verdict" id="verdict">{{ verdict }}</p><p class="note">{{ verdict_rule }}</p>{% endif %}
 <p><b>Method:</b> {{ method.name }} — {{ method.citation }}<br>
 <b>Task:</b> {{ task.name }} ({{ task.forget }} forget, {{ task.retain }} retain, {{ task.holdout }} holdout examples)<br>
 <b>Training:</b> {{ training.steps }} optimizer steps · <b>time:</b> {{ seconds }} s · unlearnkit {{ version }}</p>
@@ -32,20 +40,25 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 <p class="note">Brackets: 95% percentile-bootstrap confidence interval over the evaluation examples.
 Unlearning succeeds when the forget-set numbers of the unlearned model move from the target's to the
 retain model's (the model never trained on the forget set), while model utility stays at the target's.</p>
+{% for name, caption in figures %}<figure>{{ plots[name] | safe }}<figcaption class="note">{{ caption }}</figcaption></figure>
+{% endfor %}
 <table><tr><th>metric</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}<th>meaning</th></tr>
 {% for row in rows %}<tr class="{{ 'head' if row.headline else '' }}"><td>{{ row.name }}</td>
 {% for v in row.cells %}<td class="num">{{ v }}</td>{% endfor %}<td class="note">{{ row.note }}</td></tr>{% endfor %}
 </table>
-{% if curve %}<h2>Training loss</h2>{{ curve | safe }}{% endif %}
-{% if monitor_plots %}<h2>Evaluation during training</h2>
+{% if plots.training %}<h2>Training</h2>{{ plots.training | safe }}{% endif %}
+{% if plots.monitor %}<h2>Evaluation during training</h2>
 {% if selection %}<p>{{ selection }}</p>{% endif %}
-{% for svg in monitor_plots %}{{ svg | safe }}{% endfor %}{% endif %}
+{{ plots.monitor | safe }}{% endif %}
 {% if samples %}<h2>Forget set: sample answers</h2>
 <table class="small"><tr><th>question</th><th>true answer</th>{% for m in columns %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for s in samples %}<tr><td>{{ s.question }}</td><td>{{ s.answer }}</td>{% for g in s.generations %}<td>{{ g }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endif %}
 {% if representation %}<h2>Representations</h2>{{ representation | safe }}{% endif %}
-{% if robustness %}<h2>Robustness: does the forgotten knowledge come back?</h2>{{ robustness | safe }}{% endif %}
+{% if robustness %}<h2>Robustness: does the forgotten knowledge come back?</h2>
+{% if plots.relearn %}{{ plots.relearn | safe }}{% endif %}{% if plots.latent %}{{ plots.latent | safe }}{% endif %}
+{{ robustness | safe }}{% endif %}
+{% if audit %}<h2>Audit record</h2>{{ audit | safe }}{% endif %}
 <h2>Configuration</h2><pre>{{ config }}</pre>
 </body></html>
 """
@@ -68,38 +81,6 @@ def _cell(model: dict, name: str) -> str:
     return value if not interval else f"{value} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
 
 
-def line_svg(steps: list[float], values: list[float], label: str, width: int = 700, height: int = 220) -> str:
-    """An inline SVG polyline of ``values`` against ``steps`` (non-finite and missing values are left out)."""
-    points = [(x, float(v)) for x, v in zip(steps, values) if v is not None and math.isfinite(float(v))]
-    if len(points) < 2:
-        return ""
-    x_lo, x_hi = points[0][0], points[-1][0]
-    lo, hi = min(v for _, v in points), max(v for _, v in points)
-    x_span, span, pad = (x_hi - x_lo) or 1.0, (hi - lo) or 1.0, 40
-    pts = " ".join(f"{pad + (x - x_lo) / x_span * (width - 2 * pad):.1f},"
-                   f"{height - pad - (v - lo) / span * (height - 2 * pad):.1f}" for x, v in points)
-    return (
-        f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(label)} per step">'
-        f'<rect width="{width}" height="{height}" fill="#fff" stroke="#ddd"/>'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
-        f'<text x="{pad}" y="{pad - 10}" font-size="12">{html.escape(label)}: max {html.escape(_fmt(hi))}</text>'
-        f'<text x="{pad}" y="{height - 10}" font-size="12">min {html.escape(_fmt(lo))} · step {x_lo:g} → {x_hi:g}</text>'
-        "</svg>"
-    )
-
-
-def loss_curve_svg(logs: list[dict]) -> str:
-    """The per-step training loss."""
-    return line_svg([r["step"] for r in logs], [r.get("loss") for r in logs], "training loss")
-
-
-def monitor_svgs(monitor: dict | None) -> list[str]:
-    """One plot per metric evaluated during training."""
-    curve = (monitor or {}).get("curve") or []
-    names = [k for k in curve[0] if k != "step"] if curve else []
-    return [svg for name in names if (svg := line_svg([p["step"] for p in curve], [p.get(name) for p in curve], name))]
-
-
 def _forget_generations(model: dict) -> list[str]:
     """A model's answers to the forget questions: TOFU's forget split, or MUSE's KnowMem forget questions."""
     generations = model.get("generations", {})
@@ -111,7 +92,21 @@ def _meaning(name: str) -> str:
     return declared.meaning if declared is not None else ""
 
 
-def render_report(results: dict, config_text: str = "") -> str:
+FIGURES = (  # (plot, caption) shown under the metrics' heading, in this order
+    ("truth_ratio", ("Forget quality made visible: the cumulative distributions of the per-example forget truth "
+                     "ratios; the black bar is the KS statistic D between the unlearned and the retain model, whose "
+                     "p-value is forget_quality.")),
+    ("qa_prob", ("Each forget example's answer probability before (target) and after unlearning. Resisted (labelled "
+                 "by index in the forget split): the unlearned model keeps at least half the target's probability and "
+                 "more than the retain model gives that answer.")),
+    ("quality_utility", ("Where each model sits on the forget-quality / utility plane (bars: 95% bootstrap intervals; "
+                         "the retain model's forget quality is 1 by definition).")),
+    ("mia_roc", ("Membership-inference attacks telling forget examples from unseen holdout ones: the closer the "
+                 "unlearned model's curve to the retain model's, the less the forget set still shows.")),
+)
+
+
+def render_report(results: dict, config_text: str = "", audit: dict | None = None) -> str:
     models = results.get("models", {})
     columns = [name for name in ("unlearned", "target", "retain") if name in models]
     names: list[str] = []
@@ -127,13 +122,15 @@ def render_report(results: dict, config_text: str = "") -> str:
     for i, qa in enumerate(questions[:10]):
         samples.append({"question": qa["question"], "answer": qa["answer"],
                         "generations": [forget_gens[c][i] if i < len(forget_gens[c]) else "" for c in columns]})
+    plots = all_plots(results)
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     return env.from_string(TEMPLATE).render(
         method=results.get("method", {"name": "?", "citation": ""}), task=results.get("task", {"name": "?"}),
         training=results.get("training", {"steps": 0}), seconds=results.get("seconds", "?"),
         version=results.get("unlearnkit_version", "?"), columns=columns, rows=rows,
-        curve=loss_curve_svg(results.get("training", {}).get("logs", [])), samples=samples, config=config_text,
-        monitor_plots=monitor_svgs(results.get("monitor")), selection=_selection_text(results.get("monitor")),
+        plots=plots, figures=[(n, c) for n, c in FIGURES if n in plots], samples=samples, config=config_text,
+        verdict=verdict(models), verdict_rule=RULE, audit=audit_html(audit),
+        selection=_selection_text(results.get("monitor")),
         robustness=robustness_html(results.get("robustness")),
         representation=representation_html(results.get("representation")))
 
@@ -230,8 +227,44 @@ def _selection_text(monitor: dict | None) -> str:
             f"({_fmt(best['value'])}) among evaluated checkpoints meeting the bounds.")
 
 
-def write_report(path: Path, results: dict, cfg: RunConfig | None = None) -> None:
+def audit_html(audit: dict | None) -> str:
+    """The audit record as tables: digests, versions, seed, hardware, times (``unlearnkit verify`` re-checks them)."""
+    if not audit:
+        return ""
+    rows = [("resolved config", audit["config"]["file"], audit["config"]["sha256"])]
+    rows += [("data file", path, digest) for path, digest in audit["data"]["files"].items()]
+    rows += [(f"{split} examples", f"{e['count']} examples", e["sha256"]) for split, e in audit["data"]["examples"].items()
+             if e["count"]]
+    for role, entry in audit["models"].items():
+        if entry is not None:
+            rows += [(f"{role} weights", f"{entry['path']}/{name}", digest) for name, digest in entry["weights"].items()]
+    hashes = "".join(f"<tr><td>{html.escape(a)}</td><td class='small'>{html.escape(b)}</td><td><code class='small'>"
+                     f"{html.escape(c)}</code></td></tr>" for a, b, c in rows)
+    versions = ", ".join(f"{k} {v}" for k, v in audit["versions"].items() if v)
+    hw = audit["hardware"]
+    machine = (f"{hw['platform']}, {hw['cpu_count']} CPUs, GPUs: {', '.join(hw['gpus']) or 'none'}, "
+               f"{hw['processes']} process(es)")
+    facts = [("started", audit["started"]), ("finished", audit["finished"]), ("seed", str(audit["seed"])),
+             ("git commit", _commit_text(audit.get("git_commit"))),
+             ("hardware", machine), ("versions", versions)]
+    return ("<p class='note'>SHA-256 digests written in audit.json when the run finished; <code>unlearnkit verify "
+            "RUN_DIR</code> re-hashes every file, re-evaluates the unlearned model on the forget set and names any "
+            "mismatch.</p><table class='small'>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td>"
+                                                            "</tr>" for k, v in facts) + "</table>"
+            "<table><tr><th>what</th><th>file</th><th>SHA-256</th></tr>" + hashes + "</table>")
+
+
+def _commit_text(git: dict | None) -> str:
+    if not git:
+        return "unknown (not run from a git checkout)"
+    return git["commit"] + (" with uncommitted changes" if git.get("dirty") else "")
+
+
+def write_report(path: Path, results: dict, cfg: RunConfig | None = None, audit: dict | None = None) -> None:
+    """Write report.html (the audit record is read from audit.json beside it when not given)."""
     path = Path(path)
+    if audit is None and (path.parent / "audit.json").exists():
+        audit = json.loads((path.parent / "audit.json").read_text())
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_report(results, dump_config(cfg) if cfg is not None else ""))
+    tmp.write_text(render_report(results, dump_config(cfg) if cfg is not None else "", audit))
     os.replace(tmp, path)
