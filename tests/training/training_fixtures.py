@@ -6,10 +6,12 @@ import random
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from unlearnkit.data.formatting import IGNORE_INDEX, Encoded
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.params import MethodParams
 
 PAD = 0
 VOCAB = 64
@@ -50,8 +52,11 @@ class ExampleMeanNLL(UnlearningMethod):
     name = "test-nll"
     summary = citation = "test objective"
 
+    class Params(MethodParams):
+        sign: float = Field(1.0, description="1: descent on the NLL; -1: gradient ascent")
+
     def __init__(self, sign: float = 1.0):
-        self.sign = sign
+        super().__init__(sign=sign)
         self._calls = 0
 
     def loss(self, model, forget_batch, retain_batch):
