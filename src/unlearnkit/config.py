@@ -246,6 +246,10 @@ def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None
         check_serves(cfg.train.optimizer.name, cfg.train.optimizer.params(), method)
     except UnlearnkitError as exc:
         raise UnlearnkitError(f"{where}: train.optimizer: {exc}") from None
+    if cfg.train.gradient_checkpointing and method.alters_activations:
+        raise UnlearnkitError(f"{where}: train.gradient_checkpointing: method {method.name!r} changes activations "
+                              "through a hook during its forward pass, which the backward pass's recomputation "
+                              "would not see: set train.gradient_checkpointing to false for this method")
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:

@@ -42,6 +42,7 @@ class UnlearningMethod:
     citation: ClassVar[str]  # paper title, authors, year, arXiv id
     uses_retain: ClassVar[bool] = False
     uses_idk: ClassVar[bool] = False
+    alters_activations: ClassVar[bool] = False  # a hook changes activations in the forward (no gradient checkpointing)
     Params: ClassVar[type[MethodParams]] = MethodParams  # no hyper-parameters
 
     def __init__(self, **values: Any):

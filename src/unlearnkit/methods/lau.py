@@ -111,6 +111,8 @@ def latent_attack(model: nn.Module, layer: nn.Module, batch: dict, epsilon: floa
 class LatentAdversarial(RetainRegularised):
     """The shared attack; subclasses define the outer objective on the perturbed forward."""
 
+    alters_activations = True  # δ is added by a hook, which activation recomputation would not see
+
     def _layer(self, model: nn.Module) -> nn.Module:
         layers = decoder_layers(model)
         if not 0 <= self.perturb_layer < len(layers):

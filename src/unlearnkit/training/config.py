@@ -82,6 +82,9 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1, description=(
         "when set, train exactly this many optimizer steps (cycling through the forget set as many epochs as "
         "needed) and ignore epochs, as the Hugging Face Trainer does"))
+    gradient_checkpointing: bool = Field(False, description=(
+        "recompute each decoder layer's activations in the backward pass instead of keeping them (less memory, "
+        "about one more forward pass of time; the same gradients)"))
     tokenization: Literal["separate", "joint"] = Field("separate", description=(
         "how a QA training example becomes tokens (data/formatting.py): separate (prompt and answer tokenized on "
         "their own) or joint (OpenUnlearning's sequences: prompt + answer as one string, labels after the "
@@ -140,4 +143,5 @@ class TrainConfig(TrainSettings):
             del data["optimizer"]
         if data["tokenization"] == "separate":  # likewise: keys and checkpoints from before the setting stay valid
             del data["tokenization"]
+        del data["gradient_checkpointing"]  # how memory is spent, not what is computed: not part of any key
         return data

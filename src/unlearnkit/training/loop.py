@@ -123,6 +123,8 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                 start_step, logs = saved["step"], saved["logs"]
 
             model.train()
+            if config.gradient_checkpointing:
+                _enable_gradient_checkpointing(model)
             with _progress_bar(progress and state.is_main_process, total_steps, start_step) as advance:
                 for step in range(start_step, total_steps):
                     logs.append(run.optimizer_step(step))
@@ -137,7 +139,18 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                         last_checkpoint = run.save(name, steps_done=step + 1, logs=logs)
     finally:
         model.train(was_training)
+        if config.gradient_checkpointing and getattr(model, "is_gradient_checkpointing", False):
+            model.gradient_checkpointing_disable()
     return TrainResult(steps=len(logs), logs=logs, last_checkpoint=last_checkpoint)
+
+
+def _enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Hugging Face's activation checkpointing of every decoder layer, non-reentrant (so it needs no input that
+    requires grad: LoRA's frozen embeddings work); a one-line error for a model without it."""
+    if not getattr(model, "supports_gradient_checkpointing", False) and not hasattr(model, "get_base_model"):
+        raise UnlearnkitError(f"train.gradient_checkpointing: {type(model).__name__} does not support gradient "
+                              "checkpointing: set it to false")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @dataclass
