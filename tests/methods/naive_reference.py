@@ -124,3 +124,23 @@ def retain_kl(model, reference, batch: dict) -> float:
             total += sum(math.exp(a) * (a - b) for a, b in zip(log_p[t].tolist(), log_q[t].tolist()))
             rows += 1
     return total / rows
+
+
+def mean_nll_tensor(model, examples) -> torch.Tensor:
+    """The mean NLL over every answer token of ``examples`` as a differentiable float64 tensor (one example at a
+    time, explicit loop over answer positions)."""
+    total, count = 0.0, 0
+    for ids, labels in examples:
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+        for t in range(1, len(ids)):
+            if labels[t] != -100:
+                total = total - logp[t - 1, labels[t]]
+                count += 1
+    return total / count
+
+
+def flat_gradient(loss: torch.Tensor, model) -> torch.Tensor:
+    """d loss / d every parameter of ``model``, flattened into one float64 vector (zeros where unused)."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double() for p, g in zip(params, grads)])
