@@ -26,7 +26,7 @@ def test_catnip_loss_matches_token_formula(beta, stop_gradient):
     model = naive.perturbed_copy(naive.tiny_llama(), scale=0.5)
     method = get_method("catnip", beta=beta, stop_gradient=stop_gradient)
     assert not method.uses_retain and not method.needs_reference_model
-    loss, logs = method.loss(model, naive.forget_batch(), None)
+    loss, _ = method.loss(model, naive.forget_batch(), None)
     assert loss.item() == pytest.approx(naive_catnip(model, beta), rel=1e-5)
 
 
