@@ -27,6 +27,8 @@ Choices (the paper's values for LLMs are unknown; each is a parameter):
 - The inner steps move the parameters directly, outside the optimizer: they use the local micro-batch, so with
   several processes the replicas would drift apart; :meth:`loss` refuses to take inner steps in a multi-process run.
 - ``eps`` = 1e-12 in the cosine's denominator, so that a zero gradient gives cos = 0.
+- The forwards run with PyTorch's "math" attention (``sdpa_kernel(SDPBackend.MATH)``): the fused scaled-dot-product
+  kernels (flash, memory-efficient, CPU flash) cannot be differentiated twice. It costs attention memory O(T^2).
 
 Cost per step (one outer iteration): each inner step builds both gradients with their graphs (2 F + 2 B) and takes
 grad Phi through them (about 2 B more); the outer iteration does the same once more and then backpropagates
@@ -43,6 +45,7 @@ import torch
 import torch.distributed as dist
 from pydantic import Field
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.losses import forward_logits, mean_nll
@@ -62,8 +65,9 @@ def phi_gradient(model: nn.Module, params: list[nn.Parameter], forget_batch: dic
 
     ``create_graph=True`` keeps the graph of grad Phi so that a function of it can be differentiated again.
     """
-    forget_loss = mean_nll(forward_logits(model, forget_batch), forget_batch["labels"])
-    retain_loss = mean_nll(forward_logits(model, retain_batch), retain_batch["labels"])
+    with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
+        forget_loss = mean_nll(forward_logits(model, forget_batch), forget_batch["labels"])
+        retain_loss = mean_nll(forward_logits(model, retain_batch), retain_batch["labels"])
     g_f = torch.autograd.grad(forget_loss, params, create_graph=True, materialize_grads=True)
     g_r = torch.autograd.grad(retain_loss, params, create_graph=True, materialize_grads=True)
     cosine = _dot(g_f, g_r) / (_dot(g_f, g_f).sqrt() * _dot(g_r, g_r).sqrt() + EPS)
