@@ -144,3 +144,9 @@ def flat_gradient(loss: torch.Tensor, model) -> torch.Tensor:
     params = list(model.parameters())
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double() for p, g in zip(params, grads)])
+
+
+def sequence_logprob_tensor(model, ids: list[int], labels: list[int]) -> torch.Tensor:
+    """log pi(y|x) of one unpadded example (answer tokens summed) as a differentiable float64 tensor."""
+    logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    return sum(logp[t - 1, labels[t]] for t in range(1, len(ids)) if labels[t] != -100)
