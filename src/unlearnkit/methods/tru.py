@@ -82,7 +82,7 @@ class TRU(RetainRegularised):
         self._targets: dict[int, tuple[list[int], list[int]]] = {}
         self._pad_token_id = 0
 
-    def use_tokenizer(self, tokenizer) -> "TRU":
+    def use_tokenizer(self, tokenizer) -> TRU:
         """Tokenize the templates with ``tokenizer`` instead of the model folder's."""
         self._tokenizer = tokenizer
         return self
