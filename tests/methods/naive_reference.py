@@ -150,3 +150,14 @@ def sequence_logprob_tensor(model, ids: list[int], labels: list[int]) -> torch.T
     """log pi(y|x) of one unpadded example (answer tokens summed) as a differentiable float64 tensor."""
     logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
     return sum(logp[t - 1, labels[t]] for t in range(1, len(ids)) if labels[t] != -100)
+
+
+class CharTokenizer:
+    """A stand-in tokenizer for methods that encode text (TRU's templates): one id per character (3..49), EOS 2,
+    pad 0, so that every id fits the tiny models' vocabulary."""
+
+    eos_token_id = 2
+    pad_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [3 + ord(c) % 47 for c in text]}

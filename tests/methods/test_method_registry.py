@@ -8,7 +8,7 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["ga", "graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
+NAMES = ["catnip", "ga", "graddiff", "hamu", "idkdpo", "idknll", "npo", "ofmu", "rmu", "simnpo", "tru", "u2a"]
 
 
 def test_registry_lists_all_methods():
@@ -24,7 +24,8 @@ def test_registry_lists_all_methods():
 
 def test_flags():
     assert [n for n in NAMES if get_method(n).uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if get_method(n).uses_retain] == ["graddiff", "idkdpo", "idknll", "npo", "rmu", "simnpo"]
+    assert [n for n in NAMES if get_method(n).uses_retain] == ["graddiff", "hamu", "idkdpo", "idknll", "npo", "ofmu", "rmu", "simnpo",
+                                                                "tru", "u2a"]
     assert [n for n in NAMES if get_method(n).needs_reference_model] == ["rmu"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
     assert not get_method("npo", retain_loss=None).uses_retain
@@ -51,6 +52,8 @@ def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)
     method = get_method(name, layer=2) if name == "rmu" else get_method(name)
+    if name == "tru":  # it encodes its target templates; the in-memory tiny model has no tokenizer folder
+        method.use_tokenizer(naive.CharTokenizer())
     params = method.trainable_parameters(model)
     method.prepare(model, [naive.forget_batch()], reference_model=reference if method.needs_reference_model else None)
     loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch() if method.uses_retain else None)

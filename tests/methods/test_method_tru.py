@@ -7,15 +7,7 @@ import naive_reference as naive
 from unlearnkit.methods import get_method
 
 
-class CharTokenizer:
-    """A stand-in tokenizer: one id per character (ids 3..49), EOS 2, pad 0."""
-
-    eos_token_id = 2
-    pad_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [3 + ord(c) % 47 for c in text]}
-
+CharTokenizer = naive.CharTokenizer
 
 REASONING, REFUSAL = "why", "no!"
 TARGET = CharTokenizer()(f"{REASONING} {REFUSAL}")["input_ids"] + [2]

@@ -1,6 +1,7 @@
 """HAMU: hardness-aware multi-objective unlearning, one step as the solution of a small constrained problem.
 
-Paper: "HAMU: Hardness-Aware Multi-Objective Unlearning"; reference code aoi3142/HAMU
+Paper: "How Hard Can It Be? Hardness-Aware Multi-Objective Unlearning", Chen, Niu, Sim, Liu, Chen and Low, ICML 2026,
+arXiv:2606.02119; reference code aoi3142/HAMU
 (``hamu/methods/core.py: compute_hamu_update``, ``hamu/methods/hamu.py: HAMUOptimizer``), research/methods.md §6.
 
 With ``g_r = grad meanNLL(retain batch)`` and ``g_f = grad meanNLL(forget batch)`` (plain NLLs, no reference model),
@@ -110,7 +111,8 @@ class HAMU(UnlearningMethod):
     name = "hamu"
     summary = ("Hardness-aware multi-objective unlearning: each step raises the forget NLL by a set amount while "
                "helping the retain NLL most, in a trust region (2F+4B per step; exact with optimizer sgd)")
-    citation = "HAMU: Hardness-Aware Multi-Objective Unlearning (reference code: github.com/aoi3142/HAMU)"
+    citation = ("Chen, Niu, Sim, Liu, Chen and Low, How Hard Can It Be? Hardness-Aware Multi-Objective Unlearning, "
+                "ICML 2026, arXiv:2606.02119")
     uses_retain = True
 
     class Params(MethodParams):
@@ -130,7 +132,7 @@ class HAMU(UnlearningMethod):
         retain_loss = mean_nll(forward_logits(model, retain_batch), retain_batch["labels"])
         g_f, g_r = flat_grad(forget_loss, params), flat_grad(retain_loss, params)
         kappa, gf_sq, gr_sq = float(g_r @ g_f), float(g_f @ g_f), float(g_r @ g_r)
-        logs = {"forget_nll": forget_loss.item(), "retain_loss": retain_loss.item(), "gradient_dot_product": kappa,
+        logs = {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item(), "gradient_dot_product": kappa,
                 "gradient_cosine": kappa / max((gf_sq * gr_sq) ** 0.5, EPS)}
         if self.balancing == "mgda":
             a = mgda_weight(-g_f, g_r)

@@ -1,6 +1,7 @@
 """OFMU: bilevel unlearning by a penalty method, with gradient decorrelation in the inner problem.
 
-Paper: "OFMU: Optimization-Driven Framework for Machine Unlearning" (2025); research/methods.md §5. No public code;
+Paper: "OFMU: Optimization-Driven Framework for Machine Unlearning", Asif and Mohammadi Amiri, ICLR 2026,
+arXiv:2509.22483; research/methods.md §5. No public code;
 the formulation below is the paper note's, and every unknown is a parameter.
 
     inner (forget):  max_theta Phi(theta) = L_f(theta) - beta * cos(grad L_f(theta), grad L_r(theta))
@@ -83,7 +84,8 @@ class OFMU(UnlearningMethod):
     name = "ofmu"
     summary = ("Bilevel penalty unlearning: T inner ascent steps on forget loss minus gradient cosine, then descent on "
                "retain loss + rho_k ||grad Phi||^2 by double backward; costly: about (T+1)*2 F + (4T+8) B per step")
-    citation = "OFMU: Optimization-Driven Framework for Machine Unlearning, 2025"
+    citation = ("Asif and Mohammadi Amiri, OFMU: Optimization-Driven Framework for Machine Unlearning, ICLR 2026, "
+                "arXiv:2509.22483")
     uses_retain = True
 
     class Params(MethodParams):

@@ -1,6 +1,7 @@
 """U2A: NPO on the forget set with per-example weights set by each example's first-order effect on an outer objective.
 
-Paper: "Bridging the Gap Between Preference Alignment and Machine Unlearning" (U2A), 2025; reference code
+Paper: "Bridging the Gap Between Preference Alignment and Machine Unlearning" (U2A), Feng, Li, Ji, Zhang, Zhang, Du and
+Chen, 2025, arXiv:2504.06659; reference code
 muyiahhh/U2A (``u2a.py: optimize_outer, optimize_unlearning_weights``; ``utils/loss.py: get_npo_inner_loss``);
 research/methods.md §12.
 
@@ -69,7 +70,8 @@ class U2A(UnlearningMethod):
     name = "u2a"
     summary = ("NPO with per-example weights moved each step by the example's gradient alignment with the retain loss "
                "(implicit gradient, H = gamma I); about (B+2) backward passes per step")
-    citation = "Bridging the Gap Between Preference Alignment and Machine Unlearning (U2A), 2025 (code: muyiahhh/U2A)"
+    citation = ("Feng, Li, Ji, Zhang, Zhang, Du and Chen, Bridging the Gap Between Preference Alignment and Machine "
+                "Unlearning, 2025, arXiv:2504.06659")
     uses_retain = True
 
     class Params(MethodParams):
