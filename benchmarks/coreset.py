@@ -25,6 +25,7 @@ Examples::
 
     python benchmarks/coreset.py --threads 2 --json coreset.json          # about 20-40 min on two shared cores
     python benchmarks/coreset.py --methods npo --fractions 0.1 1.0 --seeds 0   # a quick look
+    python benchmarks/coreset.py --table-from coreset.json                    # the table of a (partial) run
 
 Run directories go to a temporary folder (``--keep DIR`` keeps them); the model cache is unlearnkit's
 (``$UNLEARNKIT_CACHE``, else ``~/.cache/unlearnkit``).
@@ -64,7 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--utility-slack", type=float, default=0.02, help="model-utility loss a subset may have")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", metavar="DIR", default=None, help="keep the run directories here")
-    parser.add_argument("--json", metavar="PATH", default=None, help="write every number here")
+    parser.add_argument("--json", metavar="PATH", default=None, help="write every number here (after every run)")
+    parser.add_argument("--table-from", metavar="PATH", default=None,
+                        help="print the table and verdict of the runs in a --json file (a finished or interrupted "
+                             "benchmark) and exit")
     return parser.parse_args(argv)
 
 
@@ -125,8 +129,19 @@ def summarise(rows: list[dict], args) -> tuple[str, dict]:
     return "\n".join(lines), verdict
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Written to a temporary name, then renamed: the file is never half-written."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table_from:
+        runs = json.loads(Path(args.table_from).read_text())["runs"]
+        print(summarise([r for r in runs if r["method"] in args.methods and r["fraction"] in args.fractions], args)[0])
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
@@ -136,25 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     n_forget = len(load_task("synthetic", n_people=args.people, forget_people=args.forget_people).forget)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="coreset-"))
     rows = []
-    for method in args.methods:
-        for fraction in args.fractions:
-            for seed in args.seeds:
-                out = root / f"{method}-{fraction:g}-{seed}"
-                started = time.time()
-                results = unlearnkit.unlearn(config(args, method, fraction, seed, n_forget, out), progress=False).results
-                models = results["models"]
-                subset = results["training"]["forget_subset"]
-                rows.append({
-                    "method": method, "fraction": fraction, "seed": seed, "steps": results["training"]["steps"],
-                    "forget_items": n_forget, "trained_on": subset["size"] if subset else n_forget,
-                    "seconds": round(time.time() - started, 1),
-                    **{who: {m: models[who]["aggregates"].get(m) for m in METRICS} for who in models}})
-                print(f"{method} {fraction:g} seed {seed}: forget_Q_A_Prob "
-                      f"{rows[-1]['unlearned']['forget_Q_A_Prob']:.4f} ({rows[-1]['seconds']} s)", file=sys.stderr)
+    plan = [(m, f, s) for s in args.seeds for m in args.methods for f in args.fractions]  # a seed at a time
+    for method, fraction, seed in plan:
+        out = root / f"{method}-{fraction:g}-{seed}"
+        started = time.time()
+        results = unlearnkit.unlearn(config(args, method, fraction, seed, n_forget, out), progress=False).results
+        models = results["models"]
+        subset = results["training"]["forget_subset"]
+        rows.append({
+            "method": method, "fraction": fraction, "seed": seed, "steps": results["training"]["steps"],
+            "forget_items": n_forget, "trained_on": subset["size"] if subset else n_forget,
+            "seconds": round(time.time() - started, 1),
+            **{who: {m: models[who]["aggregates"].get(m) for m in METRICS} for who in models}})
+        print(f"{method} {fraction:g} seed {seed}: forget_Q_A_Prob "
+              f"{rows[-1]['unlearned']['forget_Q_A_Prob']:.4f} ({rows[-1]['seconds']} s)", file=sys.stderr)
+        if args.json:  # after every run, so that an interrupted benchmark keeps what it measured
+            write_json(Path(args.json), {"args": vars(args), "runs": rows})
     table, verdict = summarise(rows, args)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": rows, "verdict": verdict}, indent=1))
+        write_json(Path(args.json), {"args": vars(args), "runs": rows, "verdict": verdict})
     return 0
 
 

@@ -6,9 +6,7 @@ import pytest
 import naive_reference as naive
 from unlearnkit.methods import get_method
 
-
 CharTokenizer = naive.CharTokenizer
-
 REASONING, REFUSAL = "why", "no!"
 TARGET = CharTokenizer()(f"{REASONING} {REFUSAL}")["input_ids"] + [2]
 
