@@ -30,6 +30,8 @@ Choices, each stated because the setting differs from the paper's:
   theta (the code alternates whole inner epochs with up to 3 outer updates and also selects a top-1024 subset of a
   candidate pool; neither the alternation nor the pool selection is done here). All forget weights are then
   renormalised to mean 1. The weights persist across steps (:meth:`state_dict`).
+- The weights live in each process: with several processes each updates the weights of the examples it sees and
+  rescales its own table, so the tables can differ between processes (one process reproduces the description).
 - ``eta * delta_i`` is clipped to [-10, 10] so that one large gradient product cannot overflow the exponential.
 - The code's regulariser (beta/2) omega^(-1/2) is 0 in its published NPO script (``--beta 0``) and is left out.
 - Defaults: ``beta`` = 0.1 (the code's ``npo_beta``), ``weight_lr`` = 1e-2 (``--weights_lr`` of the NPO scripts),
