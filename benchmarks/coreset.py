@@ -19,7 +19,8 @@ Protocol (each an option):
 - Verdict per method and fraction: the subset "matches" the full set when its mean drop in forget Q_A_Prob
   (target minus unlearned) is at least ``--match`` (0.8) of the full set's mean drop and its model utility is no
   lower than the full set's minus ``--utility-slack`` (0.02). The claim holds for a method when the 5 % and 10 %
-  subsets match.
+  subsets match; there is no verdict when unlearning on the whole set lowered forget Q_A_Prob by less than
+  ``--min-full-drop`` (0.1): then the method did not unlearn at these settings and nothing is compared.
 
 Examples::
 
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "passes over its own subset")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--match", type=float, default=0.8, help="share of the full set's forgetting a subset needs")
+    parser.add_argument("--min-full-drop", type=float, default=0.1,
+                        help="below this drop in forget Q_A_Prob, unlearning on 100 %% did not work: no verdict")
     parser.add_argument("--utility-slack", type=float, default=0.02, help="model-utility loss a subset may have")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", metavar="DIR", default=None, help="keep the run directories here")
@@ -115,7 +118,8 @@ def summarise(rows: list[dict], args) -> tuple[str, dict]:
             lines.append(f"| {method} | {fraction:g} | {runs[0]['trained_on']} of {runs[0]['forget_items']} | "
                          + " | ".join(cells) + f" | {shown} |")
         small = [verdict[method][f]["matches_full"] for f in (0.05, 0.1) if f in verdict[method]]
-        verdict[method]["claim_holds"] = bool(small) and all(small)
+        verdict[method]["claim_holds"] = None if full_drop is None or full_drop < args.min_full_drop or not small \
+            else all(small)
     if rows:
         t = rows[0]["target"]
         lines.append("")
@@ -124,8 +128,10 @@ def summarise(rows: list[dict], args) -> tuple[str, dict]:
         if r:
             lines.append("retain: " + ", ".join(f"{m} {r[m]:.4f}" for m in METRICS if r.get(m) is not None))
     for method in args.methods:
-        lines.append(f"{method}: coreset claim (5 % and 10 % match 100 %) "
-                     f"{'holds' if verdict[method]['claim_holds'] else 'does not hold'}")
+        holds = verdict[method]["claim_holds"]
+        said = {True: "holds", False: "does not hold", None: "no verdict: unlearning on 100 % lowered forget "
+                f"Q_A_Prob by less than {args.min_full_drop} (or a fraction is missing)"}[holds]
+        lines.append(f"{method}: coreset claim (5 % and 10 % match 100 %): {said}")
     return "\n".join(lines), verdict
 
 
