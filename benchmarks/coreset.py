@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="steps: every run trains as many steps as --epochs over the full set; epochs: --epochs "
                              "passes over its own subset")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="one learning rate for every method (default: each method's in METHODS)")
     parser.add_argument("--match", type=float, default=0.8, help="share of the full set's forgetting a subset needs")
     parser.add_argument("--min-full-drop", type=float, default=0.1,
                         help="below this drop in forget Q_A_Prob, unlearning on 100 %% did not work: no verdict")
@@ -77,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config(args, method: str, fraction: float, seed: int, n_forget: int, output_dir: Path) -> dict:
     params, lr = METHODS[method]
+    lr = args.learning_rate or lr
     full_steps = args.epochs * -(-n_forget // args.batch_size)
     train = {"batch_size": args.batch_size, "learning_rate": lr, "warmup_steps": 0, "schedule": "constant"}
     train.update({"max_steps": full_steps} if args.budget == "steps" else {"epochs": args.epochs})
