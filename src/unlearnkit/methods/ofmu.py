@@ -33,9 +33,9 @@ Choices (the paper's values for LLMs are unknown; each is a parameter):
 
 Cost per step (one outer iteration): each inner step builds both gradients with their graphs (2 F + 2 B) and takes
 grad Phi through them (about 2 B more); the outer iteration does the same once more and then backpropagates
-||grad Phi||^2 through that second-order graph (about twice its cost again). Roughly (T+1)·2 F + (4T+8) B, i.e. about
-14 F+B equivalents per step at T=1 and 32 at the default T=5, and memory for the graph of a gradient (about three
-times a forward's activations). Research-grade: use it on small models.
+||grad Phi||^2 through that second-order graph (about twice its cost again). Roughly (T+1)·2 forwards and
+(4T+8) backward passes: 4 and 12 at T = 1, 12 and 28 at the default T = 5 (GradDiff: 2 and 2), and memory for the
+graph of a gradient (about three times a forward's activations). Research-grade: use it on small models.
 """
 
 from __future__ import annotations
