@@ -25,9 +25,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ForgetSubsetConfig(Section):
+    """Unlearn on a fraction of the forget set, evaluate on all of it (the coreset effect; data/subset.py):
+    ``random`` (by ``seed``), or ``hardest`` / ``easiest`` by the target model's per-example forget NLL."""
+
+    fraction: float = Field(gt=0, le=1)
+    strategy: Literal["random", "hardest", "easiest"] = "random"
+    seed: int = 0
+
+
 class TaskConfig(Section):
     source: Literal["synthetic", "tofu", "custom", "corpus", "synthetic_corpus"] = "synthetic"
     options: dict[str, Any] = Field(default_factory=dict)
+    forget_subset: ForgetSubsetConfig | None = None
 
 
 class LoraSettings(Section):

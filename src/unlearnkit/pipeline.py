@@ -31,6 +31,7 @@ from unlearnkit.config import RunConfig, dump_config
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.idk import assign_idk
+from unlearnkit.data.subset import choose_forget_subset
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
 from unlearnkit.errors import UnlearnkitError
@@ -158,13 +159,16 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     if not forget:
         raise UnlearnkitError("the forget set gives no training example (a raw text needs at least two tokens): "
                               "give longer forget texts")
+    subset = forget_subset(cfg, model, forget, formatter.pad_token_id)
+    if subset is not None:  # train on a part of the forget set; the evaluator keeps the whole task
+        forget = [forget[i] for i in subset["indices"]]
 
     with run_dir.training() as partial:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
         tracker = open_tracker(cfg, partial)
         trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
-                          partial, evaluator, reference, resume, progress, tracker)
+                          partial, evaluator, reference, resume, progress, subset, tracker)
     model, selection = kept_model(cfg, model, partial, models.target)
     if is_lora(model):  # keep the adapter, then evaluate and save the model with it merged in
         model.save_pretrained(partial / "adapter", safe_serialization=True)
@@ -186,7 +190,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "unlearnkit_version": __version__,
         "task": task_summary(task),
         "method": {"name": method.name, "params": method.params(), "citation": method.citation},
-        "training": {"steps": trained.steps, "logs": trained.logs},
+        "training": {"steps": trained.steps, "logs": trained.logs, "forget_subset": subset},
         "monitor": {"curve": monitor_curve(trained.logs), **selection} if cfg.monitor is not None else None,
         "forget_samples": forget_samples(task),
         "models": {"unlearned": unlearned.to_dict(), **baselines},
@@ -271,7 +275,7 @@ def _with_reference_and_intervals(evaluator: Evaluator, result: EvalResult, refe
 
 def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfig, model, tokenizer,
             formatter: QAFormatter, task, forget, retain, models: PreparedModels, partial: Path,
-            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool,
+            evaluator: Evaluator, reference: dict | None, resume: bool, progress: bool, subset: dict | None = None,
             tracker: RunTracker | None = None):
     """Train ``method`` on the forget (and retain) examples, checkpointed in ``partial``, monitored if configured,
     each step logged to the experiment tracker if there is one."""
@@ -279,6 +283,8 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
     if method.uses_idk:
         refusals = assign_idk(len(task.forget), task.idk_answers, seed=cfg.seed)
         idk = [formatter.encode(e.question, r) for e, r in zip(task.forget, refusals)]
+        if subset is not None:  # the refusals of the kept forget questions, in the same order
+            idk = [idk[i] for i in subset["indices"]]
 
     def reference_model():
         if is_lora(model):  # the same weights with the adapters off: no second copy
@@ -307,6 +313,18 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
     return train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
                  resume=resume, progress=progress, reference_model_factory=reference_model,
                  on_step=on_step if (monitor is not None or tracker is not None) else None)
+
+
+def forget_subset(cfg: RunConfig, model, forget: list, pad_token_id: int) -> dict | None:
+    """``task.forget_subset``: which forget training items to train on (chosen with the untouched target ``model``),
+    as ``{fraction, strategy, seed, size, of, indices}`` for the results; None to train on all of them."""
+    chosen = cfg.task.forget_subset
+    if chosen is None:
+        return None
+    indices = choose_forget_subset(model, forget, pad_token_id, chosen.fraction, chosen.strategy, chosen.seed,
+                                   batch_size=cfg.eval.batch_size)
+    log.info("training on %d of the %d forget items (%s)", len(indices), len(forget), chosen.strategy)
+    return {**chosen.model_dump(), "size": len(indices), "of": len(forget), "indices": indices}
 
 
 def kept_model(cfg: RunConfig, model, partial: Path, target: Path):

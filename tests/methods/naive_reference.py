@@ -180,3 +180,40 @@ def down_proj_inputs(model, ids: list[int], layer: int) -> torch.Tensor:
     finally:
         handle.remove()
     return seen[0]
+
+
+def mean_nll_tensor(model, examples) -> torch.Tensor:
+    """The mean NLL over every answer token of ``examples`` as a differentiable float64 tensor (one example at a
+    time, explicit loop over answer positions)."""
+    total, count = 0.0, 0
+    for ids, labels in examples:
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+        for t in range(1, len(ids)):
+            if labels[t] != -100:
+                total = total - logp[t - 1, labels[t]]
+                count += 1
+    return total / count
+
+
+def flat_gradient(loss: torch.Tensor, model) -> torch.Tensor:
+    """d loss / d every parameter of ``model``, flattened into one float64 vector (zeros where unused)."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double() for p, g in zip(params, grads)])
+
+
+def sequence_logprob_tensor(model, ids: list[int], labels: list[int]) -> torch.Tensor:
+    """log pi(y|x) of one unpadded example (answer tokens summed) as a differentiable float64 tensor."""
+    logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    return sum(logp[t - 1, labels[t]] for t in range(1, len(ids)) if labels[t] != -100)
+
+
+class CharTokenizer:
+    """A stand-in tokenizer for methods that encode text (TRU's templates): one id per character (3..49), EOS 2,
+    pad 0, so that every id fits the tiny models' vocabulary."""
+
+    eos_token_id = 2
+    pad_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": [3 + ord(c) % 47 for c in text]}

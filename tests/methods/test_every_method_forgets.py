@@ -31,7 +31,9 @@ PREPARE = TrainConfig(epochs=10, batch_size=8, learning_rate=3e-3, weight_decay=
 MAX_LENGTH = 96
 DEFAULT_TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0, "schedule": "constant"}
 # method name -> changed training settings / method parameters, each with its reason
-TRAIN_OVERRIDES: dict[str, dict] = {}
+TRAIN_OVERRIDES: dict[str, dict] = {
+    "ofmu": {"batch_size": 8},  # one step over the whole forget set: each OFMU step costs ~15 F+B (third-order autodiff)
+}
 PARAM_OVERRIDES: dict[str, dict] = {
     "rmu": {"layer": None},  # the default layer 7 is the paper's (Zephyr-7B); the tiny base has 4: the middle one
     "adv_npo": {"perturb_layer": 1},  # the default layer 4 is the paper's (7B models); the tiny base has layers 0..3
@@ -43,6 +45,9 @@ PARAM_OVERRIDES: dict[str, dict] = {
     # questions about people the target never saw (as the reference's "unverified" questions)
     "lunar": {"layer": None, "refusal_prompts": ["Where was Odalys Brenner born?", "In what year was Tamsin Varga "
                                                  "born?", "What is the profession of Ilario Quent?"]},
+    # each inner step is a double backward (about 6 F+B); the default T=5 takes about a minute here, T=1 runs the
+    # same code path (inner ascent, then the outer penalty step) in a fifth of the time
+    "ofmu": {"inner_steps": 1},
 }
 
 

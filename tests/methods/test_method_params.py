@@ -12,6 +12,11 @@ from unlearnkit.methods import available, get_method
 from unlearnkit.methods import registry
 
 # get_method(name).params() before the methods declared Params (recorded in every run's config; keep it stable)
+TRU_REASONING = ("The question asks for specific details about a person or a fact that I have been asked to forget. "
+                 "Any answer, even a partial one, would reveal that information, so the right response is to decline "
+                 "without hinting at it.")
+TRU_REFUSAL = ("I'm sorry, but I can't share that information. I'd be glad to help with a related question that does "
+               "not depend on it.")
 DEFAULTS = {
     "altpo": {"beta": 0.1, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll", "max_new_tokens": 200,
               "temperature": 1.0, "top_k": 50,
@@ -38,6 +43,12 @@ DEFAULTS = {
     "adv_ga": {"epsilon": 8.0, "steps": 6, "perturb_layer": 4, "forget_weight": 1.0, "retain_weight": 1.0,
                "retain_loss": None},
     "wga": {"beta": 1.0, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
+    "catnip": {"beta": 1.0, "stop_gradient": "reference"},
+    "hamu": {"balancing": "trust_region", "variant": "q", "constraint_ratio": 0.5},
+    "ofmu": {"beta": 0.1, "rho": 0.01, "rho_increment": 0.01, "inner_steps": 5, "inner_lr": 1e-4},
+    "tru": {"reasoning": TRU_REASONING, "refusal": TRU_REFUSAL, "target_reduction": "token", "target_weight": 1.0,
+            "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
+    "u2a": {"beta": 0.1, "weight_lr": 0.01, "gamma": 1.0, "weight_sign": "implicit", "retain_weight": 0.0},
 }
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
 REQUIRE_A_VALUE = ["lunar"]  # methods with a parameter that has no default and no DEFAULTS entry (lunar: refusal_prompts)

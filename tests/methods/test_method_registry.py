@@ -8,8 +8,8 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["adv_ga", "adv_npo", "altpo", "ceu", "ga", "graddiff", "gru", "idkdpo", "idknll", "lunar", "npo", "pdu", "rmu",
-         "satimp", "simnpo", "undial", "wga"]
+NAMES = ["adv_ga", "adv_npo", "altpo", "catnip", "ceu", "ga", "graddiff", "gru", "hamu", "idkdpo", "idknll", "lunar",
+         "npo", "ofmu", "pdu", "rmu", "satimp", "simnpo", "tru", "u2a", "undial", "wga"]
 # parameters without a default (OpenUnlearning's PDU has none for eps; LUNAR's refusal prompts are the user's)
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
 # defaults that name a layer of a 7B model; the test model has 4
@@ -32,8 +32,9 @@ def test_registry_lists_all_methods():
 def test_flags():
     made = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
     assert [n for n in NAMES if made[n].uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "idkdpo", "idknll",
-                                                         "lunar", "npo", "pdu", "rmu", "satimp", "simnpo", "wga"]
+    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "hamu", "idkdpo",
+                                                         "idknll", "lunar", "npo", "ofmu", "pdu", "rmu", "satimp",
+                                                         "simnpo", "tru", "u2a", "wga"]
     assert [n for n in NAMES if made[n].needs_reference_model] == ["rmu", "undial"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
     assert not get_method("npo", retain_loss=None).uses_retain
@@ -60,6 +61,8 @@ def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)
     method = get_method(name, **{**REQUIRED.get(name, {}), **FOUR_LAYERS.get(name, {})})
+    if name == "tru":  # it encodes its target templates; the in-memory tiny model has no tokenizer folder
+        method.use_tokenizer(naive.CharTokenizer())
     params = method.trainable_parameters(model)
     method.prepare(model, [naive.forget_batch()], reference_model=reference if method.needs_reference_model else None)
     loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch() if method.uses_retain else None)
