@@ -228,3 +228,23 @@ def test_a_problem_whose_levels_share_a_tensor_is_refused():
     t = torch.zeros(2, requires_grad=True)
     with pytest.raises(ValueError, match="distinct"):
         BilevelProblem(upper=[t], lower=[t], f=lambda b: t.sum(), g=lambda b: t.sum())
+
+
+def test_unrolled_reverse_pass_uses_each_step_s_own_batch():
+    """With a stochastic g (batch j scales the quadratic by s_j), the hypergradient equals autograd through the
+    explicit unroll y_{j+1} = y_j - alpha s_j (H y_j - B x - c) with the same batches in the same order."""
+    problem, k = quadratic()
+    H, B, c = k["H"], k["B"], k["c"]
+    scales = [0.5, 1.5, 1.0]
+    draws = iter(scales)
+    x_leaf, y_leaf = problem.upper[0], problem.lower[0]
+    problem.g = lambda s: s * (0.5 * y_leaf @ H @ y_leaf - y_leaf @ (B @ x_leaf + c))
+    problem.g_batch = lambda: next(draws)
+    alpha = 0.3
+    xx = x_leaf.detach().clone().requires_grad_()
+    y = y_leaf.detach().clone()
+    for s in scales:
+        y = y - alpha * s * (H @ y - B @ xx - c)
+    expected = torch.autograd.grad(k["f_of"](xx, y), xx)[0]
+    estimate = get_solver("unrolled", unroll_steps=3, lower_lr=alpha).hypergradient(problem)[0]
+    assert torch.allclose(estimate, expected, rtol=0, atol=1e-12)
