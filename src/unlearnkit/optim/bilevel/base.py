@@ -27,6 +27,13 @@ class BilevelSolver:
             setattr(self, key, value)
         self.iteration = 0
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides x and y (the iteration count; subclasses add their buffers)."""
+        return {"iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+
     def hypergradient(self, problem: BilevelProblem) -> Tensors:
         raise NotImplementedError
 

@@ -73,6 +73,16 @@ class BOREP(BilevelSolver):
         self.momentum_buffer: Tensors | None = None
         self._checked = False
 
+    def state_dict(self) -> dict:
+        buffer = None if self.momentum_buffer is None else [t.detach().clone() for t in self.momentum_buffer]
+        return {**super().state_dict(), "momentum_buffer": buffer, "checked": self._checked}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        buffer = state["momentum_buffer"]
+        self.momentum_buffer = None if buffer is None else [t.clone() for t in buffer]
+        self._checked = bool(state["checked"])
+
     def update_lower(self, problem: BilevelProblem) -> int:
         """The SGD steps on g this iteration takes (init_steps at t = 0, N when t mod I = 0, else none)."""
         steps = self.init_steps if self.iteration == 0 else self.lower_steps if self.iteration % self.period == 0 else 0
