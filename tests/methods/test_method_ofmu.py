@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import naive_reference as naive
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import get_method
 
 
@@ -97,3 +98,26 @@ def test_ofmu_rho_increases_with_each_step_and_is_saved():
     resumed = get_method("ofmu", rho=0.1, rho_increment=0.5, inner_steps=0)
     resumed.load_state_dict(method.state_dict())
     assert resumed.loss(model, naive.forget_batch(), naive.retain_batch())[1]["rho"] == pytest.approx(1.6)
+
+
+def test_ofmu_solver_penalty_is_the_default_and_its_rho_k_and_penalty_are_the_bilevel_module_s():
+    """``solver: penalty`` (the default) is the loss above; rho_k and ||grad Phi||^2 are those of
+    optim/bilevel/penalty.py (rho + rho_increment * k; the squared norm), checked against the float64 recomputation."""
+    model = small_model()
+    method = get_method("ofmu", beta=0.5, rho=0.3, rho_increment=0.2, inner_steps=0, solver="penalty")
+    assert get_method("ofmu").solver == "penalty"
+    method.loss(model, naive.forget_batch(), naive.retain_batch())
+    loss, logs = method.loss(model, naive.forget_batch(), naive.retain_batch())
+    assert logs["rho"] == pytest.approx(0.5)
+    assert loss.item() == pytest.approx(naive_outer(model, 0.5, 0.5).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(("solver", "says"), [
+    ("bo_rep", "needs separate upper and lower variables"),
+    ("unrolled", "needs separate upper and lower variables"),
+    ("bo-rep", "unknown bilevel solver 'bo-rep': choose one of bo_rep, penalty, unrolled"),
+])
+def test_ofmu_refuses_a_solver_that_does_not_fit_in_one_line(solver, says):
+    with pytest.raises(UnlearnkitError, match=says) as err:
+        get_method("ofmu", solver=solver)
+    assert "\n" not in str(err.value)

@@ -19,6 +19,16 @@ note infers the forget CE). Each call of :meth:`loss` is one outer iteration k:
 grad Phi itself needs second derivatives (the cosine of two gradients), so its graph is built with
 ``create_graph=True``; the outer backward through ||grad Phi||^2 differentiates that graph once more.
 
+The solver (``solver``, the bilevel machinery of :mod:`unlearnkit.optim.bilevel`, docs/bilevel.md): ``penalty``,
+the only one that fits. OFMU's two levels share every parameter (min L_r(theta) s.t. grad Phi(theta) = 0): there
+are no separate lower variables y with an implicit map y*(x), which BO-REP's Neumann hypergradient and unrolled
+differentiation need, so ``bo_rep`` and ``unrolled`` are refused at config load with that reason, and an unknown
+name lists the solvers. The penalty parts come from the shared module (``penalty_weight`` for rho_k,
+``squared_norm`` for ||grad Phi||^2); the loop stays here, because :class:`~unlearnkit.optim.bilevel.problem.
+BilevelProblem` needs distinct x and y, and because the training loop takes the outer step (it backpropagates
+F_k, so gradient accumulation, clipping and the configured optimizer apply). The numbers are those of the
+implementation before the solver parameter existed, bit for bit.
+
 Choices (the paper's values for LLMs are unknown; each is a parameter):
 
 - rho_k = rho + rho_increment * k, linear in the number k of earlier :meth:`loss` calls (a penalty that grows without
@@ -44,7 +54,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -52,12 +62,18 @@ from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.losses import forward_logits, mean_nll
 from unlearnkit.methods.params import MethodParams
 from unlearnkit.methods.registry import register
+from unlearnkit.optim.bilevel import SOLVERS
+from unlearnkit.optim.bilevel.penalty import penalty_weight, squared_norm
 
 EPS = 1e-12
 
 
 def _dot(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return sum((x * y).sum() for x, y in zip(a, b))
+
+
+SHARED_PARAMETERS = ("separate upper and lower variables, but ofmu's two levels share every parameter "
+                     "(min L_r s.t. grad Phi = 0): use solver: penalty")
 
 
 def phi_gradient(model: nn.Module, params: list[nn.Parameter], forget_batch: dict, retain_batch: dict, beta: float,
@@ -94,6 +110,16 @@ class OFMU(UnlearningMethod):
         rho_increment: float = Field(0.01, ge=0, description="rho_k = rho + rho_increment * k (k = earlier loss calls)")
         inner_steps: int = Field(5, ge=0, description="T: SGD ascent steps on Phi before each outer step")
         inner_lr: float = Field(1e-4, gt=0, description="step size of the inner ascent (plain SGD)")
+        solver: str = Field("penalty", description="bilevel solver (optim/bilevel): penalty, the one that fits ofmu")
+
+        @field_validator("solver")
+        @classmethod
+        def _fits(cls, value: str) -> str:
+            if value not in SOLVERS:
+                raise ValueError(f"unknown bilevel solver {value!r}: choose one of {', '.join(SOLVERS)}")
+            if value != "penalty":
+                raise ValueError(f"bilevel solver {value!r} needs {SHARED_PARAMETERS}")
+            return value
 
     def __init__(self, **values: Any):
         super().__init__(**values)
@@ -106,7 +132,7 @@ class OFMU(UnlearningMethod):
         self._calls = int(state["calls"])
 
     def current_rho(self) -> float:
-        return self.rho + self.rho_increment * self._calls
+        return penalty_weight(self.rho, self.rho_increment, self._calls)
 
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
         if retain_batch is None:
@@ -121,7 +147,7 @@ class OFMU(UnlearningMethod):
                 for p, g in zip(params, grad_phi):
                     p.add_(g, alpha=self.inner_lr)
         grad_phi, parts = phi_gradient(model, params, forget_batch, retain_batch, self.beta, create_graph=True)
-        penalty = _dot(grad_phi, grad_phi)
+        penalty = squared_norm(grad_phi)
         rho = self.current_rho()
         self._calls += 1
         loss = parts["retain_loss"] + rho * penalty
