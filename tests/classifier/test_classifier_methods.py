@@ -5,7 +5,8 @@ The reference loops are written from the definitions (module docstrings of ``unl
 ``salun``, ``scrub``): ℓ1-sparse and prune-then-unlearn from Jia et al. 2023 / OPTML-Group/Unlearn-Sparse
 ``unlearn/FT.py``; SalUn from Fan et al. 2024 / OPTML-Group/Unlearn-Saliency ``unlearn/RL.py`` (hard mask, masked
 weights restored); SCRUB from Kurmanji et al. 2023 / meghdadk/SCRUB ``helper/loops.py`` with ``DistillKL`` written as
-there (``F.kl_div(..., reduction="sum") · T² / batch``). One ``nn.Module`` and ``torch.optim.SGD`` each; they share
+there (``F.kl_div(..., reduction="sum") · T² / batch``); boundary shrink from Chen et al. 2023 / OPTML-Group/
+Unlearn-Saliency ``unlearn/boundary_sh.py`` (FGSM on the frozen original per batch, as there). One ``nn.Module`` and ``torch.optim.SGD`` each; they share
 with the library only the per-member data order and random labels.
 """
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.classifier.boundary import neighbour_labels
 from unlearnkit.classifier.data import load_task, retain_indices
 from unlearnkit.classifier.ensemble import Recipe, batch_order, train_ensemble
 from unlearnkit.classifier.models import ModelOptions
@@ -144,12 +146,30 @@ def scrub_alone(net, seed, task, forget, o):
     return net
 
 
+def boundary_shrink_alone(net, seed, task, forget, o):
+    x, y, _, forget_t = _data(task, forget)
+    test_model = copy.deepcopy(net)
+    sgd = Plain(net, o)
+    for epoch in range(o.epochs):
+        order = forget_t[batch_order(seed, epoch, len(forget_t), 1)]
+        for b in range(0, len(order), o.batch_size):
+            image, target = x[order[b:b + o.batch_size]], y[order[b:b + o.batch_size]]
+            x_adv = image.clone().requires_grad_(True)  # FGSM_perturb
+            F.cross_entropy(test_model(x_adv), target).backward()
+            x_adv = torch.round(torch.clamp(image + x_adv.grad.sign() * o.bound, 0.0, 1.0) * 255) / 255
+            with torch.no_grad():
+                adv_label = test_model(x_adv).argmax(1)
+            sgd.step(F.cross_entropy(net(image), adv_label))
+    return net
+
+
 CASES = {
     "l1_sparse": {"epochs": 3, "lr": 0.05, "batch_size": 32, "alpha": 1e-3, "no_l1_epochs": 1},
     "prune": {"rate": 0.6, "method": "finetune", "method_params": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
     "salun": {"epochs": 2, "lr": 0.05, "batch_size": 32, "fraction": 0.3},
     "scrub": {"epochs": 3, "max_epochs": 2, "lr": 0.05, "alpha": 0.5, "forget_batch_size": 8,
               "retain_batch_size": 32},
+    "boundary_shrink": {"epochs": 2, "lr": 0.05, "batch_size": 8},
 }
 
 
@@ -165,6 +185,8 @@ def alone(method, net, seed, task, forget, o):
     if method == "salun":
         return random_labels_alone(net, seed, task, forget, o, mask=saliency_mask_alone(net, task, forget,
                                                                                          o.fraction))
+    if method == "boundary_shrink":
+        return boundary_shrink_alone(net, seed, task, forget, o)
     return scrub_alone(net, seed, task, forget, o)
 
 
@@ -232,6 +254,27 @@ def test_scrub_max_steps_push_the_forget_outputs_away_from_the_teacher(setup):
     # measured: 0.094, 0.088 with max-steps against 0.040, 0.022 without (at θ_student = θ_teacher the KL's gradient
     # is 0, so the max-steps act once the first min-steps have moved the student)
     assert (kl_to_teacher(with_max, forget) > 2 * kl_to_teacher(without, forget)).all()
+
+
+def test_boundary_shrink_moves_forget_predictions_to_the_nearest_other_class(setup, tmp_path):
+    task, _, forget = setup
+    original = train_ensemble(task, ModelOptions(width=16), Recipe(epochs=20, batch_size=32), [2, 9],
+                              cache_dir=tmp_path)  # trained to fit its training set: forget predictions = labels
+    y = torch.as_tensor(task.train.y[forget])
+    assert (original.logits(task.train.x[forget]).argmax(-1) == y).float().mean() > 0.9
+    labels = neighbour_labels(original, task.train.x[forget], task.train.y[forget], PARAMS["boundary_shrink"]())
+    assert ((labels != y).float().mean(1) > 0.2).all()  # FGSM crosses a boundary for many (measured: 35 %, 55 %)
+    result = unlearn(original, task, forget, "boundary_shrink", {"epochs": 10, "lr": 0.1})
+    before = (original.logits(task.train.x[forget]).argmax(-1) == labels).float().mean(1)
+    after = (result.logits(task.train.x[forget]).argmax(-1) == labels).float().mean(1)
+    assert (after > before + 0.2).all()  # measured: 0.65, 0.60 before; 0.90, 1.00 after
+
+
+def test_boundary_shrink_refuses_inputs_outside_the_clamp(setup):
+    task, original, forget = setup
+    shifted = dataclasses.replace(task, train=dataclasses.replace(task.train, x=task.train.x - 0.5))
+    with pytest.raises(UnlearnkitError, match=r"forget inputs span \[-0.5, 0.5\]: set clamp_min/clamp_max"):
+        unlearn(original, shifted, forget, "boundary_shrink")
 
 
 @pytest.mark.parametrize("method, params, words", [

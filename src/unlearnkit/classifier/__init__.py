@@ -12,5 +12,6 @@ over many retrained and many unlearned models (research/metrics.md §4, issue #1
                  ``vmap``): per-member seed, initialisation and data order; cached per member in safetensors
 ``steps.py``     the SGD engine (optionally under a hard mask) and the plans of fine-tune, GA, random labels, NegGrad+
 ``unlearn.py``   ``unlearn(original, task, forget, method)``: every method on every member at once (retrain, the above,
-                 ``sparse.py``: l1-sparse and prune-then-unlearn, ``salun.py``: SalUn, ``scrub.py``: SCRUB)
+                 ``sparse.py``: l1-sparse and prune-then-unlearn, ``salun.py``: SalUn, ``scrub.py``: SCRUB,
+                 ``boundary.py``: boundary shrink)
 """

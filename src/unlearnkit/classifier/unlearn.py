@@ -33,7 +33,7 @@ for a class, where retraining gives 0.97 and 0.00; ``random_labels`` reaches 0.0
 
 The engine and the plans of these four are in ``steps.py``. The methods of the seed papers, each in its own module:
 ``l1_sparse`` and ``prune`` (``sparse.py``, Jia et al. 2023), ``salun`` (``salun.py``, Fan et al. 2024), ``scrub``
-(``scrub.py``, Kurmanji et al. 2023).
+(``scrub.py``, Kurmanji et al. 2023), ``boundary_shrink`` (``boundary.py``, Chen et al. 2023).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.classifier import salun, scrub, sparse
+from unlearnkit.classifier import boundary, salun, scrub, sparse
 from unlearnkit.classifier.data import ClassifierTask, retain_indices
 from unlearnkit.classifier.ensemble import Ensemble, train_ensemble
 from unlearnkit.classifier.options import Options, check
@@ -70,6 +70,7 @@ METHODS: dict[str, tuple[type[Options], Callable[..., Ensemble]]] = {
     "prune": (sparse.PruneParams, sparse.prune_then_unlearn),
     "salun": (salun.SalUnParams, salun.salun),
     "scrub": (scrub.SCRUBParams, scrub.scrub),
+    "boundary_shrink": (boundary.BoundaryShrinkParams, boundary.boundary_shrink),
 }
 PARAMS: dict[str, type[Options]] = {"retrain": RetrainParams, **{k: v[0] for k, v in METHODS.items()}}
 
