@@ -46,6 +46,7 @@ RUNS = [  # (row, method, params): the defaults, except what a method needs give
     ("prune 0.5 + finetune", "prune", {"rate": 0.5}),
     ("salun", "salun", {}),
     ("scrub", "scrub", {}),
+    ("boundary_shrink", "boundary_shrink", {}),
 ]
 
 
