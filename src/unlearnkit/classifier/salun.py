@@ -16,7 +16,7 @@ other classifier methods here).
 [choices] ℓ_f is the mean cross-entropy over the whole forget set at θ_o (the paper's definition). The repository's
 ``save_gradient_ratio`` instead sums the per-batch gradients of −CE while taking SGD steps between batches, and
 ranks |g| with an ascending ``argsort`` and keeps ``rank < fraction·n``, which selects the *smallest* entries
-despite its comment ("top 10%"); we follow the paper (largest |g|). Ties at the threshold are broken by position.
+despite its comment ("top 10%") (both versions read: commits ac880a2, 2b0a8a1); we follow the paper (largest |g|). Ties at the threshold are broken by position.
 Cost: one forward and backward over the forget set for the mask, then random labels' cost.
 """
 
