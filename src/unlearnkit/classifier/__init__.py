@@ -10,5 +10,8 @@ over many retrained and many unlearned models (research/metrics.md §4, issue #1
                  ``head``
 ``ensemble.py``  N members trained as one batched model (torch.func ``stack_module_state`` + ``functional_call`` +
                  ``vmap``): per-member seed, initialisation and data order; cached per member in safetensors
-``unlearn.py``   retrain, fine-tune, gradient ascent, random labels and NegGrad+ on every member at once
+``steps.py``     the SGD engine (optionally under a hard mask) and the plans of fine-tune, GA, random labels, NegGrad+
+``unlearn.py``   ``unlearn(original, task, forget, method)``: every method on every member at once (retrain, the above,
+                 ``sparse.py``: l1-sparse and prune-then-unlearn, ``salun.py``: SalUn, ``scrub.py``: SCRUB,
+                 ``boundary.py``: boundary shrink)
 """
