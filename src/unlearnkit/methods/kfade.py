@@ -264,8 +264,8 @@ class KFADE(UnlearningMethod):
         layers = self.layers(model)
         surrogate = sum((layers[name].weight * -step.to(layers[name].weight.dtype)).sum()
                         for name, step in steps.items())
-        loss = -nll.detach() + surrogate - surrogate.detach()
-        return loss, {"forget_nll": nll.item(), "curvature_batches": float(self._batches)}
+        loss = -nll.detach() + (surrogate - surrogate.detach())  # value exactly -NLL, gradient -step
+        return loss, {"forget_loss": -nll.item(), "forget_nll": nll.item(), "curvature_batches": float(self._batches)}
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"tokens": self._tokens, "sequences": self._sequences, "batches": self._batches}

@@ -72,6 +72,20 @@ def load_update(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def check_fits(update: dict[str, torch.Tensor], folder: Path) -> None:
+    """Every weight of ``update`` is saved in the model ``folder`` with the same shape (read from the headers)."""
+    where = saved_weights(folder)
+    for name, delta in update.items():
+        if name not in where:
+            raise UnlearnkitError(f"{folder} has no weight {name}: reapply needs a model of the architecture the "
+                                  "update was trained on")
+        with safe_open(str(where[name]), framework="pt") as handle:
+            shape = tuple(handle.get_slice(name).get_shape())
+        if shape != tuple(delta.shape):
+            raise UnlearnkitError(f"weight {name} has shape {shape} in {folder}, the update {tuple(delta.shape)}: "
+                                  "reapply needs a model of the same architecture and size")
+
+
 def apply_update(model: nn.Module, update: dict[str, torch.Tensor]) -> None:
     """Add ``update`` to ``model``'s weights in place, after checking every name and shape (nothing changes if one
     is wrong)."""
@@ -97,6 +111,7 @@ def reapply(run_dir: Path, model_path: Path, output: Path, trust_remote_code: bo
     if output.exists() and any(output.iterdir()):
         raise UnlearnkitError(f"{output} is not empty: choose a new folder for the re-applied model")
     update = load_update(run_dir)
+    check_fits(update, model_path)  # from the files' headers, before the model is loaded
     model, tokenizer = load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     apply_update(model, update)
     temporary = output.with_name(output.name + ".partial")
