@@ -9,7 +9,8 @@ each position on its own (a: a fixed embedding of the input token):
   the block is kron(G, A)), which the sampled factors must reach within Monte-Carlo error;
 - for the empirical Fisher (true labels), the outer product of the per-example weight gradient, exact;
 - gradients by hand: ∂CE/∂z = p − e_y, ∂CE/∂s1 = (1 − h²) ⊙ W2ᵀ(p − e_y), ∇W = (∂CE/∂s) · inputᵀ;
-- the damped K-FADE step as the dense solve (kron(G + λI, A + λI))⁻¹ vec ∇W (methods.md §3: ΔW = (G+λI)⁻¹ ∇W (A+λI)⁻¹).
+- the damped K-FADE step as the dense solve (kron(G, A) + λI)⁻¹ vec ∇W (damping_form="kronecker") or
+  (kron(G + λI, A + λI))⁻¹ vec ∇W (methods.md §3: ΔW = (G+λI)⁻¹ ∇W (A+λI)⁻¹), λ given or 0.1 × the mean eigenvalue.
 """
 
 from __future__ import annotations
@@ -130,10 +131,25 @@ def test_several_examples_give_the_kronecker_product_of_means_not_the_mean_of_pr
         assert not torch.allclose(torch.kron(g_mean, a_mean), exact, rtol=1e-2, atol=1e-4)
 
 
-def test_step_is_the_damped_dense_solve_and_the_loss_gradient_ascends():
+def dense_damped(g: torch.Tensor, a: torch.Tensor, damping: float | None, form: str) -> torch.Tensor:
+    """The damped curvature block as a dense matrix: kron(G, A) + λI, or kron(G + λI, A + λI); λ = damping, or 0.1 ×
+    the mean eigenvalue (of kron(G, A), or of each factor), from ``eigvalsh`` of the dense matrices."""
+    g_outer, a_outer = torch.outer(g, g), torch.outer(a, a)
+    if form == "kronecker":
+        block = torch.kron(g_outer, a_outer)
+        lam = 0.1 * torch.linalg.eigvalsh(block).clamp_min(0).mean() if damping is None else damping
+        return block + lam * torch.eye(len(block), dtype=torch.float64)
+    g_lam = 0.1 * torch.linalg.eigvalsh(g_outer).clamp_min(0).mean() if damping is None else damping
+    a_lam = 0.1 * torch.linalg.eigvalsh(a_outer).clamp_min(0).mean() if damping is None else damping
+    return torch.kron(g_outer + g_lam * torch.eye(len(g), dtype=torch.float64),
+                      a_outer + a_lam * torch.eye(len(a), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("form,damping", [("kronecker", None), ("kronecker", 0.05), ("factored", None),
+                                          ("factored", 0.05)])
+def test_step_is_the_damped_dense_solve_and_the_loss_gradient_ascends(form, damping):
     model = Toy()
-    damping = 0.05
-    method = kfade(fisher="empirical", damping=damping, curvature_batches=1)
+    method = kfade(fisher="empirical", damping=damping, damping_form=form, curvature_batches=1)
     retain, forget = batch([(3, 1)]), batch([(0, 4)])
     method.add_curvature(model, retain)
     nll, steps = method.direction(model, forget)
@@ -141,10 +157,8 @@ def test_step_is_the_damped_dense_solve_and_the_loss_gradient_ascends():
     assert nll.item() == pytest.approx(-torch.log(forget_hand["p"][4]).item(), rel=1e-5)
     for name in ("fc1", "fc2"):
         a, g = retain_hand["input"][name], retain_hand["g"][name]
-        a_damped = torch.outer(a, a) + damping * torch.eye(len(a), dtype=torch.float64)
-        g_damped = torch.outer(g, g) + damping * torch.eye(len(g), dtype=torch.float64)
         forget_gradient = torch.outer(forget_hand["g"][name], forget_hand["input"][name]).reshape(-1)
-        expected = torch.linalg.solve(torch.kron(g_damped, a_damped), forget_gradient).reshape(len(g), len(a))
+        expected = torch.linalg.solve(dense_damped(g, a, damping, form), forget_gradient).reshape(len(g), len(a))
         torch.testing.assert_close(steps[name].double(), expected, rtol=1e-4, atol=1e-6)
 
     # through the loop's interface: value -NLL, gradient -step (so a descent step on it ascends the forget NLL)
@@ -155,9 +169,10 @@ def test_step_is_the_damped_dense_solve_and_the_loss_gradient_ascends():
     assert loss.item() == pytest.approx(-nll.item(), rel=1e-6) and logs["curvature_batches"] == 1
     for name in ("fc1", "fc2"):
         torch.testing.assert_close(getattr(model, name).weight.grad, -steps[name])
-    with torch.no_grad():
+    size = 1e-4 / float(torch.sqrt(sum(getattr(model, n).weight.grad.pow(2).sum() for n in ("fc1", "fc2"))))
+    with torch.no_grad():  # a small descent step on the loss (update norm 1e-4) raises the forget NLL
         for name in ("fc1", "fc2"):
-            getattr(model, name).weight.sub_(1e-3 * getattr(model, name).weight.grad)
+            getattr(model, name).weight.sub_(size * getattr(model, name).weight.grad)
     assert method.direction(model, forget)[0].item() > nll.item()
 
 

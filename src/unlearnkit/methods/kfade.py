@@ -1,16 +1,19 @@
 """K-FADE: a few uphill Gauss-Newton steps on the forget loss, preconditioned by the retain set's K-FAC curvature.
 
-Paper: "Gauss-Newton Unlearning for the LLM Era" (K-FADE; earlier name "PB&J", PullBack & proJect), arXiv:2602.10568,
-SaTML 2026. No code was found (research/methods.md §3); what the abstract states: a few uphill Gauss-Newton steps
+Paper: "Gauss-Newton Unlearning for the LLM Era", McKinney, Thudi, Bae, Rezaei, Papernot, McIlraith and Grosse, 2026,
+arXiv:2602.10568 (K-FADE: "K-FAC for Distribution Erasure"; earlier name "PB&J"). No code was found (research/methods.md
+§3, and a search of the paper pages and code in Dec 2026); what the abstract states: a few uphill Gauss-Newton steps
 computed with the forget set, curvature from K-FAC or EK-FAC, turning "a constraint on the model's outputs across the
 entire retain set into a constraint on the model's weights", updates that can be re-applied after later fine-tuning.
 Everything below that is not in that list is reconstructed [inferred] and is a typed parameter where it is a choice.
 
-For every selected ``nn.Linear`` with weight W (out × in), one step is
+For every selected ``nn.Linear`` with weight W (out × in), one step is (uphill: L_f, the forget loss, is raised)
 
-    ΔW = η · (G + λI)⁻¹ · ∇_W L_f · (A + λI)⁻¹        (uphill: L_f is the forget loss, raised)
+    vec ΔW = η · (G ⊗ A + λI)⁻¹ · vec ∇_W L_f              (damping_form="kronecker", the default)
+        ΔW = η · (G + λI)⁻¹ · ∇_W L_f · (A + λI)⁻¹         (damping_form="factored", research/methods.md §3)
 
-with L_f GA's mean NLL over the forget batch's answer tokens, λ = ``damping``, η the learning rate, and the K-FAC
+(vec row-major, so G ⊗ A is the layer's block of the curvature), with L_f GA's mean NLL over the forget batch's
+answer tokens, λ = ``damping``, η the learning rate, and the K-FAC
 factors of the retain set's output curvature (Martens & Grosse 2015; sequences as in Eschenhagen et al. 2023,
 "KFAC-expand", where each token position is treated as a further example):
 
@@ -32,7 +35,12 @@ Choices (the paper leaves them open):
   passes each), then frozen. The steps taken meanwhile use the factors gathered so far (a running average, as online
   K-FAC optimizers do). The factors are method state (``state_dict``), saved with checkpoints, so a resumed run
   continues with the same curvature; with several processes they are summed across processes, so all agree.
-- **Damping**: the same absolute λ on both factors, as the spec writes it (no π-split).
+- **Damping** (unknown in the paper). Default: λ added to the Kronecker product itself, solved exactly in the
+  factors' eigenbases (Q_G [(Q_Gᵀ ∇W Q_A) / (e_G e_Aᵀ + λ)] Q_Aᵀ, no extra cost), with λ = 0.1 × the mean eigenvalue
+  of G ⊗ A when ``damping`` is null: how kronfluence (pomonam/kronfluence ``arguments.py``: "0.1 x mean eigenvalues";
+  Bae and Grosse are authors of both) damps its K-FAC/EK-FAC solves, and scale-free, so that η means the same on any
+  model. ``damping_form="factored"`` damps each factor instead (the spec's form; λ = 0.1 × each factor's mean
+  eigenvalue when null). A number sets λ absolutely in either form.
 - **Which layers**: every ``nn.Linear`` whose name matches ``modules`` and not ``exclude`` (default: all but
   ``lm_head``, whose G would be vocabulary × vocabulary). Only their weights train; biases and every other parameter
   stay frozen. LoRA models are refused (the preconditioner acts on the full weight).
@@ -40,6 +48,7 @@ Choices (the paper leaves them open):
   ``train.optimizer: {name: sgd}`` (no momentum, no weight decay) a step is exactly ΔW above with η = learning rate;
   an adaptive optimizer (the default adamw) rescales it per coordinate and is no longer a Gauss-Newton step.
   ``train.max_grad_norm`` clips the preconditioned direction.
+- **Labels of G**: sampled by default (the true Fisher), as kronfluence's default (``use_empirical_fisher=False``).
 - **EK-FAC** (George et al. 2018) is not implemented: it needs a second pass over retain data after the factors'
   eigendecomposition; only K-FAC is offered.
 
@@ -48,7 +57,7 @@ model and the target (``update.safetensors`` in the run directory, :mod:`unlearn
 reapply RUN_DIR --model OTHER --output DIR`` adds it to another model of the same architecture.
 
 Cost per step: 1 forward+backward on the forget batch plus one small matrix product pair per layer (in² + out²
-memory per layer for the factors and their inverses, an eigendecomposition per layer whenever the factors change);
+memory per layer for the factors and their eigenbases, an eigendecomposition per layer whenever the factors change);
 during the first ``curvature_batches`` steps, 1 forward and ``samples`` backward passes on the retain batch more.
 """
 
@@ -87,10 +96,31 @@ def linear_layers(model: nn.Module, modules: str, exclude: str) -> dict[str, nn.
     return chosen
 
 
-def damped_inverse(factor: torch.Tensor, damping: float) -> torch.Tensor:
-    """(factor + damping·I)⁻¹ of a symmetric positive semi-definite factor, by its eigendecomposition."""
+def eigenbasis(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvalues ≥ 0, eigenvectors) of a symmetric positive semi-definite factor (float64 eigh, as kronfluence)."""
     eigenvalues, vectors = torch.linalg.eigh(factor.double())
-    return ((vectors / (eigenvalues.clamp_min(0) + damping)) @ vectors.T).float()
+    return eigenvalues.clamp_min(0), vectors
+
+
+def precondition(gradient: torch.Tensor, g_basis: tuple[torch.Tensor, torch.Tensor],
+                 a_basis: tuple[torch.Tensor, torch.Tensor], damping: float | None, form: str) -> torch.Tensor:
+    """The damped K-FAC solve of ``gradient`` (out × in) given the eigenbases of G and A.
+
+    ``form="kronecker"``: (G ⊗ A + λI)⁻¹ vec ∇W, exactly, in the factors' eigenbasis:
+    Q_G [(Q_Gᵀ ∇W Q_A) / (e_G e_Aᵀ + λ)] Q_Aᵀ, with λ = damping or 0.1 × the mean eigenvalue of G ⊗ A.
+    ``form="factored"``: (G + λI)⁻¹ ∇W (A + λI)⁻¹, with λ = damping or 0.1 × each factor's mean eigenvalue.
+    """
+    (g_values, g_vectors), (a_values, a_vectors) = g_basis, a_basis
+    rotated = g_vectors.T @ gradient.double() @ a_vectors
+    if form == "kronecker":
+        product = g_values[:, None] * a_values[None, :]
+        lam = 0.1 * float(product.mean()) if damping is None else damping
+        scaled = rotated / (product + lam)
+    else:
+        g_lam = 0.1 * float(g_values.mean()) if damping is None else damping
+        a_lam = 0.1 * float(a_values.mean()) if damping is None else damping
+        scaled = rotated / (g_values[:, None] + g_lam) / (a_values[None, :] + a_lam)
+    return (g_vectors @ scaled @ a_vectors.T).float()
 
 
 def shifted_logits_and_labels(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,11 +181,6 @@ def accumulate_factors(model: nn.Module, layers: dict[str, nn.Linear], batch: di
     return a_sums, g_sums, int(mask.sum()), int(answer.any(dim=1).sum())
 
 
-def preconditioned(gradient: torch.Tensor, g_inverse: torch.Tensor, a_inverse: torch.Tensor) -> torch.Tensor:
-    """(G + λI)⁻¹ · ∇W · (A + λI)⁻¹ (the inverses given)."""
-    return g_inverse @ gradient.float() @ a_inverse
-
-
 @register
 class KFADE(UnlearningMethod):
     """Uphill Gauss-Newton steps on the forget NLL, preconditioned by the retain set's damped K-FAC factors."""
@@ -163,13 +188,18 @@ class KFADE(UnlearningMethod):
     name = "kfade"
     summary = ("Gauss-Newton unlearning: forget-loss ascent preconditioned by the retain set's K-FAC curvature; "
                "the update is stored and can be re-applied (unlearnkit reapply).")
-    citation = "Gauss-Newton Unlearning for the LLM Era (K-FADE, earlier PB&J), 2026, arXiv:2602.10568"
+    citation = ("McKinney, Thudi, Bae, Rezaei, Papernot, McIlraith and Grosse, Gauss-Newton Unlearning for the LLM "
+                "Era, 2026, arXiv:2602.10568")
     uses_retain = True
     stores_update = True  # the pipeline writes update.safetensors (methods/updates.py)
 
     class Params(MethodParams):
-        damping: float = Field(1e-3, gt=0, description="lambda: added to both Kronecker factors before inversion "
-                                                       "(unknown in the paper; larger = closer to plain ascent)")
+        damping: float | None = Field(None, gt=0, description="lambda (unknown in the paper; larger = closer to plain "
+                                                              "ascent); null: 0.1 x the mean eigenvalue (kronfluence's "
+                                                              "heuristic)")
+        damping_form: Literal["kronecker", "factored"] = Field(
+            "kronecker", description="'kronecker': (G⊗A + λI)⁻¹ exactly in the factors' eigenbasis (kronfluence); "
+                                     "'factored': (G+λI)⁻¹ ∇W (A+λI)⁻¹")
         fisher: Literal["sampled", "empirical"] = Field(
             "sampled", description="labels of G: 'sampled' from the model's own predictions (Fisher = GGN, "
                                    "K-FAC's standard) or 'empirical' (the true retain answers)")
@@ -198,7 +228,7 @@ class KFADE(UnlearningMethod):
         self._tokens = 0
         self._sequences = 0
         self._batches = 0
-        self._inverses: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._bases: dict[str, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def layers(self, model: nn.Module) -> dict[str, nn.Linear]:
         if is_lora(model):
@@ -213,7 +243,7 @@ class KFADE(UnlearningMethod):
         return [layer.weight for layer in self.layers(model).values()]
 
     def add_curvature(self, model: nn.Module, retain_batch: dict) -> None:
-        """Add one retain micro-batch to the factors (summed over processes), and forget the cached inverses."""
+        """Add one retain micro-batch to the factors (summed over processes), and forget the cached eigenbases."""
         layers = {n: m for n, m in self.layers(model).items() if m.weight.requires_grad}
         a_sums, g_sums, tokens, sequences = accumulate_factors(model, layers, retain_batch, self.fisher, self.samples)
         counts = sum_across_processes(torch.tensor([tokens, sequences], dtype=torch.float64,
@@ -225,33 +255,32 @@ class KFADE(UnlearningMethod):
         self._tokens += int(counts[0])
         self._sequences += int(counts[1])
         self._batches += 1
-        self._inverses = None
+        self._bases = None
 
     def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The normalised factors by layer: (A, G) = (Σ a aᵀ / N_tok, Σ g gᵀ / N_seq)."""
         return {name: (self._a[name] / max(self._tokens, 1), self._g[name] / max(self._sequences, 1))
                 for name in self._a}
 
-    def inverses(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(G + λI)⁻¹, (A + λI)⁻¹ by layer, computed once per change of the factors."""
-        if self._inverses is None:
-            self._inverses = {name: (damped_inverse(g, self.damping), damped_inverse(a, self.damping))
-                              for name, (a, g) in self.factors().items()}
-        return self._inverses
+    def bases(self) -> dict[str, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+        """The eigendecompositions of G and A by layer, computed once per change of the factors."""
+        if self._bases is None:
+            self._bases = {name: (eigenbasis(g), eigenbasis(a)) for name, (a, g) in self.factors().items()}
+        return self._bases
 
     def direction(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The forget NLL and, by layer, the preconditioned gradient (G+λI)⁻¹ ∇_W NLL (A+λI)⁻¹ (the ascent step)."""
+        """The forget NLL and, by layer, its damped K-FAC-preconditioned gradient (the ascent step)."""
         layers = self.layers(model)
         nll = mean_nll(forward_logits(model, forget_batch), forget_batch["labels"])
         names = [n for n in layers if layers[n].weight.requires_grad]
         grads = torch.autograd.grad(nll, [layers[n].weight for n in names], allow_unused=True)
-        inverses = self.inverses()
+        bases = self.bases()
         out = {}
         for name, grad in zip(names, grads):
             if grad is None:
                 continue
-            g_inv, a_inv = inverses[name]
-            out[name] = preconditioned(grad, g_inv.to(grad.device), a_inv.to(grad.device))
+            g_basis, a_basis = (tuple(t.to(grad.device) for t in basis) for basis in bases[name])
+            out[name] = precondition(grad, g_basis, a_basis, self.damping, self.damping_form)
         return nll, out
 
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
