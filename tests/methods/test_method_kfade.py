@@ -176,6 +176,24 @@ def test_step_is_the_damped_dense_solve_and_the_loss_gradient_ascends(form, damp
     assert method.direction(model, forget)[0].item() > nll.item()
 
 
+def test_kl_budget_scales_the_step_to_the_predicted_retain_kl():
+    """½ vec(ΔW)ᵀ kron(G, A) vec(ΔW) over both layers equals the budget, computed with dense Kronecker products; the
+    direction is the unscaled one's."""
+    model = Toy()
+    retain, forget = batch([(3, 1), (1, 0)]), batch([(0, 4)])
+    free, budgeted = kfade(fisher="empirical"), kfade(fisher="empirical", kl_budget=0.01)
+    free.add_curvature(model, retain)
+    budgeted.add_curvature(model, retain)
+    unscaled, scaled = free.direction(model, forget)[1], budgeted.direction(model, forget)[1]
+    quadratic = 0.0
+    for name, (a_factor, g_factor) in budgeted.factors().items():
+        step = scaled[name].double().reshape(-1)
+        quadratic += 0.5 * float(step @ torch.kron(g_factor.double(), a_factor.double()) @ step)
+        ratio = scaled[name] / unscaled[name]
+        torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio.flatten()[0])), rtol=1e-4, atol=0)
+    assert quadratic == pytest.approx(0.01, rel=1e-4)
+
+
 def test_factors_freeze_after_curvature_batches_and_survive_a_checkpoint():
     model = Toy()
     method = kfade(fisher="sampled", curvature_batches=1)

@@ -48,6 +48,11 @@ Choices (the paper leaves them open):
   ``train.optimizer: {name: sgd}`` (no momentum, no weight decay) a step is exactly ΔW above with η = learning rate;
   an adaptive optimizer (the default adamw) rescales it per coordinate and is no longer a Gauss-Newton step.
   ``train.max_grad_norm`` clips the preconditioned direction.
+- **Step size.** The loop's learning rate scales the step. ``kl_budget`` (off by default) instead fixes each step's
+  length by the constraint the paper describes: the step is scaled so that the K-FAC model's predicted retain KL,
+  ½ ΔᵀFΔ, equals ``kl_budget`` (with ``sgd`` at learning rate 1); the direction maximises the forget loss's first-order
+  rise under that constraint (a natural-gradient trust-region step). It is applied to each micro-batch's step, so with
+  gradient accumulation or several processes each share is scaled on its own (exact for one micro-batch per step).
 - **Labels of G**: sampled by default (the true Fisher), as kronfluence's default (``use_empirical_fisher=False``).
 - **EK-FAC** (George et al. 2018) is not implemented: it needs a second pass over retain data after the factors'
   eigendecomposition; only K-FAC is offered.
@@ -200,6 +205,9 @@ class KFADE(UnlearningMethod):
         damping_form: Literal["kronecker", "factored"] = Field(
             "kronecker", description="'kronecker': (G⊗A + λI)⁻¹ exactly in the factors' eigenbasis (kronfluence); "
                                      "'factored': (G+λI)⁻¹ ∇W (A+λI)⁻¹")
+        kl_budget: float | None = Field(None, gt=0, description="when set, each micro-batch's step is scaled so that "
+                                                                "its predicted retain KL, 1/2 ΔᵀFΔ with F = G⊗A, is "
+                                                                "this (with sgd and learning_rate 1); null: unscaled")
         fisher: Literal["sampled", "empirical"] = Field(
             "sampled", description="labels of G: 'sampled' from the model's own predictions (Fisher = GGN, "
                                    "K-FAC's standard) or 'empirical' (the true retain answers)")
@@ -281,7 +289,19 @@ class KFADE(UnlearningMethod):
                 continue
             g_basis, a_basis = (tuple(t.to(grad.device) for t in basis) for basis in bases[name])
             out[name] = precondition(grad, g_basis, a_basis, self.damping, self.damping_form)
+        if self.kl_budget is not None and out:
+            scale = (self.kl_budget / max(self.predicted_kl(out), 1e-30)) ** 0.5  # KL is quadratic in the scale
+            out = {name: step * scale for name, step in out.items()}
         return nll, out
+
+    def predicted_kl(self, steps: dict[str, torch.Tensor]) -> float:
+        """½ Σ_layers vec(ΔW)ᵀ (G ⊗ A) vec(ΔW) = ½ Σ ⟨ΔW, G ΔW A⟩: the retain KL the K-FAC model predicts for ``steps``."""
+        factors = self.factors()
+        total = 0.0
+        for name, step in steps.items():
+            a, g = (f.to(step.device, torch.float64) for f in factors[name])
+            total += float((step.double() * (g @ step.double() @ a)).sum())
+        return 0.5 * total
 
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: dict | None) -> tuple[torch.Tensor, dict[str, float]]:
         """Value: −NLL (GA's loss); gradient with respect to each selected weight: −(G+λI)⁻¹ ∇_W NLL (A+λI)⁻¹."""
