@@ -400,6 +400,23 @@ def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
 
 
 @app.command()
+def reapply(run_dir: Path = typer.Argument(..., help="a finished run directory holding update.safetensors (kfade)"),
+            model: Path = typer.Option(..., "--model", help="model folder of the same architecture (e.g. the "
+                                                            "target after further fine-tuning)"),
+            output: Path = typer.Option(..., "--output", help="folder to write (must not exist, or be empty)"),
+            trust_remote_code: bool = typer.Option(False, help="allow the model's own code")):
+    """Add a run's stored weight update to another model of the same architecture and save the result."""
+
+    def go():
+        from unlearnkit.methods.updates import reapply as reapply_update
+
+        return reapply_update(run_dir, model, output, trust_remote_code=trust_remote_code)
+
+    written = _guard(go)
+    typer.echo(f"re-applied the update of {run_dir} to {model}: {written}")
+
+
+@app.command()
 def methods(name: Optional[str] = typer.Argument(None, help="a method: show its parameters")):
     """List the unlearning methods (name, what it does, citation), or one method's parameters."""
     from unlearnkit.methods.registry import available, method_class

@@ -45,6 +45,8 @@ DEFAULTS = {
     "wga": {"beta": 1.0, "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
     "catnip": {"beta": 1.0, "stop_gradient": "reference"},
     "hamu": {"balancing": "trust_region", "variant": "q", "constraint_ratio": 0.5},
+    "kfade": {"damping": None, "damping_form": "kronecker", "kl_budget": None, "fisher": "sampled", "samples": 1,
+              "curvature_batches": 8, "modules": "", "exclude": "lm_head"},
     "ofmu": {"beta": 0.1, "rho": 0.01, "rho_increment": 0.01, "inner_steps": 5, "inner_lr": 1e-4,
              "solver": "penalty"},
     "tru": {"reasoning": TRU_REASONING, "refusal": TRU_REFUSAL, "target_reduction": "token", "target_weight": 1.0,

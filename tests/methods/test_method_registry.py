@@ -8,8 +8,8 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["adv_ga", "adv_npo", "altpo", "catnip", "ceu", "ga", "graddiff", "gru", "hamu", "idkdpo", "idknll", "lunar",
-         "npo", "ofmu", "pdu", "rmu", "satimp", "simnpo", "tru", "u2a", "undial", "wga"]
+NAMES = ["adv_ga", "adv_npo", "altpo", "catnip", "ceu", "ga", "graddiff", "gru", "hamu", "idkdpo", "idknll", "kfade",
+         "lunar", "npo", "ofmu", "pdu", "rmu", "satimp", "simnpo", "tru", "u2a", "undial", "wga"]
 # parameters without a default (OpenUnlearning's PDU has none for eps; LUNAR's refusal prompts are the user's)
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
 # defaults that name a layer of a 7B model; the test model has 4
@@ -33,7 +33,7 @@ def test_flags():
     made = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
     assert [n for n in NAMES if made[n].uses_idk] == ["idkdpo", "idknll"]
     assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "hamu", "idkdpo",
-                                                         "idknll", "lunar", "npo", "ofmu", "pdu", "rmu", "satimp",
+                                                         "idknll", "kfade", "lunar", "npo", "ofmu", "pdu", "rmu", "satimp",
                                                          "simnpo", "tru", "u2a", "wga"]
     assert [n for n in NAMES if made[n].needs_reference_model] == ["rmu", "undial"]
     assert get_method("npo", retain_loss="kl").needs_reference_model
