@@ -186,7 +186,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     if spec is not None:
         representation = representation_results({"unlearned": unlearned.features, **features}, spec)
     save_model(model, tokenizer, partial / "model")
-    if getattr(method, "stores_update", False):  # K-FADE: unlearned − target, for `unlearnkit reapply`
+    if method.stores_update:  # K-FADE: unlearned − target, for `unlearnkit reapply`
         from unlearnkit.methods.updates import save_update, weight_update
 
         save_update(weight_update(model, models.target), partial)

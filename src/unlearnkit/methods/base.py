@@ -43,6 +43,7 @@ class UnlearningMethod:
     uses_retain: ClassVar[bool] = False
     uses_idk: ClassVar[bool] = False
     alters_activations: ClassVar[bool] = False  # a hook changes activations in the forward (no gradient checkpointing)
+    stores_update: ClassVar[bool] = False  # the run keeps update.safetensors (unlearned − target) for `reapply`
     Params: ClassVar[type[MethodParams]] = MethodParams  # no hyper-parameters
 
     def __init__(self, **values: Any):
