@@ -1,6 +1,8 @@
 """The ``unlearnkit`` command: a thin layer over :mod:`unlearnkit.pipeline` and the Python API.
 
-Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`). Ctrl-C (SIGINT) and
+Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`). Anything else is a bug:
+one line, ``internal error: <type>: <message>``, and exit status 1; the traceback only with ``--debug`` (before the
+command: ``unlearnkit --debug run ...``) or ``UNLEARNKIT_DEBUG=1``. Ctrl-C (SIGINT) and
 SIGTERM stop a command the same way: one line on stderr saying what was kept and how to continue, exit status 130
 (SIGINT) or 143 (SIGTERM), no traceback. Nothing needs a "safe point" of its own: checkpoints, prepared models and
 results are written to a temporary name and renamed (:mod:`unlearnkit.training.checkpoint`, :mod:`unlearnkit.runio`),
@@ -25,11 +27,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained model forget specific data, and prove that it did.")
 
+DEBUG_ENV = "UNLEARNKIT_DEBUG"
+_options_given = {"debug": False}  # the global options of this invocation, set by _options on every call
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help=f"show the traceback of an internal error (or set "
+                                        f"{DEBUG_ENV}=1)")):
+    _options_given["debug"] = debug
+
+
+def _debugging() -> bool:
+    return _options_given["debug"] or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _internal_error(exc: Exception) -> None:
+    """An unexpected exception: the traceback when debugging, else one line asking for it."""
+    if _debugging():
+        raise exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    typer.echo(f"internal error: {type(exc).__name__}: {first} (run with --debug or {DEBUG_ENV}=1 for the traceback, "
+               "and report it)", err=True)
+    raise typer.Exit(1) from None
 
 
 def _setup_logging(quiet: bool = False) -> None:
@@ -77,7 +101,8 @@ def _raise_terminated(signum, frame):
 
 def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
     """Run ``fn`` turning user errors into a one-line message and exit status 2, and an interrupt (Ctrl-C, or SIGTERM
-    handled like it) into one line, ``interrupted: <what interrupted() says>``, and exit status 130 or 143."""
+    handled like it) into one line, ``interrupted: <what interrupted() says>``, and exit status 130 or 143; any other
+    exception is an internal error (one line and exit status 1, or the traceback with ``--debug``)."""
     from unlearnkit.errors import UnlearnkitError
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -92,6 +117,10 @@ def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
         detail = interrupted() if interrupted is not None else None
         typer.echo(f"interrupted{': ' + detail if detail else ''}", err=True)
         raise typer.Exit(128 + signum) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:
+        _internal_error(exc)
     finally:
         if previous is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, previous)

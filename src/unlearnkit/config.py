@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.training.config import TrainSettings
 
 
@@ -214,7 +214,7 @@ def check_method(method: MethodConfig, where: str = "config") -> None:
     try:
         cls = method_class(method.name)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: method.name: {exc}") from None
+        raise ConfigError(f"{where}: method.name: {exc}") from None
     cls.Params.check(method.params, cls.name, where)
 
 
@@ -228,18 +228,18 @@ def check_extra_metrics(cfg: RunConfig, where: str = "config") -> None:
     try:
         registry.resolve(suite, cfg.eval.extra_metrics)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: eval.extra_metrics: {exc}") from None
+        raise ConfigError(f"{where}: eval.extra_metrics: {exc}") from None
 
 
 def parse_config(data: dict | None, where: str = "config") -> RunConfig:
     try:
         cfg = RunConfig.model_validate(data or {})
     except ValidationError as exc:
-        raise UnlearnkitError(_explain(exc, where)) from None
+        raise ConfigError(_explain(exc, where)) from None
     check_method(cfg.method, where)
     check_extra_metrics(cfg, where)
     if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
-        raise UnlearnkitError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+        raise ConfigError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
                               f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
     check_optimizer_serves_method(cfg, where)
     return cfg
@@ -255,9 +255,9 @@ def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None
     try:
         check_serves(cfg.train.optimizer.name, cfg.train.optimizer.params(), method)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: train.optimizer: {exc}") from None
+        raise ConfigError(f"{where}: train.optimizer: {exc}") from None
     if cfg.train.gradient_checkpointing and method.alters_activations:
-        raise UnlearnkitError(f"{where}: train.gradient_checkpointing: method {method.name!r} changes activations "
+        raise ConfigError(f"{where}: train.gradient_checkpointing: method {method.name!r} changes activations "
                               "through a hook during its forward pass, which the backward pass's recomputation "
                               "would not see: set train.gradient_checkpointing to false for this method")
 
@@ -286,7 +286,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate."""
     data = read_config_data(path)
     if "sweep" in data:
-        raise UnlearnkitError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
+        raise ConfigError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
                               f"`unlearnkit sweep {path}`, or remove the block to run one configuration")
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
@@ -297,19 +297,19 @@ def read_config_data(path: str | Path) -> dict:
     """The YAML mapping of a config file, not yet validated; unreadable files and bad YAML are one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise UnlearnkitError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
+        raise ConfigError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise UnlearnkitError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
                               "save it as UTF-8") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UnlearnkitError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
+        raise ConfigError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
     if not isinstance(data, dict):
-        raise UnlearnkitError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
+        raise ConfigError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
     return data
 
 
@@ -319,7 +319,7 @@ def set_dotted(data: dict, dotted: str, value) -> None:
     for p in parents:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise UnlearnkitError(f"override {dotted!r}: {p!r} is not a section")
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
     node[leaf] = value
 
 

@@ -33,7 +33,7 @@ from unlearnkit.config import AttacksConfig, RunConfig, load_config
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import RunDirectoryError, UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.evaluation.suites.tofu import resolve_metrics
@@ -58,12 +58,12 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
     """A finished run's config and results; a missing folder or file, or an unreadable one, is a one-line error."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise UnlearnkitError(f"run directory {run_dir} does not exist: pass a run directory written by `unlearnkit run`")
+        raise RunDirectoryError(f"run directory {run_dir} does not exist: pass a run directory written by `unlearnkit run`")
     if not run_dir.is_dir():
-        raise UnlearnkitError(f"{run_dir} is not a directory: pass a run directory written by `unlearnkit run`")
+        raise RunDirectoryError(f"{run_dir} is not a directory: pass a run directory written by `unlearnkit run`")
     for name in ("config.yaml", "results.json", "model"):
         if not (run_dir / name).exists():
-            raise UnlearnkitError(f"{run_dir} has no {name}: pass a finished run directory written by `unlearnkit run`")
+            raise RunDirectoryError(f"{run_dir} has no {name}: pass a finished run directory written by `unlearnkit run`")
     return load_config(run_dir / "config.yaml"), load_results(run_dir)
 
 

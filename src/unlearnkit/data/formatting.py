@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 IGNORE_INDEX = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
@@ -74,7 +74,7 @@ class QAFormatter:
     def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto",
                  tokenization: Tokenization = "separate", answer_start: str = ""):
         if tokenization not in TOKENIZATIONS:
-            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
+            raise DataError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token before formatting")
         self.tokenizer = tokenizer
@@ -111,7 +111,7 @@ class QAFormatter:
     def with_tokenization(self, tokenization: Tokenization) -> QAFormatter:
         """This formatter with another ``tokenization`` (itself when it already has it)."""
         if tokenization not in TOKENIZATIONS:
-            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
+            raise DataError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         return self._with(tokenization=tokenization)
 
     def with_answer_start(self, answer_start: str) -> QAFormatter:
@@ -169,7 +169,7 @@ class QAFormatter:
         """
         ids = list(self.tokenizer(text)["input_ids"])[: self.max_length]
         if len(ids) < 2:
-            raise UnlearnkitError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
+            raise DataError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
         return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
 
 

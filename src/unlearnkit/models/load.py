@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import CacheError, ModelError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model-*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -31,12 +31,12 @@ def check_safetensors_weights(folder: Path) -> None:
         return
     pickled = sorted({f.name for pattern in PICKLED_WEIGHTS for f in folder.glob(pattern) if f.is_file()})
     if pickled:
-        raise UnlearnkitError(
+        raise ModelError(
             f"model folder {folder} holds only pickled weights ({', '.join(pickled)}); unlearnkit reads safetensors "
             f"only: convert once with  python -c \"from transformers import AutoModelForCausalLM as M; "
             f"M.from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)\""
         )
-    raise UnlearnkitError(
+    raise ModelError(
         f"model folder {folder} has no weights (no *.safetensors file): pass a folder written by save_pretrained"
     )
 
@@ -50,6 +50,13 @@ def _refresh_fix(folder: Path) -> str:
     return "re-save the model with save_pretrained"
 
 
+def _damaged(folder: Path, message: str) -> ModelError | CacheError:
+    """A :class:`CacheError` for a folder unlearnkit cached itself (prepared models, built bases), else a
+    :class:`ModelError`."""
+    cached = folder.parent.parent.name == "prepared" or folder.parent.name == "bases"
+    return (CacheError if cached else ModelError)(f"{message}: {_refresh_fix(folder)}")
+
+
 def check_model_files(folder: Path) -> None:
     """Refuse, in one line, a folder whose ``config.json`` is not JSON or whose safetensors files are damaged
     (truncated, or a header that does not parse); only the config and the safetensors headers are read."""
@@ -58,11 +65,9 @@ def check_model_files(folder: Path) -> None:
         try:
             json.loads(config.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise UnlearnkitError(f"{config}: not UTF-8 text (offset {exc.start}), so not a model config: "
-                                  f"{_refresh_fix(folder)}") from None
+            raise _damaged(folder, f"{config}: not UTF-8 text (offset {exc.start}), so not a model config") from None
         except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{config}, line {err.lineno}, column {err.colno}: unreadable JSON ({err.msg}): "
-                                  f"{_refresh_fix(folder)}") from None
+            raise _damaged(folder, f"{config}, line {err.lineno}, column {err.colno}: unreadable JSON ({err.msg})") from None
     from safetensors import safe_open
 
     for weights in sorted(folder.glob("*.safetensors")):
@@ -71,7 +76,7 @@ def check_model_files(folder: Path) -> None:
                 pass
         except Exception as exc:  # SafetensorError (truncated, bad header) or OSError: either way unusable
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UnlearnkitError(f"{weights}: damaged safetensors file ({reason}): {_refresh_fix(folder)}") from None
+            raise _damaged(folder, f"{weights}: damaged safetensors file ({reason})") from None
 
 
 def _missing_model_message(name_or_path: str | Path) -> str | None:
@@ -96,12 +101,12 @@ def _missing_model_message(name_or_path: str | Path) -> str | None:
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, gguf_file: str | None = None):
     path = Path(name_or_path)
     if path.is_dir() and gguf_file is None and not any((path / f).exists() for f in TOKENIZER_FILES):
-        raise UnlearnkitError(
+        raise ModelError(
             f"model folder {path} has no tokenizer: save the tokenizer there too (tokenizer.save_pretrained('{path}'))"
         )
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, gguf_file=gguf_file)
     if tokenizer.eos_token_id is None:
-        raise UnlearnkitError(f"the tokenizer of {name_or_path} has no eos_token: set one and save it again")
+        raise ModelError(f"the tokenizer of {name_or_path} has no eos_token: set one and save it again")
     if tokenizer.pad_token_id is None:
         # only ever used as filler: labels are built from token lists (data/formatting.py), never from pad positions
         tokenizer.pad_token = tokenizer.eos_token
@@ -114,7 +119,7 @@ def load_causal_lm(name_or_path: str | Path, trust_remote_code: bool = False, dt
     if not path.is_dir():
         message = _missing_model_message(name_or_path)
         if message is not None:
-            raise UnlearnkitError(message)
+            raise ModelError(message)
     if path.is_dir():
         check_safetensors_weights(path)
         check_model_files(path)
@@ -125,7 +130,7 @@ def load_causal_lm(name_or_path: str | Path, trust_remote_code: bool = False, dt
             str(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=True
         )
     except OSError as exc:
-        raise UnlearnkitError(
+        raise ModelError(
             f"could not load a causal LM from {name_or_path} (unlearnkit reads safetensors weights only): {exc}"
             .splitlines()[0]
         ) from exc

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError, UnlearnkitError
 
 Schedule = Literal["linear", "constant", "cosine"]
 DEFAULT_OPTIMIZER = {"name": "adamw"}
@@ -122,9 +122,9 @@ class TrainConfig(TrainSettings):
             err = exc.errors()[0]
             name = ".".join(map(str, err["loc"]))
             if err["type"] == "optimizer":
-                raise UnlearnkitError(f"training setting {name}: {err['msg']}") from None
+                raise ConfigError(f"training setting {name}: {err['msg']}") from None
             rule = err["msg"].replace("Input should be", "it must be")
-            raise UnlearnkitError(f"training setting {name}={err.get('input')!r} is invalid: {rule}") from None
+            raise ConfigError(f"training setting {name}={err.get('input')!r} is invalid: {rule}") from None
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run."""
