@@ -60,10 +60,14 @@ def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "accelerate", "datasets", "httpx", "absl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if "transformers" not in sys.modules:  # not imported yet (and not here: a bad input is reported before torch)
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # read when transformers configures its logger
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # per-file load/save bars: noise next to our own bars
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # per-file load/save bars: noise next to our own progress bars
+    hf_logging.disable_progress_bar()
 
 
 def _overrides(sets: Optional[List[str]], **flags) -> dict:
@@ -79,16 +83,35 @@ def _overrides(sets: Optional[List[str]], **flags) -> dict:
     return out
 
 
-def _config(path: Optional[Path], sets, **flags):
+def _config(path: Optional[Path], sets, *, parameters: bool = True, **flags):
+    """The run config of ``path`` (or of the flags alone); only its structure when ``parameters`` is false, the
+    method and optimizer parameters being left to :func:`_check_inputs`."""
     from unlearnkit.config import load_config, parse_config, set_dotted
 
     overrides = _overrides(sets, **flags)
     if path is not None:
-        return load_config(path, overrides)
+        return load_config(path, overrides, parameters=parameters)
     data: dict = {}
     for key, value in overrides.items():
         set_dotted(data, key, value)
-    return parse_config(data, where="flags")
+    return parse_config(data, where="flags", parameters=parameters)
+
+
+def _check_inputs(cfg, path: Optional[Path], models: Optional[List[str]] = None):
+    """After the config's structure, the cheap checks first: the task's data (read and validated) and the model
+    folders (``models``, else the config's), then the method and optimizer parameters, whose registries import
+    torch. Returns the task."""
+    from unlearnkit.config import check_parameters
+    from unlearnkit.data.sources import load_task
+    from unlearnkit.models.folders import check_model_folder, check_model_folders
+
+    task = load_task(cfg.task.source, **cfg.task.options)
+    if models is None:
+        check_model_folders(cfg)
+    for folder in models or []:
+        check_model_folder(folder)
+    check_parameters(cfg, where=str(path) if path is not None else "flags")
+    return task
 
 
 class _Terminated(KeyboardInterrupt):
@@ -174,11 +197,10 @@ def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML 
     _setup_logging(quiet)
 
     def go():
-        from unlearnkit.data.sources import load_task
+        cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "model.base": base})
+        task = _check_inputs(cfg, config)
         from unlearnkit.models.prepare import resolve_models
 
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "model.base": base})
-        task = load_task(cfg.task.source, **cfg.task.options)
         return resolve_models(cfg, task, progress=not quiet)
 
     models = _guard(go, interrupted=lambda: "the finished epochs are kept; run the same command again to continue")
@@ -198,8 +220,9 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
     parsed = {}
 
     def go():
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
-                                       "output_dir": output_dir})  # a bad config stops here, before the heavy imports
+        cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "method.name": method,
+                                                          "output_dir": output_dir})
+        _check_inputs(cfg, config)  # a bad config, data file or model folder stops here, before the heavy imports
         parsed["output_dir"] = Path(cfg.output_dir)
         from unlearnkit.pipeline import run as run_pipeline
 
@@ -232,14 +255,13 @@ def eval_(model: str = typer.Option(..., "--model", help="model folder to evalua
     _setup_logging(quiet)
 
     def go():
+        cfg = _config(config, sets, parameters=False, **({"task.options.data_dir": data_dir} if data_dir else {}))
+        task = _check_inputs(cfg, config, models=[model] + ([retain] if retain is not None else []))
         from unlearnkit.data.formatting import QAFormatter
-        from unlearnkit.data.sources import load_task
         from unlearnkit.evaluation.evaluator import Evaluator
         from unlearnkit.models.load import load_causal_lm
         from unlearnkit.runio import write_json
 
-        cfg = _config(config, sets, **({"task.options.data_dir": data_dir} if data_dir else {}))
-        task = load_task(cfg.task.source, **cfg.task.options)
         loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
         evaluator = Evaluator(task, formatter, cfg.eval, progress=not quiet)  # TOFU's suite, or MUSE's for raw text

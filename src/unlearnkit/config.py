@@ -5,6 +5,10 @@ ignored setting. ``method.params`` is checked against the chosen method's typed 
 meaning per parameter, :mod:`unlearnkit.methods.params`) here too, so ``beta: 0`` stops at load, before any model,
 data or evaluation is touched. Inside the package the validated object is passed on as plain data.
 
+Validation has two stages, so that most mistakes are reported in a fraction of a second: :func:`parse_structure`
+(keys, types, ranges; no torch) and :func:`check_parameters` (method, optimizers and metrics, whose registries
+import torch). ``unlearnkit run`` checks the data and model folders between the two.
+
 ``train:`` and ``prepare:`` are :class:`unlearnkit.training.config.TrainSettings`, the settings the training loop's
 :class:`~unlearnkit.training.config.TrainConfig` is made of; the run's ``seed:`` is top-level and applies to both.
 """
@@ -18,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.training.config import TrainSettings
+from unlearnkit.training.config import STRUCTURE_ONLY, TrainSettings
 
 
 class Section(BaseModel):
@@ -231,18 +235,46 @@ def check_extra_metrics(cfg: RunConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: eval.extra_metrics: {exc}") from None
 
 
-def parse_config(data: dict | None, where: str = "config") -> RunConfig:
+def parse_config(data: dict | None, where: str = "config", parameters: bool = True) -> RunConfig:
+    """The validated run configuration of ``data``: its structure (:func:`parse_structure`), then, unless
+    ``parameters`` is false, the parameters of the method and optimizers (:func:`check_parameters`)."""
+    cfg = parse_structure(data, where)
+    if parameters:
+        check_parameters(cfg, where)
+    return cfg
+
+
+def parse_structure(data: dict | None, where: str = "config") -> RunConfig:
+    """Keys, types and ranges of every section, without the registries of methods, optimizers and metrics (which
+    import torch): a config error here costs a fraction of a second. :func:`check_parameters` does the rest."""
     try:
-        cfg = RunConfig.model_validate(data or {})
+        cfg = RunConfig.model_validate(data or {}, context={STRUCTURE_ONLY: True})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, where)) from None
-    check_method(cfg.method, where)
-    check_extra_metrics(cfg, where)
     if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
         raise ConfigError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
                               f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
-    check_optimizer_serves_method(cfg, where)
     return cfg
+
+
+def check_parameters(cfg: RunConfig, where: str = "config") -> None:
+    """What needs the registries (and so torch): the optimizers and their parameters, the method and its
+    parameters, ``eval.extra_metrics``, and whether the optimizer can train the method."""
+    for section in ("prepare", "train"):  # the order of RunConfig's fields, as when validated in one pass
+        settings = getattr(cfg, section)
+        if settings is None:
+            continue
+        try:
+            settings.optimizer.check()
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}.optimizer: {exc}") from None
+        try:
+            settings.check_clipping()
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}: {exc}") from None
+    check_method(cfg.method, where)
+    check_extra_metrics(cfg, where)
+    check_optimizer_serves_method(cfg, where)
 
 
 def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None:
@@ -282,15 +314,16 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     return f", line {line + 1}, column {column + 1}: invalid YAML: {problem}"
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate."""
+def load_config(path: str | Path, overrides: dict | None = None, parameters: bool = True) -> RunConfig:
+    """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate (the
+    structure only when ``parameters`` is false: see :func:`parse_config`)."""
     data = read_config_data(path)
     if "sweep" in data:
         raise ConfigError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
                               f"`unlearnkit sweep {path}`, or remove the block to run one configuration")
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
-    return parse_config(data, where=str(path))
+    return parse_config(data, where=str(path), parameters=parameters)
 
 
 def read_config_data(path: str | Path) -> dict:

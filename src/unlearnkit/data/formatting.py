@@ -31,8 +31,6 @@ import copy
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import torch
-
 from unlearnkit.errors import DataError
 
 IGNORE_INDEX = -100
@@ -179,6 +177,8 @@ def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Litera
     Right padding for teacher-forced losses and scoring, left padding for generation. Padded label positions
     are -100; padded attention positions are 0.
     """
+    import torch  # here, not at the top: reading a task's data (data/sources.py) must not import torch
+
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
