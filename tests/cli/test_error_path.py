@@ -7,8 +7,14 @@ import pytest
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.errors import (CacheError, ConfigError, DataError, ModelError, RunDirectoryError,
-                               UnlearnkitError)
+from unlearnkit.errors import (
+    CacheError,
+    ConfigError,
+    DataError,
+    ModelError,
+    RunDirectoryError,
+    UnlearnkitError,
+)
 
 runner = CliRunner()
 
@@ -93,7 +99,7 @@ def test_data_errors_are_data_errors(tmp_path):
 
 
 def test_model_errors_are_model_errors(tmp_path):
-    from unlearnkit.models.load import check_model_files, check_safetensors_weights
+    from unlearnkit.models.folders import check_model_files, check_safetensors_weights
 
     with pytest.raises(ModelError, match="has no weights"):
         check_safetensors_weights(tmp_path)
@@ -106,7 +112,7 @@ def test_model_errors_are_model_errors(tmp_path):
 def test_a_damaged_cached_model_is_a_cache_error(tmp_path):
     """A folder of the prepared-model cache (<cache>/prepared/<key>/target) is unlearnkit's own: the error says
     which folder to delete so that prepare rebuilds it."""
-    from unlearnkit.models.load import check_model_files
+    from unlearnkit.models.folders import check_model_files
 
     folder = tmp_path / "prepared" / "abc123" / "target"
     folder.mkdir(parents=True)
