@@ -293,10 +293,10 @@ def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
     _setup_logging(quiet)
 
     def go():
-        from unlearnkit.attacks.suite import load_run, run_attacks
         from unlearnkit.config import AttacksConfig, set_dotted
+        from unlearnkit.finished_run import load_run
 
-        cfg, _ = load_run(run_dir)
+        cfg, _ = load_run(run_dir)  # a missing or incomplete run directory stops here, before the heavy imports
         data = (cfg.attacks or AttacksConfig()).model_dump()
         if attacks:
             data["run"] = [a.strip() for a in attacks.split(",") if a.strip()]
@@ -310,6 +310,8 @@ def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
             err = exc.errors()[0]
             raise UnlearnkitError(f"attack settings: {'.'.join(map(str, err['loc']))}: {err['msg']} "
                                   f"(got {err.get('input')!r})") from None
+        from unlearnkit.attacks.suite import run_attacks
+
         return run_attacks(run_dir, chosen, progress=not quiet)
 
     from unlearnkit.errors import UnlearnkitError
@@ -356,10 +358,13 @@ def compare(run_a: Path = typer.Argument(..., help="first run directory"),
     """Paired difference A − B of two runs' metrics on the same examples, with a 95% interval and p-value."""
 
     def go():
-        from unlearnkit.report.compare import compare_results, load_results
+        from unlearnkit.finished_run import load_results
+
+        a, b = load_results(run_a), load_results(run_b)  # both read before the heavy imports
+        from unlearnkit.report.compare import compare_results
         from unlearnkit.runio import write_json
 
-        table = compare_results(load_results(run_a), load_results(run_b), model=model)
+        table = compare_results(a, b, model=model)
         if output is not None:
             write_json(output, table)
         return table

@@ -25,12 +25,12 @@ class _Bug(RuntimeError):
 
 def _plant_bug(monkeypatch):
     """``unlearnkit compare`` reads both runs first; make that read fail as a bug would (not an UnlearnkitError)."""
-    import unlearnkit.report.compare as compare_module
+    import unlearnkit.finished_run as finished_run
 
     def broken(run_dir):
         raise _Bug("list index out of range\nsecond line of the message")
 
-    monkeypatch.setattr(compare_module, "load_results", broken)
+    monkeypatch.setattr(finished_run, "load_results", broken)
 
 
 def test_internal_error_is_one_line_and_exit_1(monkeypatch):
