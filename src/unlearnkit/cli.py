@@ -97,7 +97,7 @@ def _config(path: Optional[Path], sets, *, parameters: bool = True, **flags):
     return parse_config(data, where="flags", parameters=parameters)
 
 
-def _check_inputs(cfg, path: Optional[Path], models: Optional[List[str]] = None):
+def _check_inputs(cfg, path: Path | None, models: list[str] | None = None):
     """After the config's structure, the cheap checks first: the task's data (read and validated) and the model
     folders (``models``, else the config's), then the method and optimizer parameters, whose registries import
     torch. Returns the task."""
@@ -142,7 +142,7 @@ def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
         raise typer.Exit(128 + signum) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (anything else is a bug: one line, or the traceback with --debug)
         _internal_error(exc)
     finally:
         if previous is signal.SIG_DFL:

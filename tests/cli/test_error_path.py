@@ -25,7 +25,7 @@ class _Bug(RuntimeError):
 
 def _plant_bug(monkeypatch):
     """``unlearnkit compare`` reads both runs first; make that read fail as a bug would (not an UnlearnkitError)."""
-    import unlearnkit.finished_run as finished_run
+    from unlearnkit import finished_run
 
     def broken(run_dir):
         raise _Bug("list index out of range\nsecond line of the message")

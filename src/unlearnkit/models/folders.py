@@ -74,7 +74,7 @@ def check_model_files(folder: Path) -> None:
         try:  # numpy, not pt: the same header checks (length, JSON, coverage of the file) without importing torch
             with safe_open(str(weights), framework="numpy"):
                 pass
-        except Exception as exc:  # SafetensorError (truncated, bad header) or OSError: either way unusable
+        except Exception as exc:  # noqa: BLE001  SafetensorError (truncated, bad header) or OSError: either way unusable
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise _damaged(folder, f"{weights}: damaged safetensors file ({reason})") from None
 
