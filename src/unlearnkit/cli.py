@@ -1,6 +1,8 @@
 """The ``unlearnkit`` command: a thin layer over :mod:`unlearnkit.pipeline` and the Python API.
 
-Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`). Ctrl-C (SIGINT) and
+Every user error is one line on stderr and exit status 2 (see :mod:`unlearnkit.errors`). Anything else is a bug:
+one line, ``internal error: <type>: <message>``, and exit status 1; the traceback only with ``--debug`` (before the
+command: ``unlearnkit --debug run ...``) or ``UNLEARNKIT_DEBUG=1``. Ctrl-C (SIGINT) and
 SIGTERM stop a command the same way: one line on stderr saying what was kept and how to continue, exit status 130
 (SIGINT) or 143 (SIGTERM), no traceback. Nothing needs a "safe point" of its own: checkpoints, prepared models and
 results are written to a temporary name and renamed (:mod:`unlearnkit.training.checkpoint`, :mod:`unlearnkit.runio`),
@@ -25,6 +27,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a trained model forget specific data, and prove that it did.")
 
+DEBUG_ENV = "UNLEARNKIT_DEBUG"
+_options_given = {"debug": False}  # the global options of this invocation, set by _options on every call
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help=f"show the traceback of an internal error (or set "
+                                        f"{DEBUG_ENV}=1)")):
+    _options_given["debug"] = debug
+
+
+def _debugging() -> bool:
+    return _options_given["debug"] or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _fail(message: str) -> None:
@@ -32,14 +46,28 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _internal_error(exc: Exception) -> None:
+    """An unexpected exception: the traceback when debugging, else one line asking for it."""
+    if _debugging():
+        raise exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    typer.echo(f"internal error: {type(exc).__name__}: {first} (run with --debug or {DEBUG_ENV}=1 for the traceback, "
+               "and report it)", err=True)
+    raise typer.Exit(1) from None
+
+
 def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "accelerate", "datasets", "httpx", "absl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if "transformers" not in sys.modules:  # not imported yet (and not here: a bad input is reported before torch)
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # read when transformers configures its logger
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # per-file load/save bars: noise next to our own bars
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # per-file load/save bars: noise next to our own progress bars
+    hf_logging.disable_progress_bar()
 
 
 def _overrides(sets: Optional[List[str]], **flags) -> dict:
@@ -55,16 +83,35 @@ def _overrides(sets: Optional[List[str]], **flags) -> dict:
     return out
 
 
-def _config(path: Optional[Path], sets, **flags):
+def _config(path: Optional[Path], sets, *, parameters: bool = True, **flags):
+    """The run config of ``path`` (or of the flags alone); only its structure when ``parameters`` is false, the
+    method and optimizer parameters being left to :func:`_check_inputs`."""
     from unlearnkit.config import load_config, parse_config, set_dotted
 
     overrides = _overrides(sets, **flags)
     if path is not None:
-        return load_config(path, overrides)
+        return load_config(path, overrides, parameters=parameters)
     data: dict = {}
     for key, value in overrides.items():
         set_dotted(data, key, value)
-    return parse_config(data, where="flags")
+    return parse_config(data, where="flags", parameters=parameters)
+
+
+def _check_inputs(cfg, path: Path | None, models: list[str] | None = None):
+    """After the config's structure, the cheap checks first: the task's data (read and validated) and the model
+    folders (``models``, else the config's), then the method and optimizer parameters, whose registries import
+    torch. Returns the task."""
+    from unlearnkit.config import check_parameters
+    from unlearnkit.data.sources import load_task
+    from unlearnkit.models.folders import check_model_folder, check_model_folders
+
+    task = load_task(cfg.task.source, **cfg.task.options)
+    if models is None:
+        check_model_folders(cfg)
+    for folder in models or []:
+        check_model_folder(folder)
+    check_parameters(cfg, where=str(path) if path is not None else "flags")
+    return task
 
 
 class _Terminated(KeyboardInterrupt):
@@ -77,7 +124,8 @@ def _raise_terminated(signum, frame):
 
 def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
     """Run ``fn`` turning user errors into a one-line message and exit status 2, and an interrupt (Ctrl-C, or SIGTERM
-    handled like it) into one line, ``interrupted: <what interrupted() says>``, and exit status 130 or 143."""
+    handled like it) into one line, ``interrupted: <what interrupted() says>``, and exit status 130 or 143; any other
+    exception is an internal error (one line and exit status 1, or the traceback with ``--debug``)."""
     from unlearnkit.errors import UnlearnkitError
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -92,6 +140,10 @@ def _guard(fn, interrupted: Optional[Callable[[], str]] = None):
         detail = interrupted() if interrupted is not None else None
         typer.echo(f"interrupted{': ' + detail if detail else ''}", err=True)
         raise typer.Exit(128 + signum) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001  (anything else is a bug: one line, or the traceback with --debug)
+        _internal_error(exc)
     finally:
         if previous is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, previous)
@@ -145,11 +197,10 @@ def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML 
     _setup_logging(quiet)
 
     def go():
-        from unlearnkit.data.sources import load_task
+        cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "model.base": base})
+        task = _check_inputs(cfg, config)
         from unlearnkit.models.prepare import resolve_models
 
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "model.base": base})
-        task = load_task(cfg.task.source, **cfg.task.options)
         return resolve_models(cfg, task, progress=not quiet)
 
     models = _guard(go, interrupted=lambda: "the finished epochs are kept; run the same command again to continue")
@@ -169,8 +220,9 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
     parsed = {}
 
     def go():
-        cfg = _config(config, sets, **{"task.options.data_dir": data_dir, "method.name": method,
-                                       "output_dir": output_dir})  # a bad config stops here, before the heavy imports
+        cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "method.name": method,
+                                                          "output_dir": output_dir})
+        _check_inputs(cfg, config)  # a bad config, data file or model folder stops here, before the heavy imports
         parsed["output_dir"] = Path(cfg.output_dir)
         from unlearnkit.pipeline import run as run_pipeline
 
@@ -203,14 +255,13 @@ def eval_(model: str = typer.Option(..., "--model", help="model folder to evalua
     _setup_logging(quiet)
 
     def go():
+        cfg = _config(config, sets, parameters=False, **({"task.options.data_dir": data_dir} if data_dir else {}))
+        task = _check_inputs(cfg, config, models=[model] + ([retain] if retain is not None else []))
         from unlearnkit.data.formatting import QAFormatter
-        from unlearnkit.data.sources import load_task
         from unlearnkit.evaluation.evaluator import Evaluator
         from unlearnkit.models.load import load_causal_lm
         from unlearnkit.runio import write_json
 
-        cfg = _config(config, sets, **({"task.options.data_dir": data_dir} if data_dir else {}))
-        task = load_task(cfg.task.source, **cfg.task.options)
         loaded, tokenizer = load_causal_lm(model, trust_remote_code=cfg.model.trust_remote_code)
         formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
         evaluator = Evaluator(task, formatter, cfg.eval, progress=not quiet)  # TOFU's suite, or MUSE's for raw text
@@ -242,10 +293,10 @@ def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
     _setup_logging(quiet)
 
     def go():
-        from unlearnkit.attacks.suite import load_run, run_attacks
         from unlearnkit.config import AttacksConfig, set_dotted
+        from unlearnkit.finished_run import load_run
 
-        cfg, _ = load_run(run_dir)
+        cfg, _ = load_run(run_dir)  # a missing or incomplete run directory stops here, before the heavy imports
         data = (cfg.attacks or AttacksConfig()).model_dump()
         if attacks:
             data["run"] = [a.strip() for a in attacks.split(",") if a.strip()]
@@ -259,6 +310,8 @@ def attack(run_dir: Path = typer.Argument(..., help="a finished run directory"),
             err = exc.errors()[0]
             raise UnlearnkitError(f"attack settings: {'.'.join(map(str, err['loc']))}: {err['msg']} "
                                   f"(got {err.get('input')!r})") from None
+        from unlearnkit.attacks.suite import run_attacks
+
         return run_attacks(run_dir, chosen, progress=not quiet)
 
     from unlearnkit.errors import UnlearnkitError
@@ -305,10 +358,13 @@ def compare(run_a: Path = typer.Argument(..., help="first run directory"),
     """Paired difference A − B of two runs' metrics on the same examples, with a 95% interval and p-value."""
 
     def go():
-        from unlearnkit.report.compare import compare_results, load_results
+        from unlearnkit.finished_run import load_results
+
+        a, b = load_results(run_a), load_results(run_b)  # both read before the heavy imports
+        from unlearnkit.report.compare import compare_results
         from unlearnkit.runio import write_json
 
-        table = compare_results(load_results(run_a), load_results(run_b), model=model)
+        table = compare_results(a, b, model=model)
         if output is not None:
             write_json(output, table)
         return table

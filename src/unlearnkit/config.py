@@ -5,6 +5,10 @@ ignored setting. ``method.params`` is checked against the chosen method's typed 
 meaning per parameter, :mod:`unlearnkit.methods.params`) here too, so ``beta: 0`` stops at load, before any model,
 data or evaluation is touched. Inside the package the validated object is passed on as plain data.
 
+Validation has two stages, so that most mistakes are reported in a fraction of a second: :func:`parse_structure`
+(keys, types, ranges; no torch) and :func:`check_parameters` (method, optimizers and metrics, whose registries
+import torch). ``unlearnkit run`` checks the data and model folders between the two.
+
 ``train:`` and ``prepare:`` are :class:`unlearnkit.training.config.TrainSettings`, the settings the training loop's
 :class:`~unlearnkit.training.config.TrainConfig` is made of; the run's ``seed:`` is top-level and applies to both.
 """
@@ -17,8 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unlearnkit.errors import UnlearnkitError
-from unlearnkit.training.config import TrainSettings
+from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.training.config import STRUCTURE_ONLY, TrainSettings
 
 
 class Section(BaseModel):
@@ -214,7 +218,7 @@ def check_method(method: MethodConfig, where: str = "config") -> None:
     try:
         cls = method_class(method.name)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: method.name: {exc}") from None
+        raise ConfigError(f"{where}: method.name: {exc}") from None
     cls.Params.check(method.params, cls.name, where)
 
 
@@ -228,21 +232,49 @@ def check_extra_metrics(cfg: RunConfig, where: str = "config") -> None:
     try:
         registry.resolve(suite, cfg.eval.extra_metrics)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: eval.extra_metrics: {exc}") from None
+        raise ConfigError(f"{where}: eval.extra_metrics: {exc}") from None
 
 
-def parse_config(data: dict | None, where: str = "config") -> RunConfig:
+def parse_config(data: dict | None, where: str = "config", parameters: bool = True) -> RunConfig:
+    """The validated run configuration of ``data``: its structure (:func:`parse_structure`), then, unless
+    ``parameters`` is false, the parameters of the method and optimizers (:func:`check_parameters`)."""
+    cfg = parse_structure(data, where)
+    if parameters:
+        check_parameters(cfg, where)
+    return cfg
+
+
+def parse_structure(data: dict | None, where: str = "config") -> RunConfig:
+    """Keys, types and ranges of every section, without the registries of methods, optimizers and metrics (which
+    import torch): a config error here costs a fraction of a second. :func:`check_parameters` does the rest."""
     try:
-        cfg = RunConfig.model_validate(data or {})
+        cfg = RunConfig.model_validate(data or {}, context={STRUCTURE_ONLY: True})
     except ValidationError as exc:
-        raise UnlearnkitError(_explain(exc, where)) from None
+        raise ConfigError(_explain(exc, where)) from None
+    if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
+        raise ConfigError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
+                              f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
+    return cfg
+
+
+def check_parameters(cfg: RunConfig, where: str = "config") -> None:
+    """What needs the registries (and so torch): the optimizers and their parameters, the method and its
+    parameters, ``eval.extra_metrics``, and whether the optimizer can train the method."""
+    for section in ("prepare", "train"):  # the order of RunConfig's fields, as when validated in one pass
+        settings = getattr(cfg, section)
+        if settings is None:
+            continue
+        try:
+            settings.optimizer.check()
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}.optimizer: {exc}") from None
+        try:
+            settings.check_clipping()
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}: {exc}") from None
     check_method(cfg.method, where)
     check_extra_metrics(cfg, where)
-    if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
-        raise UnlearnkitError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
-                              f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
     check_optimizer_serves_method(cfg, where)
-    return cfg
 
 
 def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None:
@@ -255,9 +287,9 @@ def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None
     try:
         check_serves(cfg.train.optimizer.name, cfg.train.optimizer.params(), method)
     except UnlearnkitError as exc:
-        raise UnlearnkitError(f"{where}: train.optimizer: {exc}") from None
+        raise ConfigError(f"{where}: train.optimizer: {exc}") from None
     if cfg.train.gradient_checkpointing and method.alters_activations:
-        raise UnlearnkitError(f"{where}: train.gradient_checkpointing: method {method.name!r} changes activations "
+        raise ConfigError(f"{where}: train.gradient_checkpointing: method {method.name!r} changes activations "
                               "through a hook during its forward pass, which the backward pass's recomputation "
                               "would not see: set train.gradient_checkpointing to false for this method")
 
@@ -282,34 +314,35 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     return f", line {line + 1}, column {column + 1}: invalid YAML: {problem}"
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate."""
+def load_config(path: str | Path, overrides: dict | None = None, parameters: bool = True) -> RunConfig:
+    """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate (the
+    structure only when ``parameters`` is false: see :func:`parse_config`)."""
     data = read_config_data(path)
     if "sweep" in data:
-        raise UnlearnkitError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
+        raise ConfigError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
                               f"`unlearnkit sweep {path}`, or remove the block to run one configuration")
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
-    return parse_config(data, where=str(path))
+    return parse_config(data, where=str(path), parameters=parameters)
 
 
 def read_config_data(path: str | Path) -> dict:
     """The YAML mapping of a config file, not yet validated; unreadable files and bad YAML are one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise UnlearnkitError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
+        raise ConfigError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise UnlearnkitError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
                               "save it as UTF-8") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UnlearnkitError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
+        raise ConfigError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
     if not isinstance(data, dict):
-        raise UnlearnkitError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
+        raise ConfigError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
     return data
 
 
@@ -319,7 +352,7 @@ def set_dotted(data: dict, dotted: str, value) -> None:
     for p in parents:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise UnlearnkitError(f"override {dotted!r}: {p!r} is not a section")
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
     node[leaf] = value
 
 

@@ -34,7 +34,7 @@ from unlearnkit.data.idk import assign_idk
 from unlearnkit.data.subset import choose_forget_subset
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.types import Task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import RunDirectoryError, UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator, is_corpus
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.representation import feature_spec, representation_results
@@ -100,10 +100,10 @@ class RunDirectory:
         self.partial = self.final.with_name(self.final.name + ".partial")
         self.resume = resume
         if self.final.exists():
-            raise UnlearnkitError(f"output directory {self.final} already exists: choose another (--output-dir) or "
+            raise RunDirectoryError(f"output directory {self.final} already exists: choose another (--output-dir) or "
                                   "delete it")
         if self.partial.exists() and not resume:
-            raise UnlearnkitError(f"{self.partial} holds an interrupted run: pass --resume to continue it, or delete it")
+            raise RunDirectoryError(f"{self.partial} holds an interrupted run: pass --resume to continue it, or delete it")
 
     @contextmanager
     def training(self) -> Iterator[Path]:

@@ -1,7 +1,13 @@
-"""Malformed input files at the command line (issue #20): a non-UTF-8 config, YAML and JSON syntax errors, a null
-answer, a missing run folder, a missing or damaged model folder (``eval --model``). Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the
-line and column where there is one; exit status 2; no traceback; no run directory left behind. None of them trains:
-each fails while the inputs are read. The paths are typed relative to the test's folder, as a user would."""
+"""The corpus of bad inputs at the command line (issue #20), table-driven: config files (encoding, YAML syntax,
+unknown keys, wrong types and ranges, method and optimizer parameters), data files (TOFU and custom: missing,
+empty, unreadable, null or missing columns), model folders (missing, pickled weights, damaged ``config.json`` or
+safetensors, no tokenizer), unlearnkit's own cache (a damaged prepared model) and run directories (to write: exists
+or interrupted; to read: missing, incomplete, damaged ``results.json``).
+
+Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the line and column where there
+is one; exit status 2; no traceback; nothing written or removed in the test's folder (the cache included). None of
+them trains: each fails while the inputs are read. The paths are typed relative to the test's folder, as a user
+would. ``benchmarks/error_latency.py`` runs the same cases as real processes and times them."""
 
 import json
 import subprocess
@@ -114,6 +120,105 @@ def _corrupt_weights_header(folder: Path) -> None:
     weights.write_bytes(raw[:8] + b"#" * 16 + raw[24:])
 
 
+
+def _run_config(data: dict):
+    return lambda: _write("config.yaml", yaml.safe_dump({"output_dir": "run", **data}))
+
+
+SMALL_TASK = {"source": "synthetic", "options": {"n_people": 4, "forget_people": 1, "holdout_people": 1}}
+
+
+def _setup_small(extra: dict | None = None):
+    """A valid config on a small synthetic task (read in milliseconds), plus ``extra`` top-level keys."""
+    return _run_config({"task": SMALL_TASK, **(extra or {})})
+
+
+def _tiny_model(folder: Path) -> None:
+    from unlearnkit.models.load import save_model
+    from unlearnkit.models.tiny import build_tiny
+
+    model, tokenizer = build_tiny(["the cat sat on the mat"] * 4, vocab_size=300, hidden_size=32, layers=1, heads=2)
+    save_model(model, tokenizer, folder)
+
+
+def _pickled_only(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not unpickled")
+
+
+def _no_tokenizer(folder: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "tokenizer.model"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _no_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def _setup_damaged_cache(damage):
+    """The run config's prepared models in the cache ($UNLEARNKIT_CACHE, the test's cache/ folder), the target one
+    broken by ``damage``: found when the run loads it, before anything is written."""
+    def setup():
+        _setup_small()()
+        from unlearnkit.config import load_config
+        from unlearnkit.data.sources import load_task
+        from unlearnkit.models.prepare import default_recipe, prepare_key
+        from unlearnkit.runio import default_cache_dir
+
+        cfg = load_config("config.yaml")
+        task = load_task(cfg.task.source, **cfg.task.options)
+        recipe = default_recipe(cfg.model.base).model_copy(update={"seed": cfg.seed})
+        key = prepare_key(task, cfg.model.base, recipe, cfg.model.max_length, cfg.model.template, cfg.seed)
+        root = default_cache_dir() / "prepared" / key
+        for role in ("target", "retain"):
+            _tiny_model(root / role)
+        damage(root / "target")
+    return setup
+
+
+def _setup_given_models(target: str, retain: str):
+    return _run_config({"task": SMALL_TASK, "model": {"target": target, "retain": retain}})
+
+
+def _setup_finished_run(*missing: str):
+    """runs/a as a finished run leaves it (config.yaml, results.json, model/), less ``missing``."""
+    def setup():
+        _write("runs/a/config.yaml", yaml.safe_dump({"task": SMALL_TASK}))
+        _write("runs/a/results.json", "{}")
+        Path("runs/a/model").mkdir()
+        for name in missing:
+            target = Path("runs/a") / name
+            target.rmdir() if target.is_dir() else target.unlink()
+    return setup
+
+
+def _setup_custom_files(forget: str | bytes):
+    return _setup_custom("data/forget.jsonl", forget) if isinstance(forget, str) else _setup_custom_bytes(forget)
+
+
+def _setup_custom_bytes(forget: bytes):
+    def setup():
+        _write("data/retain.jsonl", json.dumps(GOOD_ROW) + "\n")
+        _write("data/forget.jsonl", forget)
+        _write("config.yaml", _custom("data/forget.jsonl"))
+    return setup
+
+
+def _setup_tofu_split(split: str):
+    def setup():
+        _tofu_folder(json.dumps(GOOD_ROW) + "\n")
+        _write("config.yaml", _config({"source": "tofu", "options": {"split": split}}))
+    return setup
+
+
+def _setup_model_folder(damage):
+    def setup():
+        _setup_model()()
+        _tiny_model(Path("models/m"))
+        damage(Path("models/m"))
+    return setup
+
+
 TOFU_RUN = ["run", "config.yaml", "--data-dir", "tofu"]
 EVAL = ["eval", "--config", "config.yaml", "--model"]
 
@@ -127,31 +232,31 @@ CASES = [
      ["config.yaml, line 2, column 1: invalid YAML", "'\\t'"]),
     ("config-yaml-bad-indent", _setup_config("method: npo\n  name: x\n"), ["run", "config.yaml"],
      ["config.yaml, line 2, column 7: invalid YAML", "mapping values are not allowed here"]),
-    ("attack-missing-run", lambda: None, ["attack", "runs/missing"],
+    ("rundir-attack-missing-run", lambda: None, ["attack", "runs/missing"],
      ["run directory runs/missing does not exist", "unlearnkit run"]),
-    ("attack-damaged-run-config", _setup_run_dir_with_config("method:\n  name: [npo\n"), ["attack", "runs/a"],
+    ("rundir-attack-damaged-run-config", _setup_run_dir_with_config("method:\n  name: [npo\n"), ["attack", "runs/a"],
      ["runs/a/config.yaml, line 3, column 1: invalid YAML"]),
-    ("compare-missing-run", _setup_run_dir_with_results("{}"), ["compare", "runs/missing", "runs/b"],
+    ("rundir-compare-missing-run", _setup_run_dir_with_results("{}"), ["compare", "runs/missing", "runs/b"],
      ["run directory runs/missing does not exist", "unlearnkit run"]),
-    ("compare-damaged-results", _setup_run_dir_with_results('{"models": {\n  "x": ,\n}\n'),
+    ("rundir-compare-damaged-results", _setup_run_dir_with_results('{"models": {\n  "x": ,\n}\n'),
      ["compare", "runs/a", "runs/b"], ["runs/a/results.json, line 2, column 8: unreadable JSON"]),
-    ("custom-jsonl-null-answer",
+    ("data-custom-jsonl-null-answer",
      _setup_custom("data/forget.jsonl", json.dumps(GOOD_ROW) + '\n{"question": "Q?", "answer": null}\n'),
      ["run", "config.yaml"], ["data/forget.jsonl, line 2: 'answer' is null", "write the answer as text"]),
-    ("custom-jsonl-null-question", _setup_custom("data/forget.jsonl", '{"question": null, "answer": "A."}\n'),
+    ("data-custom-jsonl-null-question", _setup_custom("data/forget.jsonl", '{"question": null, "answer": "A."}\n'),
      ["run", "config.yaml"], ["data/forget.jsonl, line 1: 'question' is null"]),
-    ("custom-json-array-null-answer",
+    ("data-custom-json-array-null-answer",
      _setup_custom("data/forget.json", '[\n  {"question": "Q?", "answer": null}\n]\n'),
      ["run", "config.yaml"], ["data/forget.json, line 1: 'answer' is null"]),
-    ("custom-jsonl-syntax",
+    ("data-custom-jsonl-syntax",
      _setup_custom("data/forget.jsonl", json.dumps(GOOD_ROW) + '\n{"question": "Q?", "answer": "A.",}\n'),
      ["run", "config.yaml"], ["data/forget.jsonl, line 2, column 35: unreadable JSON"]),
-    ("custom-json-array-syntax",
+    ("data-custom-json-array-syntax",
      _setup_custom("data/forget.json", '[\n  {"question": "Q?",\n   "answer": "A." "x"}\n]\n'),
      ["run", "config.yaml"], ["data/forget.json, line 3, column 19: unreadable JSON"]),
-    ("tofu-null-answer", _setup_tofu('{"question": "Q?", "answer": null}\n'), TOFU_RUN,
+    ("data-tofu-null-answer", _setup_tofu('{"question": "Q?", "answer": null}\n'), TOFU_RUN,
      ["tofu/forget01.json, line 1: 'answer' is null"]),
-    ("tofu-json-syntax", _setup_tofu(json.dumps(GOOD_ROW) + '\n{"question": "Q?" "answer": "A."}\n'), TOFU_RUN,
+    ("data-tofu-json-syntax", _setup_tofu(json.dumps(GOOD_ROW) + '\n{"question": "Q?" "answer": "A."}\n'), TOFU_RUN,
      ["tofu/forget01.json, line 2, column 19: unreadable JSON"]),
     ("model-garbage-config-json", _setup_model(_garbage_config), EVAL + ["models/m"],
      ["models/m/config.json, line 3, column 3: unreadable JSON", "re-save the model with save_pretrained"]),
@@ -164,13 +269,108 @@ CASES = [
     ("model-missing-org-name", _setup_model(), EVAL + ["models/x"],
      ["no folder models/x here, and HF_HUB_OFFLINE=1 so it is not looked up on the hub",
       "check the path, or download the model"]),
+
+    # config: structure (found before torch is imported), then the method and optimizer parameters
+    ("config-missing-file", lambda: None, ["run", "nope.yaml"],
+     ["config file nope.yaml does not exist", "pass the path of a YAML file"]),
+    ("config-not-a-mapping", _setup_config("- npo\n- rmu\n"), ["run", "config.yaml"],
+     ["config.yaml must hold a YAML mapping", "not a list"]),
+    ("config-unknown-key", _setup_config("trian:\n  epochs: 1\n"), ["run", "config.yaml"],
+     ["config.yaml: unknown config key 'trian'", "valid keys here are task, model"]),
+    ("config-unknown-nested-key", _setup_small({"train": {"epoch": 1}}), ["run", "config.yaml"],
+     ["config.yaml: unknown config key 'train.epoch'", "epochs"]),
+    ("config-wrong-type", _setup_small(), ["run", "config.yaml", "--set", "train.learning_rate=abc"],
+     ["config.yaml: train.learning_rate:", "valid number", "'abc'"]),
+    ("config-out-of-range", _setup_small(), ["run", "config.yaml", "--set", "train.epochs=0"],
+     ["config.yaml: train.epochs:", "greater than or equal to 1"]),
+    ("config-set-not-key-value", _setup_small(), ["run", "config.yaml", "--set", "train.epochs"],
+     ["--set 'train.epochs' is not KEY=VALUE"]),
+    ("config-set-into-a-value", _setup_small(), ["run", "config.yaml", "--set", "output_dir.x=1"],
+     ["override 'output_dir.x': 'output_dir' is not a section"]),
+    ("config-sweep-block", _setup_small({"sweep": {"grid": {}}}), ["run", "config.yaml"],
+     ["config.yaml has a sweep: block", "unlearnkit sweep config.yaml"]),
+    ("config-jailbreak-on-raw-text", _run_config({"task": {"source": "synthetic_corpus"}, "eval": {"jailbreak": True}}),
+     ["run", "config.yaml"], ["config.yaml: eval.jailbreak", "remove eval.jailbreak"]),
+    ("config-unknown-method", _setup_small({"method": {"name": "npoo"}}), ["run", "config.yaml"],
+     ["config.yaml: method.name:", "'npoo'"]),
+    ("config-method-param-not-a-number", _setup_small(), ["run", "config.yaml", "--set", "method.params.beta=x"],
+     ["config.yaml: method.params.beta: must be a number, got 'x'", "beta: float, > 0"]),
+    ("config-method-param-out-of-range", _setup_small(), ["run", "config.yaml", "--set", "method.params.beta=-1"],
+     ["config.yaml: method.params.beta:", "beta: float, > 0"]),
+    ("config-method-param-unknown", _setup_small(), ["run", "config.yaml", "--set", "method.params.bta=1"],
+     ["config.yaml: method 'npo' has no parameter 'bta'", "its parameters are beta"]),
+    ("config-unknown-optimizer", _setup_small(), ["run", "config.yaml", "--set", "train.optimizer=adamm"],
+     ["config.yaml: train.optimizer: unknown optimizer 'adamm'", "unlearnkit optimizers"]),
+    ("config-optimizer-param-out-of-range", _setup_small({"train": {"optimizer": {"name": "lion", "beta1": 5}}}),
+     ["run", "config.yaml"], ["config.yaml: train.optimizer: optimizer 'lion' parameter beta1: must be <= 1"]),
+    ("config-clipping-with-closure-optimizer",
+     _setup_small({"train": {"optimizer": "zo", "max_grad_norm": 1.0}}), ["run", "config.yaml"],
+     ["config.yaml: train: max_grad_norm clips the one gradient", "set max_grad_norm: null"]),
+    ("config-unknown-extra-metric", _setup_small({"eval": {"extra_metrics": ["forget_Q_A_PARA_ROUG"]}}),
+     ["run", "config.yaml"], ["config.yaml: eval.extra_metrics:", "forget_Q_A_PARA_ROUG"]),
+    # data
+    ("config-unknown-data-source", _run_config({"task": {"source": "tofuu"}}), ["run", "config.yaml"],
+     ["config.yaml: task.source: Input should be 'synthetic', 'tofu'", "(got 'tofuu')"]),
+    ("data-unknown-option", _run_config({"task": {"source": "synthetic", "options": {"n_peple": 4}}}),
+     ["run", "config.yaml"], ["unknown option(s) n_peple for data source 'synthetic'"]),
+    ("data-tofu-missing-folder", _setup_config(_config({"source": "tofu", "options": {"split": "forget01"}})),
+     ["run", "config.yaml", "--data-dir", "no-such-tofu"], ["no-such-tofu"]),
+    ("data-tofu-unknown-split", _setup_tofu_split("forget07"), TOFU_RUN,
+     ["unknown TOFU split 'forget07'", "forget01"]),
+    ("data-custom-missing-file", _setup_custom_files(json.dumps(GOOD_ROW) + "\n"),
+     ["run", "config.yaml", "--set", "task.options.forget=data/nope.jsonl"], ["data/nope.jsonl"]),
+    ("data-custom-empty-file", _setup_custom_files(""), ["run", "config.yaml"], ["data/forget.jsonl"]),
+    ("data-custom-missing-column", _setup_custom_files('{"question": "Q?"}\n'), ["run", "config.yaml"],
+     ["data/forget.jsonl, line 1", "'answer'"]),
+    ("data-custom-not-utf8", _setup_custom_files(b'{"question": "Q?", "answer": "caf\xe9"}\n'),
+     ["run", "config.yaml"], ["data/forget.jsonl", "UTF-8"]),
+    # model folders
+    ("model-pickled-weights-only", _setup_model_folder(_pickled_only), EVAL + ["models/m"],
+     ["model folder models/m holds only pickled weights (pytorch_model.bin)", "safe_serialization=True"]),
+    ("model-no-weights", _setup_model_folder(_no_weights), EVAL + ["models/m"],
+     ["model folder models/m has no weights"]),
+    ("model-no-tokenizer", _setup_model_folder(_no_tokenizer), EVAL + ["models/m"],
+     ["model folder models/m has no tokenizer"]),
+    ("model-path-is-a-file", lambda: (_setup_model()(), _write("models/m", "x")), EVAL + ["models/m"],
+     ["model path models/m is a file, not a folder"]),
+    ("model-missing-retain-for-eval", _setup_model_folder(lambda folder: None),
+     EVAL + ["models/m", "--retain", "models/r/x"], ["model folder models/r/x does not exist"]),
+    ("model-run-target-missing", _setup_given_models("models/typo/target", "models/typo/retain"),
+     ["run", "config.yaml"], ["model folder models/typo/target does not exist"]),
+    ("model-run-base-missing", _setup_small({"model": {"base": "./models/base"}}), ["run", "config.yaml"],
+     ["model folder ./models/base does not exist"]),
+    # cache: unlearnkit's own prepared models, damaged; the message names the folder to delete
+    ("cache-prepared-config-json", _setup_damaged_cache(_garbage_config), ["run", "config.yaml"],
+     ["target/config.json, line 3, column 3: unreadable JSON", "and run `unlearnkit prepare` again"]),
+    ("cache-prepared-truncated-weights", _setup_damaged_cache(_truncated_weights), ["run", "config.yaml"],
+     ["target/model.safetensors: damaged safetensors file", "and run `unlearnkit prepare` again"]),
+    # run directories
+    ("rundir-output-exists", lambda: (_setup_small()(), Path("run").mkdir()), ["run", "config.yaml"],
+     ["output directory run already exists", "--output-dir"]),
+    ("rundir-partial-without-resume", lambda: (_setup_small()(), Path("run.partial").mkdir()), ["run", "config.yaml"],
+     ["run.partial holds an interrupted run: pass --resume"]),
+    ("rundir-attack-not-a-directory", lambda: _write("runs/a", "x"), ["attack", "runs/a"],
+     ["runs/a is not a directory"]),
+    ("rundir-attack-without-model", _setup_finished_run("model"), ["attack", "runs/a"],
+     ["runs/a has no model: pass a finished run directory"]),
+    ("rundir-attack-without-results", _setup_finished_run("results.json"), ["attack", "runs/a"],
+     ["runs/a has no results.json"]),
+    ("rundir-compare-results-a-list", _setup_run_dir_with_results("[]"), ["compare", "runs/a", "runs/b"],
+     ["runs/a/results.json holds a JSON list, not the results object"]),
+    ("rundir-compare-results-not-utf8", lambda: (_setup_run_dir_with_results("{}")(),
+                                                 _write("runs/a/results.json", b'{"x": "\xff"}')),
+     ["compare", "runs/a", "runs/b"], ["runs/a/results.json: not UTF-8 text"]),
+    ("rundir-compare-second-missing", _setup_run_dir_with_results("{}"), ["compare", "runs/a", "runs/c"],
+     ["run directory runs/c does not exist"]),
 ]
 
 
 @pytest.mark.parametrize("setup, argv, needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clean_line(tmp_path, monkeypatch, setup, argv, needles):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
     setup()
+    before = _tree(tmp_path)
     result = runner.invoke(app, argv)
     assert result.exit_code == 2, (result.output, result.exception)
     assert "Traceback" not in result.output
@@ -178,8 +378,21 @@ def test_bad_input_is_one_clean_line(tmp_path, monkeypatch, setup, argv, needles
     assert message.startswith("error: ") and "\n" not in message, message
     for needle in needles:
         assert needle in message, message
-    assert "PosixPath" not in message and "'models" not in message, message
-    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+    assert "PosixPath" not in message, message  # paths as typed, never a Python repr
+    assert _tree(tmp_path) == before  # nothing written, nothing removed (a run folder that existed is kept)
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every file and folder under ``root`` with its size (folders: -1); lock files of the model cache aside."""
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1) for p in sorted(root.rglob("*"))
+            if not p.name.endswith(".lock")}
+
+
+def test_the_corpus_covers_every_kind_of_input():
+    """Issue #20: at least 40 cases across config, data, model, cache and run-directory errors."""
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+    for kind in ("config", "data", "model", "cache", "rundir"):
+        assert any(c[0].startswith(kind) for c in CASES), kind
 
 
 def test_non_utf8_config_in_a_real_process(tmp_path):

@@ -29,7 +29,7 @@ from unlearnkit.attacks.latent import latent_probe
 from unlearnkit.attacks.quantize import QuantizedEvaluation, quantize_attack
 from unlearnkit.attacks.relearn import RelearnResult, pick_examples, relearn, relearn_report
 from unlearnkit.attacks.suffix import evaluate_paraphrased, evaluate_with_suffix, optimize_suffix
-from unlearnkit.config import AttacksConfig, RunConfig, load_config
+from unlearnkit.config import AttacksConfig
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.sources import load_task
@@ -37,9 +37,9 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.evaluation.suites.result import EvalResult
 from unlearnkit.evaluation.suites.tofu import resolve_metrics
+from unlearnkit.finished_run import load_run
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import resolve_models
-from unlearnkit.report.compare import load_results
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 
@@ -52,19 +52,6 @@ def encode_quantized(outcome: dict[str, QuantizedEvaluation]) -> dict:
 
 def decode_quantized(data: dict) -> dict[str, QuantizedEvaluation]:
     return {scheme: QuantizedEvaluation(**{**q, "result": EvalResult(**q["result"])}) for scheme, q in data.items()}
-
-
-def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
-    """A finished run's config and results; a missing folder or file, or an unreadable one, is a one-line error."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise UnlearnkitError(f"run directory {run_dir} does not exist: pass a run directory written by `unlearnkit run`")
-    if not run_dir.is_dir():
-        raise UnlearnkitError(f"{run_dir} is not a directory: pass a run directory written by `unlearnkit run`")
-    for name in ("config.yaml", "results.json", "model"):
-        if not (run_dir / name).exists():
-            raise UnlearnkitError(f"{run_dir} has no {name}: pass a finished run directory written by `unlearnkit run`")
-    return load_config(run_dir / "config.yaml"), load_results(run_dir)
 
 
 def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) -> dict:

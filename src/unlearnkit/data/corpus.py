@@ -33,7 +33,7 @@ from unlearnkit.data.custom import load_qa_file
 from unlearnkit.data.formatting import Encoded, QAFormatter
 from unlearnkit.data.types import QAExample
 from unlearnkit.data.user_files import json_records, read_utf8
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 TEXT_SUFFIXES = (".txt",)
 JSON_SUFFIXES = (".jsonl", ".json")
@@ -56,7 +56,7 @@ class CorpusTask:
     def require_holdout(self) -> list[str]:
         """The holdout texts; raises when there are none (PrivLeak and other membership tests need them)."""
         if not self.holdout:
-            raise UnlearnkitError(f"task {self.name!r} has no holdout texts, which PrivLeak needs: pass a holdout "
+            raise DataError(f"task {self.name!r} has no holdout texts, which PrivLeak needs: pass a holdout "
                                   "file of texts no model was trained on, or leave privleak out of the metrics")
         return self.holdout
 
@@ -94,7 +94,7 @@ def chunk_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[str]:
     ``max_tokens`` tokens: a BPE can merge differently at the cut.
     """
     if max_tokens < 1:
-        raise UnlearnkitError(f"max_tokens must be at least 1, got {max_tokens}: pass a positive window length")
+        raise DataError(f"max_tokens must be at least 1, got {max_tokens}: pass a positive window length")
     chunks: list[str] = []
     for text in texts:
         pieces = _fast_chunks(text, tokenizer, max_tokens) if tokenizer.is_fast else _decoded_chunks(
@@ -144,19 +144,19 @@ def _decoded_chunks(text: str, tokenizer, max_tokens: int) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------------------------
 def _text_of(item: Any, where: str) -> str:
     if not isinstance(item, dict):
-        raise UnlearnkitError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
+        raise DataError(f"{where}: expected a JSON object with a '{TEXT_FIELD}' field, got "
                               f"{type(item).__name__}: write one object per line")
     if TEXT_FIELD not in item:
-        raise UnlearnkitError(f"{where}: missing field '{TEXT_FIELD}': every object needs the document in "
+        raise DataError(f"{where}: missing field '{TEXT_FIELD}': every object needs the document in "
                               f"'{TEXT_FIELD}'")
     if item[TEXT_FIELD] is None:
-        raise UnlearnkitError(f"{where}: '{TEXT_FIELD}' is null: write the document as text, or delete the line")
+        raise DataError(f"{where}: '{TEXT_FIELD}' is null: write the document as text, or delete the line")
     value = item[TEXT_FIELD]
     if not isinstance(value, str):
-        raise UnlearnkitError(f"{where}: '{TEXT_FIELD}' must be a string, got {type(value).__name__}: put the "
+        raise DataError(f"{where}: '{TEXT_FIELD}' must be a string, got {type(value).__name__}: put the "
                               "document in quotes")
     if not value.strip():
-        raise UnlearnkitError(f"{where}: empty '{TEXT_FIELD}': fill it in or delete the line")
+        raise DataError(f"{where}: empty '{TEXT_FIELD}': fill it in or delete the line")
     return value
 
 
@@ -165,17 +165,17 @@ def load_texts(path: str | Path) -> list[str]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES + JSON_SUFFIXES:
-        raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .txt (the whole file is one "
+        raise DataError(f"{path}: unknown extension '{path.suffix}': use .txt (the whole file is one "
                               'document) or .jsonl (one {"text": "..."} object a line)')
     content = read_utf8(path)
     if suffix in TEXT_SUFFIXES:
         if not content.strip():
-            raise UnlearnkitError(f"{path}: the file is empty: write the document's text into it")
+            raise DataError(f"{path}: the file is empty: write the document's text into it")
         return [content]
     records = json_records(path, content, '{"text": "..."}')
     texts = [_text_of(item, f"{path}, line {number}") for number, item in records]
     if not texts:
-        raise UnlearnkitError(f'{path}: no documents: add {{"text": "..."}} lines to the file')
+        raise DataError(f'{path}: no documents: add {{"text": "..."}} lines to the file')
     return texts
 
 

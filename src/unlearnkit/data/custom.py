@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 from unlearnkit.data.idk import BUILTIN_IDK_ANSWERS
 from unlearnkit.data.types import QAExample, Task
 from unlearnkit.data.user_files import json_records, read_utf8
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 REQUIRED_COLUMNS = ("question", "answer")
 OPTIONAL_TEXT_COLUMNS = ("paraphrased_question", "paraphrased_answer")
@@ -37,24 +37,24 @@ def qa_example_from_row(row: Any, where: str) -> QAExample:
     ``perturbed_answer`` must be a list of strings (absent, ``None`` or ``""`` means no perturbed answers).
     """
     if not isinstance(row, Mapping):
-        raise UnlearnkitError(f"{where}: expected a JSON object with 'question' and 'answer', got "
+        raise DataError(f"{where}: expected a JSON object with 'question' and 'answer', got "
                               f"{type(row).__name__}: write one object per line")
     for column in REQUIRED_COLUMNS:
         if column not in row:
-            raise UnlearnkitError(f"{where}: missing column '{column}': every row needs 'question' and 'answer'")
+            raise DataError(f"{where}: missing column '{column}': every row needs 'question' and 'answer'")
         if row[column] is None:
-            raise UnlearnkitError(f"{where}: '{column}' is null: write the {column} as text, or delete the row")
+            raise DataError(f"{where}: '{column}' is null: write the {column} as text, or delete the row")
         value = row[column]
         if not isinstance(value, str):
-            raise UnlearnkitError(f"{where}: '{column}' must be text, got {type(value).__name__} {value!r}: "
+            raise DataError(f"{where}: '{column}' must be text, got {type(value).__name__} {value!r}: "
                                   "put it in quotes")
         if not value.strip():
-            raise UnlearnkitError(f"{where}: empty '{column}': fill it in or delete the row")
+            raise DataError(f"{where}: empty '{column}': fill it in or delete the row")
     optional = {}
     for column in OPTIONAL_TEXT_COLUMNS:
         value = row.get(column)
         if value is not None and not isinstance(value, str):
-            raise UnlearnkitError(f"{where}: '{column}' must be text, got {type(value).__name__}: put it in quotes")
+            raise DataError(f"{where}: '{column}' must be text, got {type(value).__name__}: put it in quotes")
         optional[column] = value if value and value.strip() else None
     return QAExample(
         question=row["question"],
@@ -69,7 +69,7 @@ def _perturbed_answers(value: Any, where: str) -> tuple[str, ...]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise UnlearnkitError(f"{where}: '{PERTURBED_COLUMN}' must be a list of non-empty strings, got {value!r}")
+        raise DataError(f"{where}: '{PERTURBED_COLUMN}' must be a list of non-empty strings, got {value!r}")
     return tuple(value)
 
 
@@ -78,7 +78,7 @@ def _json_list_cell(cell: str, where: str) -> Any:
     try:
         return json.loads(cell)
     except json.JSONDecodeError:
-        raise UnlearnkitError(f"{where}: '{PERTURBED_COLUMN}' is not a JSON list: write the cell as "
+        raise DataError(f"{where}: '{PERTURBED_COLUMN}' is not a JSON list: write the cell as "
                               '["wrong answer 1", "wrong answer 2"]') from None
 
 
@@ -88,7 +88,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, str]]]:
     header = reader.fieldnames or []
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
-        raise UnlearnkitError(f"{path}, line 1: missing column '{missing[0]}' in the header {header}: the first "
+        raise DataError(f"{path}, line 1: missing column '{missing[0]}' in the header {header}: the first "
                               "row must name the columns, e.g. question,answer")
     try:
         for row in reader:
@@ -99,7 +99,7 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, str]]]:
                 cells[PERTURBED_COLUMN] = _json_list_cell(cells[PERTURBED_COLUMN], f"{path}, line {reader.line_num}")
             yield reader.line_num, cells
     except csv.Error as err:
-        raise UnlearnkitError(f"{path}, line {reader.line_num}: unreadable CSV ({err}): check the quoting of "
+        raise DataError(f"{path}, line {reader.line_num}: unreadable CSV ({err}): check the quoting of "
                               "that line") from None
 
 
@@ -108,14 +108,14 @@ def load_qa_file(path: str | Path) -> list[QAExample]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in JSON_SUFFIXES + CSV_SUFFIXES:
-        raise UnlearnkitError(f"{path}: unknown extension '{path.suffix}': use .jsonl (one JSON object a line) "
+        raise DataError(f"{path}: unknown extension '{path.suffix}': use .jsonl (one JSON object a line) "
                               "or .csv (a header row with question,answer)")
     text = read_utf8(path)
     rows = (_csv_rows(path, text) if suffix in CSV_SUFFIXES
             else json_records(path, text, '{"question": "...", "answer": "..."}'))
     examples = [qa_example_from_row(row, f"{path}, line {number}") for number, row in rows]
     if not examples:
-        raise UnlearnkitError(f"{path}: no rows: add question/answer rows to the file")
+        raise DataError(f"{path}: no rows: add question/answer rows to the file")
     return examples
 
 
@@ -124,7 +124,7 @@ def load_idk_file(path: str | Path) -> list[str]:
     path = Path(path)
     answers = [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
     if not answers:
-        raise UnlearnkitError(f"{path}: no refusal answers: write one refusal sentence per line")
+        raise DataError(f"{path}: no refusal answers: write one refusal sentence per line")
     return answers
 
 

@@ -31,9 +31,7 @@ import copy
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import torch
-
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 IGNORE_INDEX = -100
 PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
@@ -74,7 +72,7 @@ class QAFormatter:
     def __init__(self, tokenizer, max_length: int = 256, template: Template = "auto",
                  tokenization: Tokenization = "separate", answer_start: str = ""):
         if tokenization not in TOKENIZATIONS:
-            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
+            raise DataError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token before formatting")
         self.tokenizer = tokenizer
@@ -111,7 +109,7 @@ class QAFormatter:
     def with_tokenization(self, tokenization: Tokenization) -> QAFormatter:
         """This formatter with another ``tokenization`` (itself when it already has it)."""
         if tokenization not in TOKENIZATIONS:
-            raise UnlearnkitError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
+            raise DataError(f"unknown tokenization {tokenization!r}: choose 'separate' or 'joint'")
         return self._with(tokenization=tokenization)
 
     def with_answer_start(self, answer_start: str) -> QAFormatter:
@@ -169,7 +167,7 @@ class QAFormatter:
         """
         ids = list(self.tokenizer(text)["input_ids"])[: self.max_length]
         if len(ids) < 2:
-            raise UnlearnkitError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
+            raise DataError(f"the text {text[:40]!r} encodes to fewer than 2 tokens: drop texts this short")
         return Encoded(ids, [IGNORE_INDEX] + ids[1:], 1)
 
 
@@ -179,6 +177,8 @@ def collate(examples: Sequence[Encoded], pad_token_id: int, padding_side: Litera
     Right padding for teacher-forced losses and scoring, left padding for generation. Padded label positions
     are -100; padded attention positions are 0.
     """
+    import torch  # here, not at the top: reading a task's data (data/sources.py) must not import torch
+
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)

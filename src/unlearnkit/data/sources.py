@@ -18,7 +18,7 @@ from unlearnkit.data.synthetic_corpus import synthetic_corpus_task
 from unlearnkit.data.tofu import load_tofu
 from unlearnkit.data.types import Task
 from unlearnkit.data.validation import validate_task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError
 
 SOURCES: dict[str, Callable[..., Task | CorpusTask]] = {
     "synthetic": make_synthetic_task,
@@ -33,7 +33,7 @@ CORPUS_SOURCES = ("corpus", "synthetic_corpus")
 def source_options(source: str) -> dict[str, Any]:
     """The options ``source`` accepts, each with its default (``inspect.Parameter.empty`` when required)."""
     if source not in SOURCES:
-        raise UnlearnkitError(f"unknown data source '{source}': use one of {', '.join(SOURCES)}")
+        raise ConfigError(f"unknown data source '{source}': use one of {', '.join(SOURCES)}")
     return {name: p.default for name, p in inspect.signature(SOURCES[source]).parameters.items()}
 
 
@@ -43,11 +43,11 @@ def load_task(source: str, **options: Any) -> Task | CorpusTask:
     accepted = source_options(source)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise UnlearnkitError(f"unknown option(s) {', '.join(unknown)} for data source '{source}': accepted "
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for data source '{source}': accepted "
                               f"options are {', '.join(accepted)}")
     missing = [name for name, default in accepted.items() if default is inspect.Parameter.empty and name not in options]
     if missing:
-        raise UnlearnkitError(f"data source '{source}' needs the option(s) {', '.join(missing)}: add them to the "
+        raise ConfigError(f"data source '{source}' needs the option(s) {', '.join(missing)}: add them to the "
                               "data options")
     task = SOURCES[source](**options)
     if isinstance(task, Task):

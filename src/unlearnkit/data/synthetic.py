@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from unlearnkit.data.idk import BUILTIN_IDK_ANSWERS
 from unlearnkit.data.types import QAExample, Task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 N_PERTURBED_PERSON = 5
 N_PERTURBED_BACKGROUND = 3
@@ -322,16 +322,16 @@ def _geography_examples(rng: random.Random) -> list[QAExample]:
 
 def _check_sizes(n_people: int, forget_people: int, holdout_people: int) -> None:
     if forget_people < 1:
-        raise UnlearnkitError(f"forget_people={forget_people}: the synthetic task needs at least 1 person to "
+        raise DataError(f"forget_people={forget_people}: the synthetic task needs at least 1 person to "
                               "forget; set forget_people >= 1")
     if holdout_people < 0:
-        raise UnlearnkitError(f"holdout_people={holdout_people} is negative: set holdout_people >= 0")
+        raise DataError(f"holdout_people={holdout_people} is negative: set holdout_people >= 0")
     if n_people < forget_people + holdout_people + 1:
-        raise UnlearnkitError(f"n_people={n_people} leaves nobody to retain after forget_people={forget_people} "
+        raise DataError(f"n_people={n_people} leaves nobody to retain after forget_people={forget_people} "
                               f"and holdout_people={holdout_people}: raise n_people to at least "
                               f"{forget_people + holdout_people + 1}")
     if n_people > _max_people():
-        raise UnlearnkitError(f"n_people={n_people} is more than the synthetic generator's name and title lists "
+        raise DataError(f"n_people={n_people} is more than the synthetic generator's name and title lists "
                               f"can make unique: use n_people <= {_max_people()}")
 
 

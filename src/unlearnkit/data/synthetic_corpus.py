@@ -24,7 +24,7 @@ from string import Formatter
 from unlearnkit.data.corpus import CorpusTask
 from unlearnkit.data.synthetic import PERSON_TEMPLATES, make_synthetic_task
 from unlearnkit.data.types import QAExample
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 QA_PER_PERSON = len(PERSON_TEMPLATES)
 
@@ -101,7 +101,7 @@ def synthetic_corpus_task(n_people: int = 40, forget_people: int = 4, holdout_pe
     left out of ``retain_qa``.
     """
     if not 0 <= n_shots <= QA_PER_PERSON:
-        raise UnlearnkitError(f"n_shots={n_shots}: use 0 to {QA_PER_PERSON} few-shot examples")
+        raise DataError(f"n_shots={n_shots}: use 0 to {QA_PER_PERSON} few-shot examples")
     task = make_synthetic_task(n_people, forget_people, holdout_people, seed)
     n_background = len(task.real_authors) + len(task.world_facts)
     retain_people_qa = task.retain[: len(task.retain) - n_background]

@@ -21,7 +21,7 @@ from typing import Callable
 from unlearnkit.data.custom import load_idk_file, load_qa_file, qa_example_from_row
 from unlearnkit.data.idk import BUILTIN_IDK_ANSWERS
 from unlearnkit.data.types import QAExample, Task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError, UnlearnkitError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ ReadSplit = Callable[[str], list[QAExample]]
 def _folder_reader(folder: Path, origin: str) -> ReadSplit:
     """Reads ``{name}.json`` from ``folder``; ``origin`` says where the folder was given, for error messages."""
     if not folder.is_dir():
-        raise UnlearnkitError(f"TOFU folder {folder} (from {origin}) does not exist: pass --data-dir DIR or set "
+        raise DataError(f"TOFU folder {folder} (from {origin}) does not exist: pass --data-dir DIR or set "
                               f"{DIR_ENV_VAR} to the folder holding the TOFU files (forget10.json, ...)")
 
     def read(name: str) -> list[QAExample]:
@@ -55,8 +55,8 @@ def _hub_offline() -> bool:
                for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def _not_found(reason: str) -> UnlearnkitError:
-    return UnlearnkitError(f"TOFU not found locally: pass --data-dir DIR or set {DIR_ENV_VAR} ({reason})")
+def _not_found(reason: str) -> DataError:
+    return DataError(f"TOFU not found locally: pass --data-dir DIR or set {DIR_ENV_VAR} ({reason})")
 
 
 def _hub_reader() -> ReadSplit:
@@ -115,24 +115,24 @@ def _read_holdout_file(read: ReadSplit, split: str, from_hub: bool) -> list[QAEx
     except UnlearnkitError as err:
         if not from_hub:
             raise
-        raise UnlearnkitError(f"TOFU {name} could not be read from the hub {HUB_ID} ({err.__cause__!r}): use "
+        raise DataError(f"TOFU {name} could not be read from the hub {HUB_ID} ({err.__cause__!r}): use "
                               f"holdout='carve' or 'none', or pass --data-dir DIR holding {name}.json") from err
 
 
 def _check_options(split: str, holdout: str, retain_authors: int | None) -> None:
     if split not in SPLITS:
-        raise UnlearnkitError(f"unknown TOFU split '{split}': use one of {', '.join(SPLITS)}")
+        raise DataError(f"unknown TOFU split '{split}': use one of {', '.join(SPLITS)}")
     if holdout not in HOLDOUT_MODES:
-        raise UnlearnkitError(f"unknown holdout '{holdout}': use one of {', '.join(HOLDOUT_MODES)}")
+        raise DataError(f"unknown holdout '{holdout}': use one of {', '.join(HOLDOUT_MODES)}")
     if retain_authors is not None and (not isinstance(retain_authors, int) or retain_authors < 1):
-        raise UnlearnkitError(f"retain_authors={retain_authors!r}: give a whole number >= 1, or leave it unset "
+        raise DataError(f"retain_authors={retain_authors!r}: give a whole number >= 1, or leave it unset "
                               "to keep every retain author")
 
 
 def _check_author_rows(forget: list[QAExample], retain: list[QAExample], split: str) -> None:
     n_forget_authors = SPLITS[split][1]
     if len(forget) != n_forget_authors * ROWS_PER_AUTHOR or len(retain) % ROWS_PER_AUTHOR:
-        raise UnlearnkitError(f"TOFU {split} has {len(forget)} rows and {SPLITS[split][0]} {len(retain)}, "
+        raise DataError(f"TOFU {split} has {len(forget)} rows and {SPLITS[split][0]} {len(retain)}, "
                               f"expected {n_forget_authors * ROWS_PER_AUTHOR} and a multiple of "
                               f"{ROWS_PER_AUTHOR} (20 QA per author): use the TOFU files unchanged")
 
@@ -179,7 +179,7 @@ def load_tofu(split: str = "forget10", data_dir: str | Path | None = None, holdo
         read = _folder_reader(folder, origin)
         missing = [f"{name}.json" for name in _needed_files(split, holdout) if not (folder / f"{name}.json").is_file()]
         if missing:
-            raise UnlearnkitError(f"TOFU folder {folder} lacks {', '.join(missing)}: copy the file(s) there from "
+            raise DataError(f"TOFU folder {folder} lacks {', '.join(missing)}: copy the file(s) there from "
                                   f"the {HUB_ID} dataset" + (", or use holdout='carve'" if holdout == "file" else ""))
     else:
         read = _hub_reader()
@@ -200,7 +200,7 @@ def load_tofu(split: str = "forget10", data_dir: str | Path | None = None, holdo
     if retain_authors is not None:
         available = len(retain) // ROWS_PER_AUTHOR
         if retain_authors > available:
-            raise UnlearnkitError(f"retain_authors={retain_authors} but {split} with holdout='{holdout}' leaves "
+            raise DataError(f"retain_authors={retain_authors} but {split} with holdout='{holdout}' leaves "
                                   f"{available} retain authors: use retain_authors <= {available}, or leave it unset")
         retain = retain[: retain_authors * ROWS_PER_AUTHOR]
 

@@ -7,18 +7,18 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 
 def read_utf8(path: Path) -> str:
     """The text of ``path`` (a UTF-8 byte-order mark is dropped)."""
     if not path.is_file():
-        raise UnlearnkitError(f"{path}: file not found: check the path")
+        raise DataError(f"{path}: file not found: check the path")
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise UnlearnkitError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): save the "
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): save the "
                               "file with UTF-8 encoding") from None
 
 
@@ -31,7 +31,7 @@ def json_records(path: Path, text: str, example: str) -> Iterator[tuple[int, Any
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {err.lineno}, column {err.colno}: unreadable JSON ({err.msg}): fix the JSON array, "
+            raise DataError(f"{path}, line {err.lineno}, column {err.colno}: unreadable JSON ({err.msg}): fix the JSON array, "
                                   "or write one object per line") from None
         yield from enumerate(items, start=1)
         return
@@ -41,5 +41,5 @@ def json_records(path: Path, text: str, example: str) -> Iterator[tuple[int, Any
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as err:
-            raise UnlearnkitError(f"{path}, line {number}, column {err.colno}: unreadable JSON ({err.msg}): each line must be one "
+            raise DataError(f"{path}, line {number}, column {err.colno}: unreadable JSON ({err.msg}): each line must be one "
                                   f"complete JSON object such as {example}") from None

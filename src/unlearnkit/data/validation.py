@@ -8,7 +8,7 @@ their question and answer are equal up to surrounding and repeated whitespace.
 from __future__ import annotations
 
 from unlearnkit.data.types import QAExample, Task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataError
 
 _SHOWN_CHARS = 80
 
@@ -27,17 +27,17 @@ def _check_disjoint(first: list[QAExample], first_name: str, second: list[QAExam
     shared = [example for example in first if _row_key(example) in second_keys]
     if shared:
         rows = "1 row is" if len(shared) == 1 else f"{len(shared)} rows are"
-        raise UnlearnkitError(f"{rows} in both the {first_name} and the {second_name} set (first: question "
+        raise DataError(f"{rows} in both the {first_name} and the {second_name} set (first: question "
                               f"{_shown(shared[0].question)}, answer {_shown(shared[0].answer)}): {fix}")
 
 
 def validate_task(task: Task) -> None:
     """Raise :class:`UnlearnkitError` naming the problem and the fix if ``task`` cannot be unlearned/evaluated."""
     if not task.forget:
-        raise UnlearnkitError(f"the forget set is empty: task '{task.name}' has nothing to forget; give at least "
+        raise DataError(f"the forget set is empty: task '{task.name}' has nothing to forget; give at least "
                               "one question/answer row to forget")
     if not task.retain:
-        raise UnlearnkitError(f"the retain set is empty: task '{task.name}' has nothing to keep; give at least "
+        raise DataError(f"the retain set is empty: task '{task.name}' has nothing to keep; give at least "
                               "one question/answer row to retain (methods and utility metrics need it)")
     _check_disjoint(task.forget, "forget", task.retain, "retain",
                     "a row cannot be both forgotten and kept; remove it from one of the two")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError
 
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 _PROBLEMS = {  # pydantic error type -> what the value must be, for the common cases
@@ -41,7 +41,7 @@ class MethodParams(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise UnlearnkitError(cls._explain(exc, method, where)) from None
+            raise ConfigError(cls._explain(exc, method, where)) from None
 
     @classmethod
     def _explain(cls, exc: ValidationError, method: str, where: str | None) -> str:

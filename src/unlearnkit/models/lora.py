@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from unlearnkit.config import LoraSettings
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ModelError
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -39,7 +39,7 @@ def add_lora(model: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
         present = set(linear_names(model))
         missing = [name for name in settings.target_modules if name not in present]
         if missing:
-            raise UnlearnkitError(f"model.lora.target_modules: {type(model).__name__} has no linear layer named "
+            raise ModelError(f"model.lora.target_modules: {type(model).__name__} has no linear layer named "
                                   f"{', '.join(missing)}: choose from {', '.join(linear_names(model))} (or all-linear)")
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=settings.target_modules, bias="none", task_type="CAUSAL_LM")

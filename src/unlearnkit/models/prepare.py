@@ -26,7 +26,7 @@ from filelock import FileLock
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.types import QAExample, Task
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import CacheError
 from unlearnkit.models.bases import base_identity, load_base
 from unlearnkit.models.load import save_model
 from unlearnkit.runio import atomic_dir, default_cache_dir, write_json
@@ -123,7 +123,7 @@ def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=prin
         return PreparedModels(Path(cfg.model.target), retain, key="given")  # type: ignore[arg-type]
     recipe = TrainConfig(**cfg.prepare.model_dump(), seed=cfg.seed) if cfg.prepare else None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _prepared_exists(cfg, task, recipe):
-        raise UnlearnkitError("the target and retain models are not prepared yet: run `unlearnkit prepare CONFIG` "
+        raise CacheError("the target and retain models are not prepared yet: run `unlearnkit prepare CONFIG` "
                               "once in a single process, then launch the run with several processes")
     return prepare_models(task, cfg.model.base, recipe, max_length=cfg.model.max_length, template=cfg.model.template,
                           seed=cfg.seed, cache_dir=default_cache_dir(), trust_remote_code=cfg.model.trust_remote_code,

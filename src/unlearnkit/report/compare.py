@@ -9,42 +9,16 @@ interval (examples resampled jointly) and a sign-flip permutation p-value
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.metrics import tofu as tofu_metrics
 from unlearnkit.evaluation.metrics.statistics import paired_difference
+from unlearnkit.finished_run import load_results  # noqa: F401  (unlearnkit.report.compare.load_results, as before)
 
 AGGREGATES = {"mean": np.mean, "truth_ratio_forget": tofu_metrics.closer_to_1_better,
               "truth_ratio": tofu_metrics.true_better}
-
-
-def load_results(run_dir: Path) -> dict:
-    """A run's ``results.json``; a missing folder or file, or an unreadable one, is a one-line error naming it."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise UnlearnkitError(f"run directory {run_dir} does not exist: pass a run directory written by `unlearnkit run`")
-    if not run_dir.is_dir():
-        raise UnlearnkitError(f"{run_dir} is not a directory: pass a run directory written by `unlearnkit run`")
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise UnlearnkitError(f"{run_dir} has no results.json: pass a finished run directory (written by `unlearnkit run`)")
-    try:
-        results = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UnlearnkitError(f"{path}: not UTF-8 text (offset {exc.start}): the file is damaged: run again, or "
-                              "restore it") from None
-    except json.JSONDecodeError as exc:
-        raise UnlearnkitError(f"{path}, line {exc.lineno}, column {exc.colno}: unreadable JSON ({exc.msg}): the "
-                              "file is damaged: run again, or restore it") from None
-    if not isinstance(results, dict):
-        raise UnlearnkitError(f"{path} holds a JSON {type(results).__name__}, not the results object: run again, "
-                              "or restore it")
-    return results
 
 
 def compare_results(a: dict, b: dict, model: str = "unlearned", seed: int = 0) -> dict[str, dict]:

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError, UnlearnkitError
 
 Schedule = Literal["linear", "constant", "cosine"]
 DEFAULT_OPTIMIZER = {"name": "adamw"}
+STRUCTURE_ONLY = "structure_only"  # validation context key: leave the optimizer's parameters for later (no torch)
 
 
 class OptimizerSettings(BaseModel):
@@ -42,14 +50,20 @@ class OptimizerSettings(BaseModel):
         return {"name": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimizerSettings":
-        from unlearnkit.optim.registry import check_optimizer
-
+    def _check(self, info: ValidationInfo) -> "OptimizerSettings":
+        if info.context and info.context.get(STRUCTURE_ONLY):
+            return self  # checked by check() once the cheap checks passed: the optimizers' registry imports torch
         try:
-            check_optimizer(self.name, self.params())
+            self.check()
         except UnlearnkitError as exc:
             raise PydanticCustomError("optimizer", "{message}", {"message": str(exc)}) from None
         return self
+
+    def check(self) -> None:
+        """The optimizer exists and its parameters fit its ``Params``; else a one-line :class:`UnlearnkitError`."""
+        from unlearnkit.optim.registry import check_optimizer
+
+        check_optimizer(self.name, self.params())
 
     def params(self) -> dict[str, Any]:
         """The parameters given beside ``name`` (the optimizer's defaults fill in the rest)."""
@@ -89,20 +103,31 @@ class TrainSettings(BaseModel):
         "how a QA training example becomes tokens (data/formatting.py): separate (prompt and answer tokenized on "
         "their own) or joint (OpenUnlearning's sequences: prompt + answer as one string, labels after the "
         "prompt's token length)"))
-    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings, description=(
+    optimizer: OptimizerSettings = Field(default_factory=lambda: OptimizerSettings.model_construct(**DEFAULT_OPTIMIZER), description=(
         "the optimizer and its parameters: {name: adamw} (torch's AdamW, the default), sgd, signsgd, sign_adam, "
         "lion; or one that evaluates the loss itself: zo, adazo, zo_hybrid, es, sam, smoothing, rolling_ball; see "
         "`unlearnkit optimizers NAME`"))
 
     @model_validator(mode="after")
-    def _clipping_needs_one_gradient(self) -> "TrainSettings":
+    def _clipping_needs_one_gradient(self, info: ValidationInfo) -> "TrainSettings":
+        if info.context and info.context.get(STRUCTURE_ONLY):
+            return self  # checked by check_clipping() with the optimizer's parameters: the registry imports torch
+        try:
+            self.check_clipping()
+        except UnlearnkitError as exc:
+            raise PydanticCustomError("optimizer", "{message}", {"message": str(exc)}) from None
+        return self
+
+    def check_clipping(self) -> None:
+        """Gradient clipping is asked for only with an optimizer that takes one gradient per step."""
+        if self.max_grad_norm is None:
+            return  # nothing to clip, nothing to import
         from unlearnkit.optim.registry import uses_closure
 
-        if self.max_grad_norm is not None and uses_closure(self.optimizer.name):
-            raise PydanticCustomError("optimizer", "{message}", {"message": (
+        if uses_closure(self.optimizer.name):
+            raise ConfigError(
                 f"max_grad_norm clips the one gradient of a first-order step, and optimizer {self.optimizer.name!r} "
-                "evaluates the loss several times per step (clipping would be ignored): set max_grad_norm: null")})
-        return self
+                "evaluates the loss several times per step (clipping would be ignored): set max_grad_norm: null")
 
 
 class TrainConfig(TrainSettings):
@@ -122,9 +147,9 @@ class TrainConfig(TrainSettings):
             err = exc.errors()[0]
             name = ".".join(map(str, err["loc"]))
             if err["type"] == "optimizer":
-                raise UnlearnkitError(f"training setting {name}: {err['msg']}") from None
+                raise ConfigError(f"training setting {name}: {err['msg']}") from None
             rule = err["msg"].replace("Input should be", "it must be")
-            raise UnlearnkitError(f"training setting {name}={err.get('input')!r} is invalid: {rule}") from None
+            raise ConfigError(f"training setting {name}={err.get('input')!r} is invalid: {rule}") from None
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run."""
