@@ -1,11 +1,11 @@
 """A real sweep on the synthetic task with the tiny base: trials are ordinary run directories, a killed sweep resumes
 without rerunning finished trials, the leaderboard is written, and an Optuna search continues its stored study."""
 
+import importlib
 import json
 
 import pytest
 
-import unlearnkit.pipeline
 from unlearnkit.sweep.plan import sweep_settings
 from unlearnkit.sweep.runner import run_sweep
 
@@ -24,8 +24,10 @@ class CountingRun:
 
     def __init__(self, monkeypatch, interrupt_at=None):
         self.calls, self.configs, self.interrupt_at = 0, [], interrupt_at
-        self.real = unlearnkit.pipeline.run
-        monkeypatch.setattr(unlearnkit.pipeline, "run", self)
+        # the module the runner will import now (other tests drop unlearnkit.pipeline from sys.modules)
+        pipeline = importlib.import_module("unlearnkit.pipeline")
+        self.real = pipeline.run
+        monkeypatch.setattr(pipeline, "run", self)
 
     def __call__(self, cfg, resume=False, progress=True):
         self.calls += 1
