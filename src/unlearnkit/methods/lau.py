@@ -33,7 +33,7 @@ parameters' gradients are not kept) + the retain forward+backward: about 7–8×
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import torch
 from pydantic import Field
@@ -41,9 +41,9 @@ from torch import nn
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.losses import forward_logits, mean_nll, sequence_nll
-from unlearnkit.methods.npo import npo_loss
+from unlearnkit.methods.npo import NPO, npo_loss
 from unlearnkit.methods.params import MethodParams
-from unlearnkit.methods.reference_logprobs import compute_reference_logprobs, lookup_reference
+from unlearnkit.methods.reference_logprobs import lookup_reference
 from unlearnkit.methods.registry import register
 from unlearnkit.methods.retain_regularised import ForgetWeight, RetainLoss, RetainRegularised, RetainWeight
 from unlearnkit.methods.rmu import decoder_layers
@@ -140,7 +140,7 @@ class AttackParams(MethodParams):
 
 
 @register
-class AdvNPO(LatentAdversarial):
+class AdvNPO(LatentAdversarial, NPO):
     """NPO on the forward perturbed by the latent attack, + the retain term on the clean forward."""
 
     name = "adv_npo"
@@ -155,14 +155,7 @@ class AdvNPO(LatentAdversarial):
         retain_weight: RetainWeight = 1.0
         retain_loss: RetainLoss = "nll"
 
-    def __init__(self, **values):
-        super().__init__(**values)
-        self._reference_logprobs: torch.Tensor | None = None
-
-    def prepare(self, model: nn.Module, forget_batches: Iterable[dict], reference_model: nn.Module | None = None) -> None:
-        """log π_ref(y|x) of every forget example on the untouched, unperturbed model (as NPO)."""
-        self._reference_logprobs = compute_reference_logprobs(model, forget_batches)[""]
-        super().prepare(model, forget_batches, reference_model)
+    # NPO's prepare: log π_ref(y|x) of every forget example on the untouched, unperturbed model
 
     def forget_loss(self, model: nn.Module, forget_batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits, delta = self.perturbed_logits(model, forget_batch)
