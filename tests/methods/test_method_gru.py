@@ -4,12 +4,12 @@ retain gradient, each gradient recomputed one example at a time (OpenUnlearning 
 m; and a resumed run equals an uninterrupted one (m is saved with each checkpoint)."""
 
 import naive_reference as naive
+from resume_harness import straight_and_resumed
 import pytest
 import torch
 
 from unlearnkit.methods import get_method
-from unlearnkit.methods.gru import GRU
-from unlearnkit.training import TrainConfig, train
+from unlearnkit.training import TrainConfig
 
 
 def flat(grads):
@@ -94,31 +94,14 @@ def test_npo_forget_objective():
     assert loss.item() == pytest.approx(sum(terms) / len(terms), abs=1e-5)
 
 
-class InterruptedGRU(GRU):
-    def __init__(self, at: int, **params):
-        super().__init__(**params)
-        self._at, self._calls = at, 0
-
-    def loss(self, model, forget_batch, retain_batch):
-        self._calls += 1
-        if self._calls == self._at:
-            raise KeyboardInterrupt
-        return super().loss(model, forget_batch, retain_batch)
-
-
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    forget, retain = naive.encoded(naive.forget_examples()), naive.encoded(naive.retain_examples())
     config = TrainConfig(epochs=2, batch_size=2, learning_rate=1e-2, warmup_steps=0, seed=3)
-    straight = naive.memorised()
-    full = train(straight, get_method("gru", gamma_gru=0.5), forget, retain, None, naive.PAD, config, tmp_path / "a",
-                 progress=False)
-    with pytest.raises(KeyboardInterrupt):  # call 3: the first step of epoch 2, after checkpoint epoch-1
-        train(naive.memorised(), InterruptedGRU(3, gamma_gru=0.5), forget, retain, None, naive.PAD, config,
-              tmp_path / "b", progress=False)
-    assert (tmp_path / "b" / "checkpoints" / "epoch-1" / "method_state.safetensors").is_file()
-    resumed = naive.memorised()
-    result = train(resumed, get_method("gru", gamma_gru=0.5), forget, retain, None, naive.PAD, config,
-                   tmp_path / "b", resume=True, progress=False)
+
+    def checkpointed(folder):  # call 3 is the first step of epoch 2, after checkpoint epoch-1
+        assert (folder / "checkpoints" / "epoch-1" / "method_state.safetensors").is_file()
+
+    full, straight, result, resumed = straight_and_resumed("gru", {"gamma_gru": 0.5}, config, 3, tmp_path,
+                                                           after_stop=checkpointed)
     assert [r["loss"] for r in result.logs] == [r["loss"] for r in full.logs]
     for a, b in zip(resumed.parameters(), straight.parameters()):
         assert torch.equal(a, b)

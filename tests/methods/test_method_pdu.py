@@ -7,13 +7,14 @@ the warm-up epochs), and a resumed run equal to an uninterrupted one (lambda is 
 import json
 
 import naive_reference as naive
+from resume_harness import straight_and_resumed
 import pytest
 import torch
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import get_method
-from unlearnkit.methods.pdu import PDU, flattening_loss
-from unlearnkit.training import TrainConfig, train
+from unlearnkit.methods.pdu import flattening_loss
+from unlearnkit.training import TrainConfig
 from unlearnkit.training.checkpoint import (
     METHOD_STATE_FILE,
     load_checkpoint,
@@ -93,38 +94,16 @@ def test_eps_has_no_default():
     assert "retain_loss_eps: must be given" in str(err.value)
 
 
-class InterruptedPDU(PDU):
-    """PDU that stops (as a killed run would) at its ``at``-th loss call."""
-
-    def __init__(self, at: int, **params):
-        super().__init__(**params)
-        self._at, self._calls = at, 0
-
-    def loss(self, model, forget_batch, retain_batch):
-        self._calls += 1
-        if self._calls == self._at:
-            raise KeyboardInterrupt
-        return super().loss(model, forget_batch, retain_batch)
-
-
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    forget, retain = naive.encoded(naive.forget_examples()), naive.encoded(naive.retain_examples())
     params = {"retain_loss_eps": 0.5, "dual_warmup_epochs": 1, "dual_step_size": 0.5}
     # 3 examples, 2 per step: 2 steps per epoch, 3 epochs; lambda moves from epoch 2 on
     config = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-2, warmup_steps=0, seed=3)
 
-    straight = naive.memorised()
-    full = train(straight, get_method("pdu", **params), forget, retain, None, naive.PAD, config, tmp_path / "a",
-                 progress=False)
-    with pytest.raises(KeyboardInterrupt):  # call 5 is the first step of epoch 3, after checkpoint epoch-2
-        train(naive.memorised(), InterruptedPDU(5, **params), forget, retain, None, naive.PAD, config,
-              tmp_path / "b", progress=False)
-    saved = json.loads((tmp_path / "b" / "checkpoints" / "epoch-2" / "method_state.json").read_text())
-    assert saved["values"]["examples_seen"] == 6 and saved["values"]["dual"] > 1.0
+    def dual_saved(folder):  # call 5 is the first step of epoch 3, after checkpoint epoch-2
+        saved = json.loads((folder / "checkpoints" / "epoch-2" / "method_state.json").read_text())
+        assert saved["values"]["examples_seen"] == 6 and saved["values"]["dual"] > 1.0
 
-    resumed = naive.memorised()
-    result = train(resumed, get_method("pdu", **params), forget, retain, None, naive.PAD, config, tmp_path / "b",
-                   resume=True, progress=False)
+    full, straight, result, resumed = straight_and_resumed("pdu", params, config, 5, tmp_path, after_stop=dual_saved)
     assert [r["dual"] for r in result.logs] == [r["dual"] for r in full.logs]
     assert [r["loss"] for r in result.logs] == [r["loss"] for r in full.logs]
     for a, b in zip(resumed.parameters(), straight.parameters()):
