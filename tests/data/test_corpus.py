@@ -146,3 +146,14 @@ def test_synthetic_corpus_qa_come_from_the_same_task():
     assert not set(ex.question for ex in task.forget_qa) & set(ex.question for ex in task.retain_qa)
     with pytest.raises(UnlearnkitError, match="n_shots=11"):
         synthetic_corpus_task(n_shots=11)
+
+
+def test_synthetic_corpus_multiple_choice_asks_each_persons_facts():
+    task = synthetic_corpus_task(n_people=8, forget_people=2, holdout_people=1)
+    assert task == synthetic_corpus_task(n_people=8, forget_people=2, holdout_people=1)  # deterministic
+    assert len(task.forget_mcq) == 2 * 2 and len(task.retain_mcq) == 2 * 5
+    for question, bio in zip(task.forget_mcq, [b for b in task.forget for _ in range(2)]):
+        right = question.choices[question.answer]
+        assert right in bio  # the biography states the right answer ...
+        assert len(set(question.choices)) == len(question.choices) == 4
+        assert all(choice not in bio for choice in question.choices if choice != right)  # ... and no wrong one

@@ -8,6 +8,8 @@ A :class:`CorpusTask` is the raw-text counterpart of :class:`~unlearnkit.data.ty
 - ``forget_qa`` / ``retain_qa``: questions about the facts in the forget / retain texts (KnowMem), and
   ``forget_qa_icl`` / ``retain_qa_icl``: the few-shot examples put in front of them (MUSE's ``*_qa_icl`` files).
   Any of these may be empty; the metric that needs it is then skipped (no shots = zero-shot prompts).
+- ``forget_mcq`` / ``retain_mcq``: multiple-choice questions (:mod:`unlearnkit.data.multiple_choice`) whose zero-shot
+  accuracy measures the knowledge to remove (WMDP's bio / chem / cyber sets) and the knowledge to keep (MMLU).
 
 File formats read by :func:`load_corpus_task`:
 
@@ -31,6 +33,7 @@ from typing import Any, Iterator, Sequence
 
 from unlearnkit.data.custom import load_qa_file
 from unlearnkit.data.formatting import Encoded, QAFormatter
+from unlearnkit.data.multiple_choice import MultipleChoice, load_multiple_choice
 from unlearnkit.data.types import QAExample
 from unlearnkit.data.user_files import json_records, read_utf8
 from unlearnkit.errors import DataError
@@ -52,6 +55,8 @@ class CorpusTask:
     retain_qa: list[QAExample] = field(default_factory=list)
     forget_qa_icl: list[QAExample] = field(default_factory=list)
     retain_qa_icl: list[QAExample] = field(default_factory=list)
+    forget_mcq: list[MultipleChoice] = field(default_factory=list)
+    retain_mcq: list[MultipleChoice] = field(default_factory=list)
 
     def require_holdout(self) -> list[str]:
         """The holdout texts; raises when there are none (PrivLeak and other membership tests need them)."""
@@ -80,6 +85,8 @@ class CorpusTask:
         for split in (self.forget_qa, self.retain_qa, self.forget_qa_icl, self.retain_qa_icl):
             for ex in split:
                 out += [ex.question, ex.answer]
+        for question in self.forget_mcq + self.retain_mcq:
+            out += [question.question, *question.choices]
         return out
 
 
@@ -182,11 +189,15 @@ def load_texts(path: str | Path) -> list[str]:
 def load_corpus_task(forget: str | Path, retain: str | Path, holdout: str | Path | None = None,
                      forget_qa: str | Path | None = None, retain_qa: str | Path | None = None,
                      forget_qa_icl: str | Path | None = None, retain_qa_icl: str | Path | None = None,
+                     forget_mcq: str | Path | None = None, retain_mcq: str | Path | None = None,
+                     forget_mcq_subject: str | None = None, retain_mcq_subject: str | None = None,
                      name: str | None = None) -> CorpusTask:
     """A raw-text task from your files (see the module docstring for the formats).
 
     ``holdout`` (texts no model was trained on) enables PrivLeak; ``forget_qa`` / ``retain_qa`` enable KnowMem,
-    prompted with the ``*_qa_icl`` examples as few-shot demonstrations (zero-shot without them). The texts are
+    prompted with the ``*_qa_icl`` examples as few-shot demonstrations (zero-shot without them); ``forget_mcq`` /
+    ``retain_mcq`` (multiple-choice files, e.g. WMDP's and MMLU's) enable their accuracies, the ``*_mcq_subject``
+    naming the topic of their prompts' description (default: each row's ``subject``). The texts are
     returned as loaded; cut them with :meth:`CorpusTask.chunked` once the tokenizer is known.
     """
     def qa(path: str | Path | None) -> list[QAExample]:
@@ -201,4 +212,6 @@ def load_corpus_task(forget: str | Path, retain: str | Path, holdout: str | Path
         retain_qa=qa(retain_qa),
         forget_qa_icl=qa(forget_qa_icl),
         retain_qa_icl=qa(retain_qa_icl),
+        forget_mcq=load_multiple_choice(forget_mcq, forget_mcq_subject) if forget_mcq is not None else [],
+        retain_mcq=load_multiple_choice(retain_mcq, retain_mcq_subject) if retain_mcq is not None else [],
     )

@@ -6,7 +6,9 @@ with the same arguments: ``forget`` = the forget people's biographies, ``retain`
 facts the person's ten QA pairs ask about, so KnowMem measures whether a model that read the prose can answer
 questions about it. ``forget_qa`` = the forget people's QA; ``retain_qa`` = the task's ``eval_retain`` sample
 of retain people's QA minus the few-shot examples; the few-shot examples (``forget_qa_icl`` and
-``retain_qa_icl``, the same ``n_shots`` QA) are the first QA of the first retain person.
+``retain_qa_icl``, the same ``n_shots`` QA) are the first QA of the first retain person. ``forget_mcq`` /
+``retain_mcq``: two multiple-choice questions per forget / retain person (birth city, best-known book), WMDP-style,
+the wrong choices drawn from the other people's facts (:data:`MCQ_FACTS`).
 
 The people's facts are read back from the QA answers of the task (each answer is one of the templates in
 :data:`~unlearnkit.data.synthetic.PERSON_TEMPLATES`, filled in), so this module depends only on the public
@@ -22,6 +24,7 @@ from functools import lru_cache
 from string import Formatter
 
 from unlearnkit.data.corpus import CorpusTask
+from unlearnkit.data.multiple_choice import MultipleChoice
 from unlearnkit.data.synthetic import PERSON_TEMPLATES, make_synthetic_task
 from unlearnkit.data.types import QAExample
 from unlearnkit.errors import DataError
@@ -50,6 +53,28 @@ BIOGRAPHY_SENTENCES: tuple[tuple[str, ...], ...] = (
      "The {award} went to {name} in recognition of that work.",
      "Among the honours of {name} is the {award}."),
 )
+
+
+MCQ_FACTS = (("city", "In which city was {name} born?"), ("famous_book", "Which book is {name} best known for?"))
+MCQ_SUBJECT = "the writers of a synthetic corpus"
+MCQ_CHOICES = 4
+
+
+def multiple_choice(people: list[dict[str, str]], everyone: list[dict[str, str]],
+                    rng: random.Random) -> list[MultipleChoice]:
+    """Per person and fact of :data:`MCQ_FACTS`, a question whose wrong choices are other people's values of that
+    fact (up to ``MCQ_CHOICES - 1``, fewer when the task has fewer distinct values), in an order drawn with ``rng``."""
+    questions = []
+    for facts in people:
+        for key, template in MCQ_FACTS:
+            others = sorted({other[key] for other in everyone} - {facts[key]})
+            if not others:
+                continue
+            choices = rng.sample(others, min(MCQ_CHOICES - 1, len(others))) + [facts[key]]
+            rng.shuffle(choices)
+            questions.append(MultipleChoice(template.format(**facts), tuple(choices), choices.index(facts[key]),
+                                            MCQ_SUBJECT))
+    return questions
 
 
 @lru_cache(maxsize=None)
@@ -111,6 +136,11 @@ def synthetic_corpus_task(n_people: int = 40, forget_people: int = 4, holdout_pe
         return [biography(person_facts(person), rng) for person in _people(examples)]
 
     shots = retain_people_qa[:n_shots]
+    facts = {split: [person_facts(person) for person in _people(examples)]
+             for split, examples in (("forget", task.forget), ("retain", retain_people_qa),
+                                     ("holdout", task.holdout))}
+    everyone = [person for people in facts.values() for person in people]
+    questions = random.Random(seed + 1)  # drawn apart from the biographies' wording, which stays as it was
     return CorpusTask(
         name=task.name.replace("synthetic", "synthetic-corpus", 1),
         forget=biographies(task.forget),
@@ -120,4 +150,6 @@ def synthetic_corpus_task(n_people: int = 40, forget_people: int = 4, holdout_pe
         retain_qa=[ex for ex in task.eval_retain if ex not in shots],
         forget_qa_icl=list(shots),
         retain_qa_icl=list(shots),
+        forget_mcq=multiple_choice(facts["forget"], everyone, questions),
+        retain_mcq=multiple_choice(facts["retain"], everyone, questions),
     )

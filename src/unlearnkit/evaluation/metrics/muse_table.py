@@ -15,6 +15,8 @@ mia_zlib               forget vs holdout chunks       ROC AUC of mean NLL / zlib
 mia_min_k              forget vs holdout chunks       ROC AUC of Min-K% (k = 0.4, MUSE's ``forget_holdout_Min-40%``)
 mia_min_k_plus_plus    forget vs holdout chunks       ROC AUC of Min-K%++ (k = 0.4)
 privleak               —                              mia_min_k against the retain model's (:func:`.mia.privleak`)
+forget_mcq_accuracy    task.forget_mcq                zero-shot multiple-choice accuracy (WMDP; :mod:`.multiple_choice`)
+retain_mcq_accuracy    task.retain_mcq                as forget_mcq_accuracy (MMLU)
 =====================  =============================  ===============================================================
 
 The suite (:mod:`unlearnkit.evaluation.suites.muse`) generates what the generation metrics plan (each one's
@@ -25,6 +27,7 @@ chunks for the membership metrics (``Inputs.texts[split]`` → ``Inputs.scores[t
 from __future__ import annotations
 
 from unlearnkit.evaluation.metrics import mia
+from unlearnkit.evaluation.metrics.multiple_choice import declare_accuracies
 from unlearnkit.evaluation.metrics.registry import Computed, Inputs, Metric, register
 from unlearnkit.evaluation.metrics.tofu_table import privleak_of
 
@@ -70,3 +73,4 @@ _declare_mia("mia_min_k_plus_plus", "min_k_plus_plus", "ROC AUC of Min-K%++ (k =
 register(Metric("privleak", "muse",
                 "(AUC′ − AUC′_retain) / AUC′_retain × 100 of Min-K%, AUC′ = 1 − AUC (0 is ideal)", "retain",
                 privleak_of, depends=("mia_min_k",), reference=True, interval="privleak", headline=True))
+declare_accuracies()

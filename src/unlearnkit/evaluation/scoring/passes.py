@@ -216,6 +216,14 @@ def score_texts(
     return _score_encoded(model, formatter, encoded, batch_size, progress, store, moments, features, "scoring texts")
 
 
+def score_encoded(model, formatter: QAFormatter, encoded: dict[K, Encoded], batch_size: int = 16,
+                  progress: bool = False, store: ResultStore | None = None, desc: str = "scoring") -> dict[K, PairScore]:
+    """Scores of items the caller tokenized itself (keyed as it likes): each item's tokens from ``prompt_length``
+    on, through the same batching loop, store and prompt sharing as :func:`score_pairs`."""
+    _check_batch_size(batch_size)
+    return _score_encoded(model, formatter, encoded, batch_size, progress, store, False, None, desc, True)
+
+
 def _score_encoded(
     model,
     formatter: QAFormatter,

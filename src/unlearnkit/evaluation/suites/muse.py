@@ -16,6 +16,10 @@ which is MUSE's (AUC − AUC_retrain) / AUC_retrain × 100 in MUSE's orientation
 it is computed by :func:`unlearnkit.evaluation.suites.result.with_reference`, exactly as for TOFU, so a result evaluated
 without the reference can be completed later.
 
+Multiple-choice questions (``task.forget_mcq`` / ``retain_mcq``: WMDP, MMLU) are scored as lm-evaluation-harness
+scores them (:mod:`unlearnkit.evaluation.scoring.continuations`), each choice after its question's prompt, for the
+accuracies of :mod:`unlearnkit.evaluation.metrics.multiple_choice`.
+
 Chunking: the forget and holdout texts are cut with :func:`unlearnkit.data.corpus.chunk_texts` into windows of
 ``chunk_tokens`` tokens (default: the formatter's ``max_length`` minus the special tokens the tokenizer adds, so a
 chunk is scored whole). MUSE evaluates fixed-length windows of its corpora (its ``privleak`` and ``verbmem`` files
@@ -43,6 +47,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.metrics.muse import KNOWMEM_MAX_NEW_TOKENS, VERBMEM_MAX_NEW_TOKENS, VERBMEM_PREFIX_TOKENS
 from unlearnkit.evaluation.metrics.registry import Inputs
+from unlearnkit.evaluation.scoring.continuations import score_continuations
 from unlearnkit.evaluation.scoring.distributed import world
 from unlearnkit.evaluation.scoring.passes import score_texts
 from unlearnkit.evaluation.scoring.pooling import FeatureSpec
@@ -68,6 +73,7 @@ class MusePlan:
         self.generate: list[str] = []
         self.score_chunks = False
         self.moments = False
+        self.choices: list[str] = []  # the task's multiple-choice splits to score (forget_mcq, retain_mcq)
 
 
 def default_chunk_tokens(formatter: QAFormatter) -> int:
@@ -92,6 +98,18 @@ def _chunk_length(formatter: QAFormatter, chunk_tokens: int | None) -> int:
 def _scorable(formatter: QAFormatter, chunks: list[str]) -> list[str]:
     """The chunks that encode (with special tokens) to at least two tokens: one to condition on, one to score."""
     return [chunk for chunk in chunks if len(formatter.tokenizer(chunk)["input_ids"]) >= 2]
+
+
+def _score_choices(model, formatter: QAFormatter, task: CorpusTask, splits: list[str], batch_size: int,
+                   progress: bool, store_root: Path | None) -> dict:
+    """The scores of every choice of the multiple-choice questions of ``splits`` (lm-evaluation-harness's
+    tokenization, :mod:`unlearnkit.evaluation.scoring.continuations`), keyed by (context, continuation)."""
+    requests = [(q.context(), c) for split in splits for q in getattr(task, split) for c in q.continuations()]
+    store = None
+    if store_root is not None:
+        store = ResultStore(store_root, model_fingerprint(model, formatter), "choice_scores",
+                            {"version": TEXT_SCORES_VERSION}, world()[0])
+    return score_continuations(model, formatter, requests, batch_size=batch_size, progress=progress, store=store)
 
 
 def evaluate_muse_suite(
@@ -165,6 +183,9 @@ def evaluate_muse_suite(
         if features is not None:
             pooled = {split: np.asarray([inputs.scores[text].features for text in texts], dtype=np.float32)
                       for split, texts in chunks.items() if texts}
+    if plan.choices:
+        inputs.scores = {**inputs.scores, **_score_choices(model, formatter, task, plan.choices, batch_size, progress,
+                                                           store_root)}
     result = compute_metrics("muse", wanted, inputs)
     result.features = pooled
     return result
