@@ -67,7 +67,8 @@ from unlearnkit.errors import UnlearnkitError
 @dataclass
 class Selection:
     """The selected forget set (sorted indices into ``task.train``), the last continuous weights before the final
-    binarization, and U(w) = Σ w_i ℓ_i + γ||w||² at each iteration's w after its lower level (before its step)."""
+    binarization, and U(w) = Σ w_i ℓ_i + γ||w||² at each iteration's w before its step (first_order: ℓ after the
+    iteration's lower level; bo_rep: ℓ at the current θ, before the iteration's lower steps)."""
 
     indices: np.ndarray
     weights: np.ndarray
