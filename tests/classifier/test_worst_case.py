@@ -156,6 +156,20 @@ def test_first_order_iteration_is_the_projected_step(tiny):
     assert selection.objective[0] == pytest.approx(float(w0 @ losses + 0.1 * w0 @ w0))
 
 
+def test_bo_rep_problem_is_the_upper_objective_at_the_original_weights(tiny):
+    """With no lower steps before it, BO-REP's first f is U(w0, θ0), recomputed here from the plain members."""
+    task, original = tiny
+    selection = select_worst_case(original, task, 6, {"solver": "bo_rep", "select_epochs": 1, "gamma": 0.3,
+                                                      "solver_params": {"init_steps": 0, "neumann_lr": 1e-3,
+                                                                        "damping": 1.0}})
+    x, y = torch.as_tensor(task.train.x), torch.as_tensor(task.train.y)
+    with torch.no_grad():
+        losses = torch.stack([F.cross_entropy(original.member(m)(x), y, reduction="none")
+                              for m in range(len(original))]).mean(0).double().numpy()
+    w0 = np.full(len(y), 6 / len(y))
+    assert selection.objective[0] == pytest.approx(float(w0 @ losses + 0.3 * w0 @ w0), rel=1e-5)
+
+
 @pytest.mark.parametrize("solver", ["first_order", "bo_rep"])
 def test_selection_is_deterministic_and_a_set_of_the_size_asked(tiny, solver):
     task, original = tiny
