@@ -14,7 +14,8 @@ Sources (``load_task(source, options)``, options in ``options.TASK_OPTIONS``):
   [0, 1] and standardised per channel by the training split's statistics.
 
 Forget sets (:func:`forget_indices`): a random ``percent`` of the training split, one class, or one sub-class; sorted
-indices into ``task.train``. Every problem is a one-line :class:`UnlearnkitError` raised before any training.
+indices into ``task.train``. The ``worst_case`` kind needs the trained models: ``worst_case.forget_set`` selects it
+(and hands every other kind to :func:`forget_indices`). Every problem is a one-line :class:`UnlearnkitError` raised before any training.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def forget_indices(task: ClassifierTask, options: ForgetOptions | dict[str, Any]
                                   f"choose a percent that gives between 1 and {n - 1}")
         chosen = np.random.default_rng(options.seed).choice(n, size=count, replace=False)
         return np.sort(chosen).astype(np.int64)
+    if options.kind == "worst_case":  # selected on trained models, which this layer does not have
+        raise UnlearnkitError("a 'worst_case' forget set is selected on the trained models: call "
+                              "unlearnkit.classifier.worst_case.forget_set(task, options, original)")
     if options.label >= task.num_classes:
         raise UnlearnkitError(f"forget set: label {options.label} is not a class of {task.name!r} "
                               f"(labels 0..{task.num_classes - 1})")

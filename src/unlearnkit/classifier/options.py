@@ -62,20 +62,65 @@ TASK_OPTIONS: dict[str, type[Options]] = {
 }
 
 
-class ForgetOptions(Options):
-    """Which training examples to forget: a random ``percent``, every example of ``label``, or the examples of
-    ``label`` whose sub-class is ``subclass``."""
+class WorstCaseOptions(Options):
+    """How the worst-case forget set is selected (``classifier/worst_case.py``; research/methods.md §15). The
+    defaults are OPTML-Group/Unlearn-WorstCase's (data-wise ``arg_parser.py``) where it has one, else marked."""
 
-    kind: Literal["random", "class", "subclass"] = "random"
-    percent: float | None = Field(None, gt=0, lt=100, description="random: share of the training set, in %")
+    method: Literal["finetune", "ga", "neggrad_plus"] = Field(
+        "finetune", description="the lower level: this unlearning method with per-example weights")
+    solver: Literal["first_order", "bo_rep"] = Field(
+        "first_order", description="first_order: the paper's projected step on the losses; bo_rep: BO-REP's step")
+    select_epochs: int = Field(10, ge=1, description="upper iterations (the reference's select_epochs)")
+    unlearn_epochs: int = Field(10, ge=1, description="lower level: passes over the training set per upper "
+                                                      "iteration (the reference's unlearn_steps)")
+    lr: float = Field(0.01, gt=0, description="lower level: SGD learning rate (the reference's theta_lr)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="lower level: SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="lower level: SGD weight decay")
+    batch_size: int = Field(64, ge=1, description="lower level: examples per step and member")
+    beta: float = Field(0.999, gt=0, lt=1, description="neggrad_plus: weight of the retain term")
+    w_lr: float = Field(0.01, gt=0, description="upper level: step size on the weights (first_order)")
+    gamma: float = Field(0.0, ge=0, description="upper level: weight of the ||w||^2 regulariser")
+    binarize_every: int = Field(20, ge=1, description="replace w by its top-k indicator every this many upper "
+                                                      "iterations (and always at the last)")
+    init: Literal["uniform", "random"] = Field("uniform", description="w at the start: size/n everywhere, or the "
+                                               "indicator of a random set (the reference's)")
+    seed: int = Field(0, ge=0, description="random init: the seed of the draw")
+    members: int | None = Field(None, ge=1, description="select on the first this many members (None: all)")
+    solver_params: dict[str, Any] = Field(default_factory=dict, description="bo_rep: its parameters "
+                                          "(optim/bilevel/bo_rep.py)")
+
+    @model_validator(mode="after")
+    def _solver_params_fit(self) -> WorstCaseOptions:
+        if self.solver_params and self.solver != "bo_rep":
+            raise ValueError(f"solver_params are for solver 'bo_rep', not {self.solver!r}: remove them")
+        if self.solver == "bo_rep":  # its parameters checked here, at load: one line naming a bad one
+            from unlearnkit.optim.bilevel import check_solver
+
+            check_solver("bo_rep", self.solver_params)
+        return self
+
+
+class ForgetOptions(Options):
+    """Which training examples to forget: a random ``percent``, every example of ``label``, the examples of
+    ``label`` whose sub-class is ``subclass``, or the ``percent`` hardest to unlearn (``worst_case``, selected on
+    the trained models as ``selection`` says: ``classifier/worst_case.py``)."""
+
+    kind: Literal["random", "class", "subclass", "worst_case"] = "random"
+    percent: float | None = Field(None, gt=0, lt=100, description="random / worst_case: share of the training "
+                                                                  "set, in %")
     label: int | None = Field(None, ge=0, description="class / subclass: the class to forget (or that holds it)")
     subclass: int | None = Field(None, ge=0, description="subclass: the sub-class (fine label) to forget")
     seed: int = Field(0, ge=0, description="random: the seed of the draw")
+    selection: WorstCaseOptions | None = Field(None, description="worst_case: how the set is selected")
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> ForgetOptions:
-        needed = {"random": ["percent"], "class": ["label"], "subclass": ["label", "subclass"]}[self.kind]
-        unused = {"random": ["label", "subclass"], "class": ["percent", "subclass"], "subclass": ["percent"]}[self.kind]
+        if self.kind == "worst_case" and self.selection is None:
+            object.__setattr__(self, "selection", WorstCaseOptions())
+        needed = {"random": ["percent"], "class": ["label"], "subclass": ["label", "subclass"],
+                  "worst_case": ["percent"]}[self.kind]
+        unused = {"random": ["label", "subclass", "selection"], "class": ["percent", "subclass", "selection"],
+                  "subclass": ["percent", "selection"], "worst_case": ["label", "subclass"]}[self.kind]
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind!r} forget set needs {' and '.join(missing)}")
@@ -97,10 +142,16 @@ def explain(exc: ValidationError, model: type[Options]) -> str:
     """The first problem of a pydantic error as one line naming the field, the problem and the accepted values."""
     err = exc.errors()[0]
     name = ".".join(str(part) for part in err["loc"])
+    owner = model  # the (nested) options model the problem's field belongs to
+    for part in err["loc"][:-1]:
+        field = owner.model_fields.get(str(part))
+        kinds = [t for t in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(t, type)
+                 and issubclass(t, BaseModel)] if field is not None and not isinstance(field.annotation, str) else []
+        owner = kinds[0] if kinds else owner
     if err["type"] == "extra_forbidden":
-        return f"unknown option {name!r}; the options are {', '.join(model.model_fields)}"
+        return f"unknown option {name!r}; the options are {', '.join(owner.model_fields)}"
     if err["type"] == "missing":
-        return f"option {name!r} is required ({model.model_fields[name].description})"
+        return f"option {name!r} is required ({owner.model_fields[str(err['loc'][-1])].description})"
     message = err["msg"].replace("Value error, ", "").replace("Input should be", "must be")
     if not name:
         return message

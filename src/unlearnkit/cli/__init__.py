@@ -9,7 +9,7 @@ results are written to a temporary name and renamed (:mod:`unlearnkit.training.c
 so an interrupt at any instruction leaves the last complete ones, and temporary folders go in ``finally`` blocks.
 """
 
-from unlearnkit.cli import jobs, runs, catalog  # noqa: F401,I001  (each registers its commands, in this order in --help)
+from unlearnkit.cli import jobs, runs, catalog, protect  # noqa: F401,I001  (each registers its commands, in this order in --help)
 from unlearnkit.cli.common import _print_summary, app
 
 __all__ = ["app", "main", "_print_summary"]
