@@ -92,8 +92,8 @@ def _cell(row: dict, key: str) -> str:
 
 
 def epsilon_histogram(label: str, epsilons: list[float], members: int) -> str:
-    """The histogram of a row's per-example ε in the score's buckets (width 1/2), the 0-point ones (ε ≥ ⌈ln(N−1)⌉)
-    gathered in the last bar; each bar labelled with the points an example in it earns."""
+    """The histogram of a row's per-example ε in the score's buckets (width 1/2, labelled by their lower edge), the
+    0-point ones (ε ≥ ⌈ln(N−1)⌉) gathered in the last, red bar."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -106,8 +106,8 @@ def epsilon_histogram(label: str, epsilons: list[float], members: int) -> str:
     colours = ["#2ca02c"] * (len(counts) - 1) + ["#d62728"]
     ax.bar(np.append(edges, top)[:len(counts)] + 0.25, counts, width=0.45, color=colours)
     ax.set_xticks(np.append(edges, top)[:len(counts)] + 0.25,
-                  [f"{2.0 ** -j:g}" for j in range(len(counts) - 1)] + ["0"])
-    ax.set_xlabel(f"points per example (ε bucket of width 1/2; last: ε ≥ {top})")
+                  [f"{e:g}" for e in edges[:len(counts) - 1]] + [f"≥{top}"])
+    ax.set_xlabel(f"ε (bucket j from j/2 earns 2^−j points; ε ≥ {top}: 0 points, red)")
     ax.set_ylabel("forget examples")
     ax.set_title(f"{label}: per-example ε of the forget set", fontsize=10)
     return _svg(fig, f"eps-{label}", f"Histogram of the per-example epsilon of {label}")
