@@ -247,6 +247,9 @@ def parse_config(data: dict | None, where: str = "config", parameters: bool = Tr
 def parse_structure(data: dict | None, where: str = "config") -> RunConfig:
     """Keys, types and ranges of every section, without the registries of methods, optimizers and metrics (which
     import torch): a config error here costs a fraction of a second. :func:`check_parameters` does the rest."""
+    if is_classifier(data or {}):
+        raise ConfigError(f"{where}: task.source {(data or {}).get('task', {}).get('source', 'classifier')!r} is a "
+                          "classifier task, which this command does not take: run it with `unlearnkit run CONFIG`")
     try:
         cfg = RunConfig.model_validate(data or {}, context={STRUCTURE_ONLY: True})
     except ValidationError as exc:
@@ -317,12 +320,38 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
 def load_config(path: str | Path, overrides: dict | None = None, parameters: bool = True) -> RunConfig:
     """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate (the
     structure only when ``parameters`` is false: see :func:`parse_config`)."""
+    return parse_config(_run_data(path, overrides), where=str(path), parameters=parameters)
+
+
+def _run_data(path: str | Path, overrides: dict | None) -> dict:
     data = read_config_data(path)
     if "sweep" in data:
         raise ConfigError(f"{path} has a sweep: block, which `unlearnkit run` does not read: run the sweep with "
                               f"`unlearnkit sweep {path}`, or remove the block to run one configuration")
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
+    return data
+
+
+# --- the classifier track (unlearnkit/classifier/config.py): told apart by its task source, or ``track: classifier``
+
+CLASSIFIER_SOURCES = ("digits", "mnist1d", "arrays", "torchvision")
+
+
+def is_classifier(data: dict) -> bool:
+    """Whether config ``data`` (not yet validated) is a classifier-track config rather than an LLM one."""
+    task = data.get("task")
+    return data.get("track") == "classifier" or (isinstance(task, dict) and task.get("source") in CLASSIFIER_SOURCES)
+
+
+def load_any_config(path: str | Path, overrides: dict | None = None, parameters: bool = True):
+    """:func:`load_config` for an LLM config, or the validated ``ClassifierRunConfig`` of a classifier config (whose
+    method parameters are always checked: they need no model registry)."""
+    data = _run_data(path, overrides)
+    if is_classifier(data):
+        from unlearnkit.classifier.config import parse_classifier_config
+
+        return parse_classifier_config(data, where=str(path))
     return parse_config(data, where=str(path), parameters=parameters)
 
 

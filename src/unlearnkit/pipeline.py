@@ -136,6 +136,10 @@ class RunDirectory:
 
 def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResult:
     """Run one unlearning job as configured; return the finished run directory and its results."""
+    if getattr(cfg, "track", None) == "classifier":  # a ClassifierRunConfig: the classifier track's own pipeline
+        from unlearnkit.classifier.pipeline import run_classifier
+
+        return run_classifier(cfg, resume=resume, progress=progress)
     started = time.time()
     if _world_size() > 1:  # join the process group first, so the ranks can agree before anything is written
         PartialState(cpu=not torch.cuda.is_available())

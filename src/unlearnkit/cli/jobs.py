@@ -13,16 +13,38 @@ from unlearnkit.cli.common import (DataDirOpt, SetOpt, _check_inputs, _config, _
 
 
 @app.command()
-def demo(output_dir: Path = typer.Option(Path("runs/demo"), help="where the run directory is written"),
+def demo(output_dir: Optional[Path] = typer.Option(None, help="where the run directory is written (default "
+                                                   "runs/demo, or runs/demo-classifier with --track classifier)"),
+         track: str = typer.Option("llm", help="llm: NPO on the tiny LM; classifier: every classifier method on 64 "
+                                   "digits MLPs, scored against 64 retrained ones"),
          quiet: bool = typer.Option(False, help="no progress bars or log lines")):
-    """Unlearn the built-in synthetic task with NPO on the tiny base, offline, and show the result."""
+    """Unlearn the built-in synthetic task with NPO on the tiny base, offline, and show the result (with --track
+    classifier: every classifier method on the digits task, a leaderboard of methods)."""
     _setup_logging(quiet)
+    if track not in ("llm", "classifier"):
+        _guard(lambda: _fail_track(track))
+    if track == "classifier":
+        def go():
+            from unlearnkit.classifier.config import demo_config
+            from unlearnkit.classifier.pipeline import run_classifier
+
+            return run_classifier(demo_config(str(output_dir or Path("runs/demo-classifier"))), progress=not quiet)
+
+        _print_classifier_summary(_guard(go))
+        return
+    output_dir = output_dir or Path("runs/demo")
     from unlearnkit import unlearn
     from unlearnkit.demo import DEMO_CONFIG
 
     result = _guard(lambda: unlearn(DEMO_CONFIG, output_dir=str(output_dir), progress=not quiet))
     _print_summary(result.results)
     typer.echo(f"run directory: {result.run_dir}  (open {result.run_dir / 'report.html'})")
+
+
+def _fail_track(track: str) -> None:
+    from unlearnkit.errors import ConfigError
+
+    raise ConfigError(f"--track {track!r}: use llm (the default) or classifier")
 
 
 @app.command()
@@ -57,8 +79,15 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
     parsed = {}
 
     def go():
-        cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "method.name": method,
-                                                          "output_dir": output_dir})
+        from unlearnkit.config import load_any_config
+
+        cfg = load_any_config(config, _overrides(sets, **{"task.options.data_dir": data_dir, "method.name": method,
+                                                         "output_dir": output_dir}), parameters=False)
+        if getattr(cfg, "track", None) == "classifier":  # the classifier track (classifier/config.py): checked in full
+            parsed.update(output_dir=Path(cfg.output_dir), classifier=True)
+            from unlearnkit.classifier.pipeline import run_classifier
+
+            return run_classifier(cfg, resume=resume, progress=not quiet)
         _check_inputs(cfg, config)  # a bad config, data file or model folder stops here, before the heavy imports
         parsed["output_dir"] = Path(cfg.output_dir)
         from unlearnkit.pipeline import run as run_pipeline
@@ -70,6 +99,8 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
             return "nothing was written"
         final = parsed["output_dir"]
         partial = final.with_name(final.name + ".partial")
+        if partial.exists() and parsed.get("classifier"):
+            return f"the trained ensembles are cached; continue with: {_same_command('--resume')}"
         if partial.exists():
             return f"{partial} keeps the last checkpoint; continue with: {_same_command('--resume')}"
         if final.exists():  # only the attacks of the attacks: section were left
@@ -77,9 +108,18 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
         return f"training had not started; continue with: {_same_command()}"
 
     result = _guard(go, interrupted)
-    if result.results:
+    if result.results.get("track") == "classifier":
+        _print_classifier_summary(result)
+    elif result.results:
         _print_summary(result.results)
         typer.echo(f"run directory: {result.run_dir}")
+
+
+def _print_classifier_summary(result) -> None:
+    from unlearnkit.report.classifier import markdown_leaderboard
+
+    typer.echo(markdown_leaderboard(result.results))
+    typer.echo(f"run directory: {result.run_dir}  (open {result.run_dir / 'report.html'})")
 
 
 @app.command("eval")
