@@ -9,7 +9,8 @@ dimension over the processes; a unit's weights are all-gathered for its forward 
 weights, gradients and AdamW moments.
 
 Exactness: the loop weights each micro-batch so that the gradients *summed* over processes are the step's mean;
-FSDP averages by default, so the divide factor is set to 1 (a sum). The frozen reference model (KL retain terms,
+FSDP's reduce-scatter averages, so the loss is multiplied by N before backward (exact for N a power of two; a
+divide factor of 1 would need ``PREMUL_SUM``, which gloo lacks). The frozen reference model (KL retain terms,
 RMU) is sharded the same way. Checkpoints: ``torch.distributed.checkpoint`` (every process writes its shards of
 the weights and optimizer state; a resume with the same number of processes reads them back exactly).
 """
@@ -24,7 +25,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from unlearnkit.errors import ModelError
@@ -32,8 +33,7 @@ from unlearnkit.training.checkpoint import load_sharded_checkpoint, save_sharded
 
 
 def shard(model: nn.Module, mesh) -> nn.Module:
-    """``fully_shard`` each decoder layer (the classes in ``model._no_split_modules``), then the root; gradients are
-    summed (not averaged) over the processes."""
+    """``fully_shard`` each decoder layer (the classes in ``model._no_split_modules``), then the root."""
     names = set(getattr(model, "_no_split_modules", None) or [])
     units = [m for m in model.modules() if type(m).__name__ in names]
     if not units:
@@ -42,9 +42,6 @@ def shard(model: nn.Module, mesh) -> nn.Module:
     for unit in units:
         fully_shard(unit, mesh=mesh, reshard_after_forward=True)
     fully_shard(model, mesh=mesh, reshard_after_forward=True)
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.set_gradient_divide_factor(1.0)
     return model
 
 
@@ -76,7 +73,8 @@ class TorchFSDPEngine:
         return shard(reference, self.mesh)
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        """FSDP's reduce-scatter averages over the N processes: the loss is scaled by N so the result is the sum."""
+        (loss * self.state.num_processes).backward()
 
     def reduce_and_clip(self, parameters: list[nn.Parameter], max_norm: float | None) -> float:
         """Gradients were reduce-scattered during backward; the norm is over the whole (sharded) gradient."""
