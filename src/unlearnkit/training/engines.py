@@ -22,7 +22,7 @@ pipeline saves and evaluates a whole model, written as safetensors by the main p
 
 What they refuse (:func:`check_engine`, at config load): methods that take parameter gradients inside their loss
 (``torch.autograd.grad``: GRU, HAMU, K-FADE, OFMU, U2A; the sharded parameters are not the ones the forward
-uses, so their gradients never reach the loss) and LAU (its adversarial inner gradient runs FSDP's backward hooks
+uses, so their gradients never reach the loss) and LAU's adv_ga / adv_npo (the adversarial inner gradient runs FSDP's backward hooks
 outside the step); optimizers that evaluate the loss themselves (closure optimizers); LoRA (the reference view
 shares the wrapped model); the training monitor (it evaluates the sharded model with per-process batches).
 """
@@ -40,7 +40,7 @@ from unlearnkit.errors import ConfigError
 from unlearnkit.training.checkpoint import CHECKPOINTS_DIR, load_checkpoint, save_checkpoint
 from unlearnkit.training.gradient_sync import broadcast_parameters, sum_gradients
 
-GRADIENTS_IN_LOSS = ("gru", "hamu", "kfade", "ofmu", "u2a", "lau")
+GRADIENTS_IN_LOSS = ("adv_ga", "adv_npo", "gru", "hamu", "kfade", "ofmu", "u2a")
 
 
 def requested_engine() -> str:
