@@ -22,8 +22,8 @@ pipeline saves and evaluates a whole model, written as safetensors by the main p
 
 What they refuse (:func:`check_engine`, at config load): methods that take parameter gradients inside their loss
 (``torch.autograd.grad``: GRU, HAMU, K-FADE, OFMU, U2A; the sharded parameters are not the ones the forward
-uses, so their gradients never reach the loss) and LAU's adv_ga / adv_npo (the adversarial inner gradient runs FSDP's backward hooks
-outside the step); optimizers that evaluate the loss themselves (closure optimizers); LoRA (the reference view
+uses, so their gradients never reach the loss) and LAU's adv_ga / adv_npo (the adversarial inner gradient runs
+FSDP's backward hooks outside the step); optimizers that evaluate the loss themselves (closure optimizers); LoRA (the reference view
 shares the wrapped model); the training monitor (it evaluates the sharded model with per-process batches).
 """
 
