@@ -48,7 +48,7 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.optim.registry import build_optimizer, check_serves
+from unlearnkit.optim.registry import build_optimizer, check_serves, uses_closure
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
 from unlearnkit.training.checkpoint import (STATE_FILE, complete_checkpoints, latest_checkpoint,
                                            remove_unfinished_checkpoints)
@@ -97,7 +97,7 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
     device = state.device
     engine = select_engine(state, config)
     if engine.sharded:
-        check_engine(objective.name, closure_optimizer=_closure(config), lora=hasattr(model, "disable_adapter"))
+        check_engine(objective.name, closure_optimizer=uses_closure(config.optimizer.name), lora=hasattr(model, "disable_adapter"))
     if state.is_main_process:
         remove_unfinished_checkpoints(output_dir)
     plan = ShardingPlan(len(forget), config.batch_size, config.gradient_accumulation_steps, state.num_processes,
@@ -159,12 +159,6 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
         if config.gradient_checkpointing and getattr(model, "is_gradient_checkpointing", False):
             model.gradient_checkpointing_disable()
     return TrainResult(steps=len(logs), logs=logs, last_checkpoint=last_checkpoint, footprint=held)
-
-
-def _closure(config: TrainConfig) -> bool:
-    from unlearnkit.optim.registry import uses_closure
-
-    return uses_closure(config.optimizer.name)
 
 
 def _enable_gradient_checkpointing(model: nn.Module) -> None:
