@@ -31,26 +31,36 @@ from unlearnkit.config import RunConfig, dump_config
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
 from unlearnkit.data.idk import assign_idk
-from unlearnkit.data.subset import choose_forget_subset
 from unlearnkit.data.sources import load_task
+from unlearnkit.data.subset import choose_forget_subset
 from unlearnkit.data.types import Task
 from unlearnkit.errors import RunDirectoryError, UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator, is_corpus
 from unlearnkit.evaluation.metrics import registry
-from unlearnkit.evaluation.suites.representation import feature_spec, representation_results
+from unlearnkit.evaluation.suites.representation import (
+    feature_spec,
+    representation_results,
+)
 from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
 from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
+from unlearnkit.optim.registry import uses_closure
 from unlearnkit.report.html import write_report
 from unlearnkit.report.model_card import write_card
 from unlearnkit.runio import write_json
 from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
+from unlearnkit.training.engines import check_engine
 from unlearnkit.training.loop import train
-from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
+from unlearnkit.training.monitor import (
+    BEST_FILE,
+    TrainingMonitor,
+    check_monitor,
+    monitor_curve,
+)
 from unlearnkit.training.sharding import steps_per_epoch
 
 log = logging.getLogger("unlearnkit")
@@ -227,6 +237,8 @@ def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | 
         check_tracking(cfg.tracking.backend)
     method = get_method(cfg.method.name, **cfg.method.params)
     train_settings = train_config(cfg.train, cfg.seed)
+    check_engine(method.name, closure_optimizer=uses_closure(train_settings.optimizer.name),
+                 lora=cfg.model.lora is not None, monitor=cfg.monitor is not None)  # FSDP / DeepSpeed launches
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
     check_corpus_run(cfg, task)

@@ -10,6 +10,10 @@ A checkpoint folder holds
   to step (:meth:`unlearnkit.methods.base.UnlearningMethod.state_dict`, e.g. PDU's dual variable), only for a
   method that has such state.
 
+A sharded run (FSDP, DeepSpeed: :mod:`unlearnkit.training.engines`) writes, instead of the first two files, what
+its engine writes from every process (``shards/``: torch.distributed.checkpoint files, or accelerate's
+``save_state`` folder), through :func:`save_sharded_checkpoint`.
+
 No random-number state is stored: the loop reseeds every micro-batch from (seed, step, slot), so a resumed run
 draws the same numbers as an uninterrupted one.
 
@@ -35,6 +39,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 METHOD_STATE_FILE = "method_state.json"
 METHOD_TENSORS_FILE = "method_state.safetensors"
+SHARDS_DIR = "shards"
 
 
 def checkpoints_root(output_dir: Path) -> Path:
@@ -89,6 +94,45 @@ def save_checkpoint(output_dir: Path, name: str, model: torch.nn.Module, optimiz
     else:
         os.replace(temporary, final)
     return final
+
+
+def save_sharded_checkpoint(output_dir: Path, name: str, write_shards, state: dict, method, is_main: bool,
+                            barrier) -> Path:
+    """Checkpoint ``name`` whose weights and optimizer state every process writes: ``write_shards(folder)`` runs in
+    every process on one temporary folder; the main process adds ``state.json`` (and the method's state) and renames
+    it into place. Call from every process; returns the final folder."""
+    root = checkpoints_root(output_dir)
+    final = root / name
+    temporary = root / f".tmp-{name}-sharded"  # one name for every process
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir()
+    barrier()
+    write_shards(temporary / SHARDS_DIR)
+    barrier()
+    if is_main:
+        if method is not None:
+            _save_method_state(temporary, method.state_dict())
+        (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
+        if final.exists():
+            stale = root / f".stale-{name}-{os.getpid()}"
+            os.replace(final, stale)
+            os.replace(temporary, final)
+            shutil.rmtree(stale)
+        else:
+            os.replace(temporary, final)
+    barrier()
+    return final
+
+
+def load_sharded_checkpoint(folder: Path, read_shards, method=None) -> dict:
+    """``read_shards(folder / "shards")`` in every process, the method's state, and ``state.json``."""
+    read_shards(Path(folder) / SHARDS_DIR)
+    if method is not None:
+        _load_method_state(Path(folder), method)
+    return json.loads((Path(folder) / STATE_FILE).read_text())
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method=None) -> dict:

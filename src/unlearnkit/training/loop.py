@@ -23,12 +23,16 @@ training (:mod:`unlearnkit.training.checkpoint`).
 Processes: the loop uses ``accelerate``'s process state (one process, or several started by
 ``accelerate launch``). It does not wrap the model in DDP (see :mod:`unlearnkit.training.gradient_sync`) and it
 does not own the process group: a multi-process script calls ``torch.distributed.destroy_process_group()`` when
-it is done.
+it is done. When the launch config asks for FSDP or DeepSpeed, an engine of :mod:`unlearnkit.training.engines`
+shards a copy of the model, its gradients and its optimizer state instead (every process then runs the same
+number of micro-batches, padding with zero-weight passes), and the trained weights are gathered back into the
+caller's model at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -44,12 +48,12 @@ from transformers import get_scheduler
 from unlearnkit.data.formatting import Encoded
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.optim.registry import build_optimizer, check_serves
+from unlearnkit.optim.registry import build_optimizer, check_serves, uses_closure
 from unlearnkit.training.batches import all_forget_batches, forget_batch, retain_batch
-from unlearnkit.training.checkpoint import (CHECKPOINTS_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint,
-                                           load_checkpoint, remove_unfinished_checkpoints, save_checkpoint)
+from unlearnkit.training.checkpoint import (STATE_FILE, complete_checkpoints, latest_checkpoint,
+                                           remove_unfinished_checkpoints)
 from unlearnkit.training.config import TrainConfig
-from unlearnkit.training.gradient_sync import broadcast_parameters, sum_gradients
+from unlearnkit.training.engines import check_engine, footprint, select_engine
 from unlearnkit.training.sharding import ShardingPlan, derived_seed
 from unlearnkit.training.step_closure import LoopClosure, mean_over_processes
 
@@ -63,6 +67,7 @@ class TrainResult:
     steps: int
     logs: list[dict] = field(default_factory=list)
     last_checkpoint: Path | None = None
+    footprint: dict[str, int] | None = None  # bytes this process held after the last step (engines.footprint)
 
 
 def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], retain: list[Encoded] | None,
@@ -90,6 +95,9 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                               "or choose an empty output folder")
     state = PartialState(cpu=not torch.cuda.is_available())
     device = state.device
+    engine = select_engine(state, config)
+    if engine.sharded:
+        check_engine(objective.name, closure_optimizer=uses_closure(config.optimizer.name), lora=hasattr(model, "disable_adapter"))
     if state.is_main_process:
         remove_unfinished_checkpoints(output_dir)
     plan = ShardingPlan(len(forget), config.batch_size, config.gradient_accumulation_steps, state.num_processes,
@@ -97,51 +105,60 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
     total_steps = config.total_steps(plan.steps_per_epoch)
     idk_rows = idk if objective.uses_idk else None
 
+    def make_optimizer(parameters):
+        optimizer = build_optimizer(parameters, config.optimizer.name, config.optimizer.params(),
+                                    config.learning_rate, config.weight_decay)
+        return optimizer, get_scheduler(SCHEDULER_NAMES[config.schedule], optimizer,
+                                        num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
+                                        num_training_steps=total_steps)
+
     was_training = model.training
-    model.to(device)
-    broadcast_parameters(model)
+    trained = model if engine.sharded else engine.place(model)
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=rng_devices), _frozen_except_trainable(model, objective) as trainable:
+            if engine.sharded:  # the optimizer is built on the parameters the engine shards
+                names = {id(p): n for n, p in model.named_parameters()}
+                chosen = [names[id(p)] for p in trainable()]
+                trained, parameters, optimizer, scheduler = engine.setup(model, chosen, make_optimizer)
             torch.manual_seed(derived_seed(config.seed, "prepare"))
-            _prepare_objective(objective, model, forget, idk_rows, pad_token_id, config, device,
-                               reference_model_factory)
-            parameters = trainable()
-            optimizer = build_optimizer(parameters, config.optimizer.name, config.optimizer.params(),
-                                        config.learning_rate, config.weight_decay)
-            scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule], optimizer,
-                                      num_warmup_steps=config.resolved_warmup_steps(plan.steps_per_epoch),
-                                      num_training_steps=total_steps)
-            run = _Run(model, objective, forget, retain, idk_rows, pad_token_id, config, output_dir, state, plan,
-                       parameters, optimizer, scheduler, total_steps)
+            _prepare_objective(objective, trained, forget, idk_rows, pad_token_id, config, device,
+                               reference_model_factory, engine)
+            if not engine.sharded:
+                parameters = trainable()
+                optimizer, scheduler = make_optimizer(parameters)
+            run = _Run(trained, objective, forget, retain, idk_rows, pad_token_id, config, output_dir, state, plan,
+                       parameters, optimizer, scheduler, total_steps, engine)
             start_step, logs, last_checkpoint = 0, [], None
             if resume and (last_checkpoint := latest_checkpoint(output_dir)) is not None:
                 # settings first: another optimizer's state would not load (nor mean anything) in this one
                 _check_same_run(json.loads((last_checkpoint / STATE_FILE).read_text()), config, objective, plan)
-                saved = load_checkpoint(last_checkpoint, model, optimizer, objective)
+                saved = engine.load_checkpoint(last_checkpoint, trained, optimizer, objective)
                 scheduler.load_state_dict(saved["scheduler"])
                 start_step, logs = saved["step"], saved["logs"]
 
-            model.train()
+            trained.train()
             if config.gradient_checkpointing:
-                _enable_gradient_checkpointing(model)
+                _enable_gradient_checkpointing(trained)
             with _progress_bar(progress and state.is_main_process, total_steps, start_step) as advance:
                 for step in range(start_step, total_steps):
                     logs.append(run.optimizer_step(step))
                     if on_step is not None:
-                        logs[-1].update(on_step(step + 1, model, logs[-1]) or {})
-                        model.train()
+                        logs[-1].update(on_step(step + 1, trained, logs[-1]) or {})
+                        trained.train()
                     advance(logs[-1]["loss"])
                     epoch, step_in_epoch = divmod(step, plan.steps_per_epoch)
                     epoch_done = step_in_epoch == plan.steps_per_epoch - 1
                     if step + 1 == total_steps or (epoch_done and config.save_every_epoch):
                         name = f"epoch-{epoch + 1}" if epoch_done else f"step-{step + 1}"
                         last_checkpoint = run.save(name, steps_done=step + 1, logs=logs)
+            held = footprint(trained, optimizer)
+            engine.finish(trained, model)
     finally:
         model.train(was_training)
         if config.gradient_checkpointing and getattr(model, "is_gradient_checkpointing", False):
             model.gradient_checkpointing_disable()
-    return TrainResult(steps=len(logs), logs=logs, last_checkpoint=last_checkpoint)
+    return TrainResult(steps=len(logs), logs=logs, last_checkpoint=last_checkpoint, footprint=held)
 
 
 def _enable_gradient_checkpointing(model: nn.Module) -> None:
@@ -171,6 +188,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
+    engine: object  # training/engines.py: where weights, gradients and optimizer state live
 
     def optimizer_step(self, step: int) -> dict:
         """Run this process's micro-batches of ``step`` (0-based), sum over processes, check, update; return the log."""
@@ -180,21 +198,23 @@ class _Run:
         epoch, step_in_epoch = divmod(step, self.plan.steps_per_epoch)
         self.optimizer.zero_grad(set_to_none=True)
         weighted: dict[str, list[float]] = {}  # key -> [Σ weight·value, Σ weight]
-        for micro in self.plan.micro_batches(epoch, step_in_epoch, self.state.process_index):
+        micro_batches = self.plan.micro_batches(epoch, step_in_epoch, self.state.process_index)
+        for micro in micro_batches:
             torch.manual_seed(derived_seed(config.seed, "micro-batch", step, micro.slot))
             forget_rows = forget_batch(self.forget, micro.forget, self.pad_token_id, self.idk, device)
             retain_rows = (retain_batch(self.retain, micro.retain, self.pad_token_id, device)
                            if self.objective.uses_retain else None)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 loss, method_logs = self.objective.loss(self.model, forget_rows, retain_rows)
-            (loss * micro.weight).backward()
+            self.engine.backward(loss * micro.weight)
             for key, value in {**method_logs, "loss": loss.detach()}.items():
                 total = weighted.setdefault(key, [0.0, 0.0])
                 total[0] += micro.weight * float(value)
                 total[1] += micro.weight
+        if self.engine.sharded:
+            self.pad_micro_batches(step, epoch, step_in_epoch, len(micro_batches))
         means = mean_over_processes(weighted, device)
-        sum_gradients(self.parameters)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm or math.inf))
+        grad_norm = self.engine.reduce_and_clip(self.parameters, config.max_grad_norm)
         for what, value in (("loss", means["loss"]), ("gradient norm", grad_norm)):
             if not math.isfinite(value):
                 self.diverged(what, value, step)
@@ -203,6 +223,27 @@ class _Run:
         self.scheduler.step()
         return {**means, "step": step + 1, "epoch": epoch + 1, "loss": means["loss"], "lr": learning_rate,
                 "grad_norm": grad_norm}
+
+    def pad_micro_batches(self, step: int, epoch: int, step_in_epoch: int, done: int) -> None:
+        """Zero-weight passes until this process has run ``accumulation`` micro-batches, as every other one: a sharded
+        engine's all-gathers and reduce-scatters need every process in every forward and backward. They run on the
+        step's first chunk, add exactly zero to the gradient, and leave the method's state as it was."""
+        if done == self.plan.accumulation:
+            return
+        first = self.plan.step_chunks(epoch, step_in_epoch)[0]
+        saved = {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                 for k, v in self.objective.state_dict().items()}
+        device = self.state.device
+        for extra in range(done, self.plan.accumulation):
+            torch.manual_seed(derived_seed(self.config.seed, "padding", step, extra))
+            forget_rows = forget_batch(self.forget, first.forget, self.pad_token_id, self.idk, device)
+            retain_rows = (retain_batch(self.retain, first.retain, self.pad_token_id, device)
+                           if self.objective.uses_retain else None)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+                loss, _ = self.objective.loss(self.model, forget_rows, retain_rows)
+            self.engine.backward(loss * 0.0)
+        if saved:
+            self.objective.load_state_dict(saved)
 
     def closure_step(self, step: int) -> dict:
         """``optimizer.step(closure)`` for an optimizer that evaluates the step's loss itself (zeroth-order, ES, SAM,
@@ -238,30 +279,25 @@ class _Run:
 
     def save(self, name: str, steps_done: int, logs: list[dict]) -> Path:
         """Checkpoint ``name`` written by the main process; every process waits for it and gets its path."""
-        folder = self.output_dir / CHECKPOINTS_DIR / name
-        if self.state.is_main_process:
-            save_checkpoint(self.output_dir, name, self.model, self.optimizer, {
-                "step": steps_done,
-                "epoch": steps_done / self.plan.steps_per_epoch,
-                "config": self.config.to_dict(),
-                "processes": self.plan.processes,
-                "micro_batch_slots": self.plan.slots,
-                "objective": {"name": self.objective.name, "params": self.objective.params()},
-                "scheduler": self.scheduler.state_dict(),
-                "logs": logs,
-            }, method=self.objective)
-        self.state.wait_for_everyone()
-        return folder
+        return self.engine.save_checkpoint(self.output_dir, name, self.model, self.optimizer, {
+            "step": steps_done,
+            "epoch": steps_done / self.plan.steps_per_epoch,
+            "config": self.config.to_dict(),
+            "processes": self.plan.processes,
+            "micro_batch_slots": self.plan.slots,
+            "objective": {"name": self.objective.name, "params": self.objective.params()},
+            "scheduler": self.scheduler.state_dict(),
+            "logs": logs,
+        }, self.objective)
 
 
 def _prepare_objective(objective, model, forget, idk, pad_token_id: int, config: TrainConfig, device,
-                       reference_model_factory) -> None:
-    """``objective.prepare`` on the initial model (eval mode, same autocast as training) and every forget example."""
+                       reference_model_factory, engine) -> None:
+    """``objective.prepare`` on the initial model (eval mode, same autocast as training) and every forget example;
+    the frozen reference model, if the method needs one, is placed (or sharded) by ``engine`` like the model."""
     reference = None
     if objective.needs_reference_model:
-        reference = reference_model_factory()
-        reference.to(device).eval().requires_grad_(False)
-        broadcast_parameters(reference)
+        reference = engine.reference(reference_model_factory())
     batches = all_forget_batches(forget, config.batch_size, pad_token_id, idk, device)
     model.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
