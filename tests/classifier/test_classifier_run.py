@@ -283,3 +283,22 @@ def test_an_existing_run_directory_is_refused_before_anything_runs(run):
 
     with pytest.raises(UnlearnkitError, match="already exists"):
         run_classifier(cfg)
+
+
+def test_a_worst_case_forget_set_is_selected_on_the_original_members(tmp_path):
+    """``forget: {kind: worst_case}`` in a run: the set is the one worst_case.forget_set selects on the run's original
+    ensemble (tiny selection settings: the selection itself is tested in test_worst_case.py)."""
+    from unlearnkit.classifier.worst_case import forget_set
+
+    forget_options = {"kind": "worst_case", "percent": 1,
+                      "selection": {"select_epochs": 1, "unlearn_epochs": 1, "members": 1, "binarize_every": 1}}
+    config = {**SMALL, "task": {"source": "digits", "forget": forget_options},
+              "methods": [{"name": "finetune", "params": {"epochs": 1}}], "eval": {"intervals": False},
+              "output_dir": str(tmp_path / "out")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "config.yaml"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    task = load_task("digits")
+    original = train_ensemble(task, ModelOptions(kind="mlp", width=16), Recipe(epochs=2, batch_size=64), [3, 4, 5, 6])
+    assert results["task"]["forget_indices"] == sorted(forget_set(task, forget_options, original).tolist())

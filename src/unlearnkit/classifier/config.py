@@ -169,11 +169,14 @@ def check_classifier_config(cfg: ClassifierRunConfig, where: str = "config") -> 
 
 
 def load_classifier_task(cfg: ClassifierRunConfig, where: str = "config"):
-    """The task and its forget indices (data read, forget set drawn); a problem is a one-line ConfigError."""
+    """The task and its forget indices (data read, forget set drawn; ``None`` for a ``worst_case`` set, which is
+    selected on the trained original ensemble); a problem is a one-line ConfigError."""
     from unlearnkit.classifier.data import forget_indices
 
     try:
         task = load_task(cfg.task.source, cfg.task.options)
+        if cfg.task.forget.kind == "worst_case":
+            return task, None
         return task, forget_indices(task, cfg.task.forget)
     except ConfigError:
         raise

@@ -31,6 +31,7 @@ from unlearnkit.classifier.data import ClassifierTask, retain_indices
 from unlearnkit.classifier.ensemble import _cache_folder, train_ensemble
 from unlearnkit.classifier.scoring import (Reference, describe_reference, ensemble_logits, score_row, split_data)
 from unlearnkit.classifier.unlearn import PARAMS, unlearn
+from unlearnkit.classifier.worst_case import forget_set
 from unlearnkit.classifier.options import check
 from unlearnkit.errors import RunDirectoryError, UnlearnkitError
 from unlearnkit.report.classifier import write_classifier_report
@@ -56,8 +57,12 @@ def run_classifier(cfg: ClassifierRunConfig, resume: bool = False, progress: boo
     if partial.exists() and not resume:
         raise RunDirectoryError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
     task, forget = load_classifier_task(cfg)
-    retain = retain_indices(task, forget)
     device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if forget is None:  # a worst-case set: selected on the original ensemble (cached, so _run reads it back)
+        original = train_ensemble(task, cfg.model.options(), cfg.model.recipe, cfg.ensemble.seeds, device=device)
+        log.info("selecting the worst-case forget set on the original members")
+        forget = forget_set(task, cfg.task.forget, original)
+    retain = retain_indices(task, forget)
 
     shutil.rmtree(partial, ignore_errors=True)  # a resumed run starts its folder anew: the ensembles are cached
     partial.mkdir(parents=True)
