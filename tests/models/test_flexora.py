@@ -226,3 +226,18 @@ def test_a_flexora_run_writes_its_selection_and_unlearns_with_lora_on_it(tmp_pat
     adapter = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
     assert adapter["layers_to_transform"] == saved["layers"]
     assert "LoRA layers (Flexora):" in (result.run_dir / "report.html").read_text()
+
+
+def test_the_cli_refuses_a_flexora_block_without_lora_with_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  flexora:\n    search_steps: 5\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {path}: model.flexora selects which layers get LoRA adapters, and there "
+                                     "is no model.lora block: add model.lora (with layers: flexora), or remove "
+                                     "model.flexora")
+    assert not (tmp_path / "out").exists()
