@@ -91,9 +91,11 @@ def test_a_lower_step_leaves_the_gates_alone_and_the_upper_step_is_the_validatio
     reference = reference_logprobs(model)
     slices, gates = found.slices, found.gates.values
     before = [p.detach().clone() for p in lora_parameters(model)]
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     found.lower_step()
     assert gates.grad is None  # the training loss moved the LoRA weights only
     assert all(not torch.equal(a, p) for a, p in zip(before, lora_parameters(model)))
+    assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if "lora_" not in n)
     with torch.no_grad():
         expected = finite_difference(
             lambda: naive_objective(model, slices["val_forget"], slices["val_retain"], reference), gates)

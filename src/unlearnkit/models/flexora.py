@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -298,6 +299,7 @@ def flexora_stage(cfg: RunConfig, model: nn.Module, forget: list[Encoded], retai
         seed = cfg.seed if settings.seed is None else settings.seed
         log.info("Flexora: searching the LoRA layers (%d iterations)", settings.search_steps)
         method = get_method(cfg.method.name, **cfg.method.params)
+        model.to(PartialState(cpu=not torch.cuda.is_available()).device)  # where the training loop will train
         record = search(model, method, forget, retain, pad_token_id, settings, seed)
         write_json(saved, record)
     log.info("Flexora: LoRA on layers %s of %d", record["layers"], record["of"])
