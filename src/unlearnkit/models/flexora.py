@@ -31,8 +31,8 @@ in the report); a resumed run reads it back instead of searching again.
 
 Choices of this toolkit (the paper's details were not read): the gates' initial value 1, the plain SGD lower step
 (the one the unrolled solver differentiates), Adam on the gates, the defaults of ``model.flexora`` (config.py:
-30 iterations, gate_lr 0.05, lora_lr 0.05, k = 1, 4 + 4 held-out examples, batches of 4) chosen on the tiny synthetic
-task. Cost per iteration with k = 1: one forward-backward of g for the step, one of f, one of g with its graph and two
+30 iterations, gate_lr 0.05, lora_lr 0.05, k = 1, 4 + 4 held-out examples, batches of 4): small values that run
+on the tiny synthetic task, not tuned (docs/bilevel.md's study uses them). Cost per iteration with k = 1: one forward-backward of g for the step, one of f, one of g with its graph and two
 backward products through it: about 4 training steps of the method on a batch; k = 0: about 2.
 
 Limits: one process (no gradient synchronisation in the search); methods trained on refusal answers (``uses_idk``)
