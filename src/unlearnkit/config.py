@@ -53,6 +53,29 @@ class LoraSettings(Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="names (last part) of the linear layers that get an adapter, e.g. [q_proj, v_proj]; "
                                   "all-linear: every linear layer but the output head")
+    layers: Literal["all", "flexora"] = Field(
+        "all", description="which transformer blocks get adapters: all, or those Flexora's search selects "
+                           "(models/flexora.py; its settings: model.flexora)")
+
+
+class FlexoraSettings(Section):
+    """``model.flexora``: the search stage of ``model.lora.layers: flexora`` (models/flexora.py): per-layer gates on
+    the LoRA updates, trained on held-out forget/retain slices, then LoRA on the selected layers only."""
+
+    search_steps: int = Field(30, ge=1, description="iterations of the search (each: the lower step(s), one gate step)")
+    gate_lr: float = Field(0.05, gt=0, description="Adam learning rate of the gates (the upper level)")
+    lora_lr: float = Field(0.05, gt=0, description="SGD step size of the LoRA weights during the search (lower level)")
+    unroll_steps: int = Field(1, ge=0, description="SGD steps on the training loss differentiated through (0: first "
+                                                   "order)")
+    val_forget: int = Field(4, ge=1, description="forget examples held out for the validation loss")
+    val_retain: int = Field(4, ge=1, description="retain examples held out for the validation loss")
+    batch_size: int = Field(4, ge=1, description="examples per training and per validation batch of the search")
+    select: Literal["top_k", "threshold"] = Field("top_k", description="keep the k largest gates, or those above "
+                                                                       "threshold")
+    keep: int | None = Field(None, ge=1, description="top_k: how many layers keep LoRA (default: half, rounded up)")
+    threshold: float = Field(1.0, description="threshold: keep the layers whose gate ends above it (gates start at 1)")
+    seed: int | None = Field(None, description="seed of the held-out slices and the search's batches (default: the "
+                                               "run's seed)")
 
 
 class ModelConfig(Section):
@@ -63,6 +86,7 @@ class ModelConfig(Section):
     max_length: int = Field(256, ge=16)
     template: Literal["auto", "chat", "plain"] = "auto"
     lora: LoraSettings | None = None  # unlearn through LoRA adapters instead of every weight
+    flexora: FlexoraSettings | None = None  # the layer search of lora.layers: flexora (its defaults if absent)
 
 
 class MethodConfig(Section):
@@ -257,7 +281,23 @@ def parse_structure(data: dict | None, where: str = "config") -> RunConfig:
     if cfg.eval.jailbreak and cfg.task.source in ("corpus", "synthetic_corpus"):
         raise ConfigError(f"{where}: eval.jailbreak puts OpenUnlearning's jailbreak start in front of QA answers, "
                               f"and task source {cfg.task.source!r} is raw text: remove eval.jailbreak")
+    check_flexora(cfg, where)
     return cfg
+
+
+def check_flexora(cfg: RunConfig, where: str = "config") -> None:
+    """``model.flexora`` selects the layers of a LoRA run: without ``model.lora`` (or with ``layers: all``) it would
+    be ignored, so either is a one-line error."""
+    lora, flexora = cfg.model.lora, cfg.model.flexora
+    if flexora is not None and lora is None:
+        raise ConfigError(f"{where}: model.flexora selects which layers get LoRA adapters, and there is no model.lora "
+                          "block: add model.lora (with layers: flexora), or remove model.flexora")
+    if flexora is not None and lora.layers != "flexora":
+        raise ConfigError(f"{where}: model.flexora is set but model.lora.layers is {lora.layers!r}: set "
+                          "model.lora.layers: flexora, or remove model.flexora")
+    if flexora is not None and flexora.select == "threshold" and flexora.keep is not None:
+        raise ConfigError(f"{where}: model.flexora.keep counts the layers select: top_k keeps, and select is "
+                          "threshold: remove keep, or set select: top_k")
 
 
 def check_parameters(cfg: RunConfig, where: str = "config") -> None:

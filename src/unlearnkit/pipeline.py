@@ -45,6 +45,7 @@ from unlearnkit.evaluation.suites.result import EvalResult, with_reference
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.methods.registry import get_method
 from unlearnkit.models.load import load_causal_lm, save_model
+from unlearnkit.models.flexora import check_request, flexora_stage, uses_flexora
 from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
 from unlearnkit.optim.registry import uses_closure
@@ -176,10 +177,15 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     subset = forget_subset(cfg, model, forget, formatter.pad_token_id)
     if subset is not None:  # train on a part of the forget set; the evaluator keeps the whole task
         forget = [forget[i] for i in subset["indices"]]
+    if uses_flexora(cfg):  # its held-out slices fit the data, its selection the model, before anything is written
+        check_request(cfg, method, model, len(forget), len(retain), _world_size())
+    flexora = None
 
     with run_dir.training() as partial:
         if _is_main():
             (partial / "config.yaml").write_text(dump_config(cfg))
+        if uses_flexora(cfg):  # search the layers, then LoRA on those only (models/flexora.py)
+            model, flexora = flexora_stage(cfg, model, forget, retain, formatter.pad_token_id, partial)
         tracker = open_tracker(cfg, partial)
         trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
                           partial, evaluator, reference, resume, progress, subset, tracker)
@@ -215,6 +221,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         "representation": representation,
         "seconds": round(time.time() - started, 1),
     }
+    if flexora is not None:
+        results["flexora"] = flexora
     final = run_dir.finish(results, cfg, audit_record(cfg, task, models, partial, results, started))
     if cfg.attacks is not None:
         from unlearnkit.attacks.suite import run_attacks

@@ -30,9 +30,18 @@ def linear_names(model: nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
 
 
-def add_lora(model: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Module:
+def all_linear_names(model: nn.Module) -> list[str]:
+    """What peft's ``all-linear`` names: the last name parts of every linear layer but the output head."""
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, nn.Linear) and module is not head})
+
+
+def add_lora(model: nn.Module, settings: LoraSettings, seed: int = 0, layers: list[int] | None = None) -> nn.Module:
     """``model`` wrapped by peft with LoRA adapters (A drawn from a generator seeded by ``seed``); the base weights are
-    frozen. A ``target_modules`` name the model does not have is a one-line error listing the ones it has."""
+    frozen. A ``target_modules`` name the model does not have is a one-line error listing the ones it has.
+    ``layers``: only the transformer blocks of these indices get adapters (peft's ``layers_to_transform``; Flexora's
+    selection, models/flexora.py); None: every block."""
     from peft import LoraConfig, get_peft_model
 
     if settings.target_modules != "all-linear":
@@ -41,8 +50,12 @@ def add_lora(model: nn.Module, settings: LoraSettings, seed: int = 0) -> nn.Modu
         if missing:
             raise ModelError(f"model.lora.target_modules: {type(model).__name__} has no linear layer named "
                                   f"{', '.join(missing)}: choose from {', '.join(linear_names(model))} (or all-linear)")
+    targets = settings.target_modules
+    if layers is not None and targets == "all-linear":  # peft takes layers_to_transform with a list of names only
+        targets = all_linear_names(model)
+    extra = {} if layers is None else {"layers_to_transform": sorted(layers)}
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=settings.target_modules, bias="none", task_type="CAUSAL_LM")
+                        target_modules=targets, bias="none", task_type="CAUSAL_LM", **extra)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)

@@ -36,6 +36,7 @@ svg.plot{max-width:100%;height:auto;display:block;margin:.5em 0}figure{margin:1e
 <p><b>Method:</b> {{ method.name }} — {{ method.citation }}<br>
 <b>Task:</b> {{ task.name }} ({{ task.forget }} forget, {{ task.retain }} retain, {{ task.holdout }} holdout examples)<br>
 <b>Training:</b> {{ training.steps }} optimizer steps · <b>time:</b> {{ seconds }} s · unlearnkit {{ version }}</p>
+{% if flexora %}<p id="flexora"><b>LoRA layers (Flexora):</b> {{ flexora }}</p>{% endif %}
 <h2>Metrics</h2>
 <p class="note">Brackets: 95% percentile-bootstrap confidence interval over the evaluation examples.
 Unlearning succeeds when the forget-set numbers of the unlearned model move from the target's to the
@@ -131,6 +132,7 @@ def render_report(results: dict, config_text: str = "", audit: dict | None = Non
         plots=plots, figures=[(n, c) for n, c in FIGURES if n in plots], samples=samples, config=config_text,
         verdict=verdict(models), verdict_rule=RULE, audit=audit_html(audit),
         selection=_selection_text(results.get("monitor")),
+        flexora=flexora_text(results.get("flexora")),
         robustness=robustness_html(results.get("robustness")),
         representation=representation_html(results.get("representation")))
 
@@ -215,6 +217,16 @@ def robustness_html(robustness: dict | None) -> str:
             parts.append(f"<p><b>{html.escape(who)}</b> (layer {probe['layer']})</p><table><tr><th></th>{head}</tr>"
                          f"<tr><td>forget answer probability</td>{row}</tr>{frac_row}</table>")
     return "".join(parts)
+
+
+def flexora_text(flexora: dict | None) -> str:
+    """The layers Flexora's search kept and every layer's final gate (results.json: flexora; models/flexora.py)."""
+    if not flexora:
+        return ""
+    gates = ", ".join(f"{i}: {_fmt(g)}" for i, g in enumerate(flexora["gates"]))
+    chosen = ", ".join(str(i) for i in flexora["layers"])
+    return (f"{chosen} ({len(flexora['layers'])} of {flexora['of']}), chosen by {flexora['settings']['select']} "
+            f"after {flexora['settings']['search_steps']} search iterations; final gates {gates}")
 
 
 def _selection_text(monitor: dict | None) -> str:
