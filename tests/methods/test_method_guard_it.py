@@ -214,6 +214,12 @@ def test_the_artifact_round_trips_through_the_run_directory(saved_model, tmp_pat
     ids = torch.tensor([saved_model[2][0].input_ids])
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+    # a deep copy (the relearning attack's) carries hooks bound to its own transform, not to the original's
+    copied = copy.deepcopy(loaded)
+    installed_transform(copied).coeff.fill_(0.0)  # the copy stops steering; the original must not
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+        assert not torch.equal(copied(ids).logits, model(ids).logits)
     # the steered model's state (its fingerprint) differs from its weights' alone
     assert set(loaded.state_dict()) - set(weights_only(loaded)) == {f"unlearnkit_inference.{k}" for k in artifact}
 
@@ -248,3 +254,51 @@ def test_quantization_attack_quantizes_the_weights_then_steers(saved_model, tmp_
     for scheme in ("full", "int8"):  # the steering acts in both precisions
         assert results[scheme].result.aggregates["forget_Q_A_Prob"] != plain_results[scheme].result.aggregates[
             "forget_Q_A_Prob"]
+
+
+# ------------------------------------------------------------------------------ a whole run
+
+RUN = {
+    "task": {"source": "synthetic", "options": {"n_people": 8, "forget_people": 2, "holdout_people": 2}},
+    "model": {"base": "tiny", "max_length": 96},
+    "prepare": {"epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "weight_decay": 0.0, "warmup_steps": 5},
+    "method": {"name": "guard_it"},
+    "eval": {"batch_size": 32, "max_new_tokens": 12},
+}  # tests/pipeline/test_run.py's task, models and evaluation: a suite run prepares and evaluates them once
+
+
+def test_a_run_fits_instead_of_training_and_the_quantization_attack_runs_on_it(tmp_path):
+    """The pipeline's inference branch: no training step, the artifact in inference/, model/ holding the target's
+    weights unchanged, the unlearned evaluation that of the steered model (not the target's cached one: the
+    fingerprint includes the artifact), and the quantization attack on the steered model."""
+    pytest.importorskip("bitsandbytes")
+    import unlearnkit
+    from safetensors.torch import load_file
+
+    cfg = {**RUN, "output_dir": str(tmp_path / "run"),
+           "attacks": {"run": ["quantize"], "quantize": {"schemes": ["int8"]},
+                       "metrics": ["forget_Q_A_Prob", "model_utility"]}}
+    result = unlearnkit.unlearn(cfg, progress=False)
+    run_dir = result.run_dir
+    assert sorted(p.name for p in (run_dir / "inference").iterdir()) == ["artifact.json", "artifact.safetensors"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["training"]["steps"] == 0 and results["training"]["logs"][0]["fit"]["clusters"] >= 1
+    audit = json.loads((run_dir / "audit.json").read_text())
+    target = load_file(audit["models"]["target"]["path"] + "/model.safetensors")
+    kept = load_file(run_dir / "model" / "model.safetensors")
+    assert kept.keys() == target.keys() and all(torch.equal(kept[k], target[k]) for k in kept)
+    models = results["models"]
+    forget = {who: models[who]["aggregates"]["forget_Q_A_Prob"] for who in ("unlearned", "target")}
+    assert forget["unlearned"] < forget["target"], forget
+    quantized = results["robustness"]["quantize"]
+    assert quantized["unlearned"]["int8"]["aggregates"]["forget_Q_A_Prob"] < \
+        quantized["target"]["int8"]["aggregates"]["forget_Q_A_Prob"]
+
+
+def test_training_only_settings_are_refused_before_anything_is_written(tmp_path):
+    import unlearnkit
+
+    cfg = {**RUN, "output_dir": str(tmp_path / "run"), "model": {**RUN["model"], "lora": {"r": 4}}}
+    with pytest.raises(UnlearnkitError, match="'guard_it' changes no weight.*model.lora"):
+        unlearnkit.unlearn(cfg, progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
