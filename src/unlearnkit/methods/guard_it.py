@@ -314,10 +314,11 @@ class GuardIt(InferenceMethod):
                 probe = self.transform(artifact)
                 positive, opening_best = self._activations(model, forget, pad_token_id, [router], opening, probe)
                 negative, _ = self._activations(model, retain, pad_token_id, [router], opening, probe)
-                threshold = youden_threshold(positive, negative)
+                threshold = logs["separating_threshold"] = youden_threshold(positive, negative)
                 if opening_best >= threshold:  # never route the opening: it would steer every prompt
                     threshold = float(torch.nextafter(torch.tensor(opening_best), torch.tensor(2.0)))
                 logs["opening_score"] = opening_best if opening else None
+                # the shares routed at the threshold kept (raised above the opening's score when it had to be)
                 logs["routed_forget_positions"] = float((positive >= threshold).float().mean())
                 logs["routed_retain_positions"] = float((negative >= threshold).float().mean())
             else:
