@@ -276,7 +276,9 @@ def test_a_run_fits_instead_of_training_and_the_quantization_attack_runs_on_it(t
     import unlearnkit
     from safetensors.torch import load_file
 
-    cfg = {**RUN, "output_dir": str(tmp_path / "run"),
+    # coeff -0.8: the strongest of the README's sweep; at the default -0.3 this under-trained target's forget
+    # Q_A_Prob falls by only 0.4% (0.02283 -> 0.02273), too thin a margin to test across platforms
+    cfg = {**RUN, "output_dir": str(tmp_path / "run"), "method": {"name": "guard_it", "params": {"coeff": -0.8}},
            "attacks": {"run": ["quantize"], "quantize": {"schemes": ["int8"]},
                        "metrics": ["forget_Q_A_Prob", "model_utility"]}}
     result = unlearnkit.unlearn(cfg, progress=False)
