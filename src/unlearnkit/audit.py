@@ -262,10 +262,9 @@ def reevaluate(run_dir: Path, cfg, task, recompute: bool, progress: bool) -> dic
     """The unlearned model's forget-set aggregates, evaluated again (store=False: every score computed afresh)."""
     from unlearnkit.data.formatting import QAFormatter
     from unlearnkit.evaluation.evaluator import Evaluator, suite_of
-    from unlearnkit.models.load import load_causal_lm
+    from unlearnkit.models.unlearned import load_unlearned
 
-    model, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
-    model.eval()
+    model, tokenizer = load_unlearned(run_dir, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     wanted = FORGET_METRICS[suite_of(task)]
     evaluator = Evaluator(task, formatter, cfg.eval, metrics=wanted, store=not recompute, progress=progress)

@@ -48,6 +48,7 @@ from unlearnkit.models.load import load_causal_lm, save_model
 from unlearnkit.models.flexora import check_request, flexora_stage, uses_flexora
 from unlearnkit.models.lora import add_lora, is_lora, load_adapter, reference_view
 from unlearnkit.models.prepare import PreparedModels, resolve_models
+from unlearnkit.models.unlearned import save_artifact, save_unlearned
 from unlearnkit.optim.registry import uses_closure
 from unlearnkit.report.html import write_report
 from unlearnkit.report.model_card import write_card
@@ -55,13 +56,8 @@ from unlearnkit.runio import write_json
 from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.engines import check_engine
-from unlearnkit.training.loop import train
-from unlearnkit.training.monitor import (
-    BEST_FILE,
-    TrainingMonitor,
-    check_monitor,
-    monitor_curve,
-)
+from unlearnkit.training.loop import TrainResult, train
+from unlearnkit.training.monitor import BEST_FILE, TrainingMonitor, check_monitor, monitor_curve
 from unlearnkit.training.sharding import steps_per_epoch
 
 log = logging.getLogger("unlearnkit")
@@ -187,8 +183,11 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
         if uses_flexora(cfg):  # search the layers, then LoRA on those only (models/flexora.py)
             model, flexora = flexora_stage(cfg, model, forget, retain, formatter.pad_token_id, partial)
         tracker = open_tracker(cfg, partial)
-        trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
-                          partial, evaluator, reference, resume, progress, subset, tracker)
+        if method.kind == "inference":  # no training: fit the transform, save it, install it on the model
+            trained = fit_inference(method, model, forget, retain, formatter.pad_token_id, partial)
+        else:
+            trained = unlearn(cfg, method, train_settings, model, tokenizer, formatter, task, forget, retain, models,
+                              partial, evaluator, reference, resume, progress, subset, tracker)
     model, selection = kept_model(cfg, model, partial, models.target)
     if is_lora(model):  # keep the adapter, then evaluate and save the model with it merged in
         model.save_pretrained(partial / "adapter", safe_serialization=True)
@@ -205,7 +204,7 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunResul
     representation = None
     if spec is not None:
         representation = representation_results({"unlearned": unlearned.features, **features}, spec)
-    save_model(model, tokenizer, partial / "model")
+    save_unlearned(model, tokenizer, partial)  # the weights (an inference-time transform is in inference/)
     if method.stores_update:  # K-FADE: unlearned − target, for `unlearnkit reapply`
         from unlearnkit.methods.updates import save_update, weight_update
 
@@ -249,11 +248,22 @@ def check_inputs(cfg: RunConfig) -> tuple[UnlearningMethod, TrainConfig, Task | 
                  lora=cfg.model.lora is not None, monitor=cfg.monitor is not None)  # FSDP / DeepSpeed launches
     task = load_task(cfg.task.source, **cfg.task.options)
     check_method_inputs(method, task)
+    check_inference_run(cfg, method)
     check_corpus_run(cfg, task)
     if cfg.monitor is not None:
         check_monitor(cfg.monitor, has_reference=bool(cfg.model.retain or not cfg.model.target),
                       known=registry.names("muse" if is_corpus(task) else "tofu"))
     return method, train_settings, task
+
+
+def check_inference_run(cfg: RunConfig, method: UnlearningMethod) -> None:
+    """An inference-time method trains nothing: what only training uses is refused."""
+    if method.kind != "inference":
+        return
+    for given, what in ((cfg.model.lora, "model.lora"), (cfg.monitor, "monitor:")):
+        if given is not None:
+            raise UnlearnkitError(f"method {method.name!r} changes no weight (an inference-time transform), so "
+                                  f"{what} has nothing to act on: remove it from the config")
 
 
 def check_method_inputs(method: UnlearningMethod, task: Task | CorpusTask) -> None:
@@ -341,6 +351,16 @@ def unlearn(cfg: RunConfig, method: UnlearningMethod, train_settings: TrainConfi
     return train(model, method, forget, retain, idk, formatter.pad_token_id, train_settings, partial,
                  resume=resume, progress=progress, reference_model_factory=reference_model,
                  on_step=on_step if (monitor is not None or tracker is not None) else None)
+
+
+def fit_inference(method, model, forget: list, retain: list, pad_token_id: int, partial: Path) -> TrainResult:
+    """An inference-time method's run: fit on the untouched model, save the artifact (``inference/``), install it."""
+    log.info("fitting %s on %d forget, %d retain examples (no weight update)", method.name, len(forget), len(retain))
+    artifact, fit_logs = method.fit(model, forget, retain, pad_token_id)
+    if _is_main():
+        save_artifact(partial, method, artifact, fit_logs)
+    method.apply(model, artifact)
+    return TrainResult(steps=0, logs=[{"fit": fit_logs}])
 
 
 def forget_subset(cfg: RunConfig, model, forget: list, pad_token_id: int) -> dict | None:

@@ -3,7 +3,8 @@ base, lowers the forget answers' probability below the target model's.
 
 One target model is prepared for the whole module (the same task and recipe as tests/pipeline/test_run.py, so the
 session's shared cache holds it once); each method then trains a copy for one epoch of the forget set through the
-real training loop (:func:`unlearnkit.training.loop.train`). The check is the mean over forget examples of
+real training loop (:func:`unlearnkit.training.loop.train`); an inference-time method (``kind == "inference"``) is
+fitted on the untouched copy instead and its transform installed. The check is the mean over forget examples of
 ``exp(-mean answer-token NLL)`` (TOFU's forget Q_A_Prob), computed here one example at a time.
 
 A method added to :mod:`unlearnkit.methods` is picked up automatically. Its training settings default to
@@ -84,9 +85,13 @@ def test_method_lowers_forget_probability_below_the_target(name, prepared, tmp_p
     method = get_method(name, **PARAM_OVERRIDES.get(name, {}))
     model, _ = load_causal_lm(models.target)
     before = forget_probability(model, forget)
-    settings = TrainConfig(**{**DEFAULT_TRAIN, **TRAIN_OVERRIDES.get(name, {})})
-    train(model, method, forget, retain if method.uses_retain else None, idk if method.uses_idk else None,
-          formatter.pad_token_id, settings, tmp_path, progress=False,
-          reference_model_factory=lambda: load_causal_lm(models.target)[0])
+    if method.kind == "inference":  # no training: fit on the untouched model, then install the transform
+        artifact, _ = method.fit(model, forget, retain, formatter.pad_token_id)
+        method.apply(model, artifact)
+    else:
+        settings = TrainConfig(**{**DEFAULT_TRAIN, **TRAIN_OVERRIDES.get(name, {})})
+        train(model, method, forget, retain if method.uses_retain else None, idk if method.uses_idk else None,
+              formatter.pad_token_id, settings, tmp_path, progress=False,
+              reference_model_factory=lambda: load_causal_lm(models.target)[0])
     after = forget_probability(model, forget)
     assert after < before, f"{name}: forget Q_A_Prob {before:.4f} -> {after:.4f}"

@@ -52,6 +52,9 @@ DEFAULTS = {
     "tru": {"reasoning": TRU_REASONING, "refusal": TRU_REFUSAL, "target_reduction": "token", "target_weight": 1.0,
             "forget_weight": 1.0, "retain_weight": 1.0, "retain_loss": "nll"},
     "u2a": {"beta": 0.1, "weight_lr": 0.01, "gamma": 1.0, "weight_sign": "implicit", "retain_weight": 0.0},
+    # GUARD-IT (methods.md §9): the README's coeff and auto clusters; layers, vector and threshold are choices
+    "guard_it": {"layers": None, "vector": "orth_diff_means", "coeff": -0.3, "rotation_only": True,
+                 "n_clusters": "auto", "threshold": "auto", "router": "hidden_state", "batch_size": 8, "seed": 0},
 }
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
 REQUIRE_A_VALUE = ["lunar"]  # methods with a parameter that has no default and no DEFAULTS entry (lunar: refusal_prompts)

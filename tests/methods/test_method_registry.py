@@ -8,7 +8,7 @@ import naive_reference as naive
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import available, get_method
 
-NAMES = ["adv_ga", "adv_npo", "altpo", "catnip", "ceu", "ga", "graddiff", "gru", "hamu", "idkdpo", "idknll", "kfade",
+NAMES = ["adv_ga", "adv_npo", "altpo", "catnip", "ceu", "ga", "graddiff", "gru", "guard_it", "hamu", "idkdpo", "idknll", "kfade",
          "lunar", "npo", "ofmu", "pdu", "rmu", "satimp", "simnpo", "tru", "u2a", "undial", "wga"]
 # parameters without a default (OpenUnlearning's PDU has none for eps; LUNAR's refusal prompts are the user's)
 REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who is Zed?"]}}
@@ -16,6 +16,8 @@ REQUIRED = {"pdu": {"retain_loss_eps": 1.0}, "lunar": {"refusal_prompts": ["Who 
 FOUR_LAYERS = {"rmu": {"layer": 2}, "adv_ga": {"perturb_layer": 2}, "adv_npo": {"perturb_layer": 2}}
 # write text of their own with the tokenizer saved beside the model (tiny_llama has none): their own tests cover them
 NEEDS_TOKENIZER = ["altpo", "lunar"]
+# inference-time methods have no loss (fit, then apply): tests/methods/test_method_guard_it.py covers them
+INFERENCE = ["guard_it"]
 
 
 def test_registry_lists_all_methods():
@@ -32,10 +34,12 @@ def test_registry_lists_all_methods():
 def test_flags():
     made = {n: get_method(n, **REQUIRED.get(n, {})) for n in NAMES}
     assert [n for n in NAMES if made[n].uses_idk] == ["idkdpo", "idknll"]
-    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "hamu", "idkdpo",
+    assert [n for n in NAMES if made[n].uses_retain] == ["adv_npo", "altpo", "graddiff", "gru", "guard_it", "hamu", "idkdpo",
                                                          "idknll", "kfade", "lunar", "npo", "ofmu", "pdu", "rmu", "satimp",
                                                          "simnpo", "tru", "u2a", "wga"]
     assert [n for n in NAMES if made[n].needs_reference_model] == ["rmu", "undial"]
+    assert [n for n in NAMES if made[n].kind == "inference"] == INFERENCE
+    assert {made[n].kind for n in NAMES} == {"training", "inference"}
     assert get_method("npo", retain_loss="kl").needs_reference_model
     assert not get_method("npo", retain_loss=None).uses_retain
 
@@ -56,7 +60,7 @@ def test_bad_retain_loss_is_a_user_error(name, value):
         get_method(name, retain_loss=value)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_TOKENIZER])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NEEDS_TOKENIZER + INFERENCE])
 def test_every_method_trains_one_step(name):
     reference = naive.tiny_llama()
     model = naive.perturbed_copy(reference)

@@ -73,6 +73,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.result import EvalResult
+from unlearnkit.methods.base import installed_transform, weights_only
 
 FLOAT16_UNIT_ROUNDOFF = 2.0**-11
 FLOAT16_SUBNORMAL_ERROR = 2.0**-25  # half the spacing of float16 subnormals (2⁻²⁴)
@@ -127,7 +128,9 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
     """A quantized copy of ``model`` (left untouched), on the same device, in eval mode.
 
     The model is saved to a temporary folder and reloaded with ``from_pretrained(quantization_config=...)``,
-    as in the paper's attack; see the module docstring for what each scheme does.
+    as in the paper's attack; see the module docstring for what each scheme does. A model carrying an inference-time
+    transform (:func:`~unlearnkit.methods.base.installed_transform`, e.g. GUARD-IT's steering) has its weights
+    quantized and a copy of the same transform installed on the quantized model.
     """
     chosen = get_scheme(scheme)
     from transformers import PreTrainedModel
@@ -144,12 +147,15 @@ def quantize_model(model: nn.Module, scheme: str) -> nn.Module:
             raise UnlearnkitError(f"cannot quantize to {scheme} on the CPU: linear layers with input size {odd} are not "
                                   f"a multiple of {BLOCK_SIZE_4BIT}, which bitsandbytes' CPU 4-bit kernel gets wrong; "
                                   "use a GPU or a model whose layer sizes are multiples of 64")
+    transform = installed_transform(model)  # an inference-time method's (GUARD-IT): its buffers are not weights
     with tempfile.TemporaryDirectory(prefix="unlearnkit-quantize-") as folder:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": weights_only(model)} if transform is not None else {}))
         quantized = type(model).from_pretrained(
             folder, quantization_config=_bitsandbytes_config(chosen, parameter.dtype), dtype=parameter.dtype,
             device_map={"": str(device)}, use_safetensors=True,
         )
+    if transform is not None:  # the weights quantized, the same transform installed on them
+        copy.deepcopy(transform).install(quantized)
     return quantized.eval()
 
 

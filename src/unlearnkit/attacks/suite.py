@@ -40,6 +40,7 @@ from unlearnkit.evaluation.suites.tofu import resolve_metrics
 from unlearnkit.finished_run import load_run
 from unlearnkit.models.load import load_causal_lm
 from unlearnkit.models.prepare import resolve_models
+from unlearnkit.models.unlearned import load_unlearned
 from unlearnkit.report.html import write_report
 from unlearnkit.runio import write_json
 
@@ -63,7 +64,8 @@ def run_attacks(run_dir: Path, attacks: AttacksConfig, progress: bool = True) ->
         raise UnlearnkitError(f"{run_dir} unlearned a raw-text task ({cfg.task.source!r}); the attacks read QA "
                               "answers and run on QA tasks (tofu, synthetic, custom) only")
     models = resolve_models(cfg, task, progress, log=log.info)  # the run's own target/retain models, from the cache
-    unlearned, tokenizer = load_causal_lm(Path(run_dir) / "model", trust_remote_code=cfg.model.trust_remote_code)
+    # the weights, with an inference-time method's transform (GUARD-IT's steering) installed
+    unlearned, tokenizer = load_unlearned(run_dir, trust_remote_code=cfg.model.trust_remote_code)
     formatter = QAFormatter(tokenizer, max_length=cfg.model.max_length, template=cfg.model.template)
     # the attacks' evaluator: the run's evaluation settings and the attacks' metrics (each attack evaluates without
     # the result store and without intervals: attacks/evaluation.py)

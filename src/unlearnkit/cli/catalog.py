@@ -16,12 +16,13 @@ def methods(name: Optional[str] = typer.Argument(None, help="a method: show its 
 
     if name is None:
         for listed, cls in available().items():
-            typer.echo(f"{listed:<10} {cls.summary}\n{'':<10} {cls.citation}")
+            kind = "" if cls.kind == "training" else f"[{cls.kind}] "  # inference-time: no weight updates
+            typer.echo(f"{listed:<10} {kind}{cls.summary}\n{'':<10} {cls.citation}")
         return
     from unlearnkit.methods.params import rows
 
     cls = _guard(lambda: method_class(name))
-    typer.echo(f"{cls.name}: {cls.summary}\n{cls.citation}\n")
+    typer.echo(f"{cls.name}: {cls.summary}\nkind: {cls.kind}\n{cls.citation}\n")
     table = [("parameter", "type", "default", "range", "meaning"), *rows(cls.Params)]
     if len(table) == 1:
         typer.echo("no parameters")

@@ -1,7 +1,10 @@
 """``unlearnkit export RUN_DIR --to DIR``: the unlearned model's folder with its model card and audit record.
 
 DIR gets the files of ``RUN_DIR/model`` (weights, config, tokenizer, and the card ``README.md``, rendered from the
-run's config, results and audit record when the run has no card yet) and ``audit.json``. An existing DIR must be
+run's config, results and audit record when the run has no card yet) and ``audit.json``; for an inference-time
+method (GUARD-IT), also ``inference/``, the transform that the unchanged weights need
+(``inference/artifact.json`` names the method and its parameters;
+:func:`unlearnkit.models.unlearned.load_artifact` of the exported folder and the method's ``apply`` install it). An existing DIR must be
 empty: nothing of the user's is overwritten. The folder is written beside DIR and renamed into place.
 """
 
@@ -36,4 +39,6 @@ def export_run(run_dir: Path, to: Path) -> Path:
             write_card(tmp, load_config(run_dir / "config.yaml"), json.loads((run_dir / "results.json").read_text()),
                        audit)
         shutil.copy2(run_dir / AUDIT_FILE, tmp / AUDIT_FILE)
+        if (run_dir / "inference").is_dir():  # an inference-time method's artifact: the weights alone are the target
+            shutil.copytree(run_dir / "inference", tmp / "inference")
     return to
