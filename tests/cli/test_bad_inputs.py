@@ -121,6 +121,14 @@ def _corrupt_weights_header(folder: Path) -> None:
 
 
 
+def _flip_last_byte(folder: Path) -> None:
+    """One bit of the last weight changed: the file keeps its size and its header, only its digest tells."""
+    weights = folder / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0x01
+    weights.write_bytes(bytes(raw))
+
+
 def _run_config(data: dict):
     return lambda: _write("config.yaml", yaml.safe_dump({"output_dir": "run", **data}))
 
@@ -162,7 +170,7 @@ def _setup_damaged_cache(damage):
         _setup_small()()
         from unlearnkit.config import load_config
         from unlearnkit.data.sources import load_task
-        from unlearnkit.models.prepare import default_recipe, prepare_key
+        from unlearnkit.models.prepared import default_recipe, prepare_key, write_manifest
         from unlearnkit.runio import default_cache_dir
 
         cfg = load_config("config.yaml")
@@ -172,6 +180,7 @@ def _setup_damaged_cache(damage):
         root = default_cache_dir() / "prepared" / key
         for role in ("target", "retain"):
             _tiny_model(root / role)
+            write_manifest(root / role)  # as prepare writes it
         damage(root / "target")
     return setup
 
@@ -344,6 +353,13 @@ CASES = [
      ["target/config.json, line 3, column 3: unreadable JSON", "and run `unlearnkit prepare` again"]),
     ("cache-prepared-truncated-weights", _setup_damaged_cache(_truncated_weights), ["run", "config.yaml"],
      ["target/model.safetensors: damaged safetensors file", "and run `unlearnkit prepare` again"]),
+    ("cache-prepared-flipped-byte", _setup_damaged_cache(_flip_last_byte), ["run", "config.yaml"],
+     ["cached prepared model /", "/cache/prepared/", "/target is damaged (model.safetensors differs from what was written)",
+      "rebuild it with `unlearnkit prepare CONFIG --force`"]),
+    ("cache-prepared-without-file-list", _setup_damaged_cache(lambda folder: (folder / "unlearnkit_files.json").unlink()),
+     ["run", "config.yaml"], ["/target is damaged (unlearnkit_files.json is missing)", "or delete /"]),
+    ("cache-prepared-file-missing", _setup_damaged_cache(lambda folder: (folder / "tokenizer.json").unlink()),
+     ["prepare", "config.yaml"], ["/target is damaged (tokenizer.json is missing)"]),
     # run directories
     ("rundir-output-exists", lambda: (_setup_small()(), Path("run").mkdir()), ["run", "config.yaml"],
      ["output directory run already exists", "--output-dir"]),
