@@ -185,6 +185,21 @@ def _setup_damaged_cache(damage):
     return setup
 
 
+def _setup_damaged_store():
+    """A tiny model evaluated once on a one-question task (its results in the cache's evaluation store), then one
+    bit flipped inside the first stored value of each store file: found when the next evaluation reads it."""
+    _setup_custom_files(json.dumps({"question": "Who sang it?", "answer": "Bo Ray."}) + "\n")()
+    _tiny_model(Path("models/m"))
+    first = runner.invoke(app, EVAL + ["models/m", "--quiet", "--set", "eval.max_new_tokens=4"])
+    assert first.exit_code == 0, first.output
+    parts = sorted(Path("cache/scores").glob("*/*/part-0.jsonl"))
+    assert parts
+    for part in parts:
+        raw = bytearray(part.read_bytes())
+        raw[raw.index(b'"value": ') + 12] ^= 0x01
+        part.write_bytes(bytes(raw))
+
+
 def _setup_given_models(target: str, retain: str):
     return _run_config({"task": SMALL_TASK, "model": {"target": target, "retain": retain}})
 
@@ -360,6 +375,9 @@ CASES = [
      ["run", "config.yaml"], ["/target is damaged (unlearnkit_files.json is missing)", "or delete /"]),
     ("cache-prepared-file-missing", _setup_damaged_cache(lambda folder: (folder / "tokenizer.json").unlink()),
      ["prepare", "config.yaml"], ["/target is damaged (tokenizer.json is missing)"]),
+    ("cache-store-flipped-byte", _setup_damaged_store, EVAL + ["models/m", "--set", "eval.max_new_tokens=4"],
+     ["evaluation store /", "/cache/scores/", "/part-0.jsonl is damaged (line 1 does not match its digest): delete /",
+      "(its results are computed again by the next evaluation)"]),
     # run directories
     ("rundir-output-exists", lambda: (_setup_small()(), Path("run").mkdir()), ["run", "config.yaml"],
      ["output directory run already exists", "--output-dir"]),
