@@ -1,12 +1,13 @@
 """The corpus of bad inputs at the command line (issue #20), table-driven: config files (encoding, YAML syntax,
 unknown keys, wrong types and ranges, method and optimizer parameters), data files (TOFU and custom: missing,
 empty, unreadable, null or missing columns), model folders (missing, pickled weights, damaged ``config.json`` or
-safetensors, no tokenizer), unlearnkit's own cache (a damaged prepared model) and run directories (to write: exists
-or interrupted; to read: missing, incomplete, damaged ``results.json``).
+safetensors, no tokenizer), unlearnkit's own cache (a damaged prepared model: a file that no longer matches its
+recorded digest, a missing file or file list; a damaged evaluation-store line) and run directories (to write:
+exists or interrupted; to read: missing, incomplete, damaged ``results.json``).
 
 Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the line and column where there
 is one; exit status 2; no traceback; nothing written or removed in the test's folder (the cache included). None of
-them trains: each fails while the inputs are read. The paths are typed relative to the test's folder, as a user
+them trains: each fails while the inputs are read (the damaged store's setup evaluates a tiny model once). The paths are typed relative to the test's folder, as a user
 would. ``benchmarks/error_latency.py`` runs the same cases as real processes and times them."""
 
 import json
