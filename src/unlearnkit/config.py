@@ -320,6 +320,45 @@ def check_parameters(cfg: RunConfig, where: str = "config") -> None:
     check_optimizer_serves_method(cfg, where)
 
 
+def check_catalogued(cfg: RunConfig, where: str = "config") -> None:
+    """What :func:`check_parameters` checks that the static catalogue knows (:mod:`unlearnkit.catalogue`: names,
+    typed parameters, which optimizers use a closure, metric names), in its order and with its messages, without
+    importing torch. ``check_parameters`` still runs after it, for what the catalogue cannot say."""
+    from unlearnkit import catalogue
+    from unlearnkit.registry import unknown_name
+
+    for section in ("prepare", "train"):
+        settings = getattr(cfg, section)
+        if settings is None:
+            continue
+        name, names = settings.optimizer.name, catalogue.optimizer_names()
+        if names is not None and name not in names:
+            raise ConfigError(f"{where}: {section}.optimizer: {unknown_name('optimizer', name, names, 'optimizers')}")
+        params, closure = catalogue.optimizer_params(name), catalogue.uses_closure(name)
+        try:
+            if params is not None:
+                params.check(settings.optimizer.params(), name)
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}.optimizer: {exc}") from None
+        try:
+            if closure is not None:
+                settings.check_clipping(uses_closure=lambda _: closure)
+        except UnlearnkitError as exc:
+            raise ConfigError(f"{where}: {section}: {exc}") from None
+    names = catalogue.method_names()
+    if names is not None and cfg.method.name not in names:
+        raise ConfigError(f"{where}: method.name: {unknown_name('method', cfg.method.name, names, 'methods')}")
+    params = catalogue.method_params(cfg.method.name)
+    if params is not None:
+        params.check(cfg.method.params, cfg.method.name, where)
+    suite = "muse" if cfg.task.source in ("corpus", "synthetic_corpus") else "tofu"
+    table = catalogue.metric_names(suite)
+    unknown = sorted(set(cfg.eval.extra_metrics) - set(table or cfg.eval.extra_metrics))
+    if unknown:  # the metric registry's message (evaluation/metrics/registry.py: resolve)
+        raise ConfigError(f"{where}: eval.extra_metrics: unknown {suite.upper()} metric(s) {unknown}: choose from "
+                          f"{', '.join(table)}")
+
+
 def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None:
     """``train.optimizer`` can train ``method`` (e.g. SAM on the forget term needs the terms apart); else one line
     with the reason. Builds the method object only (no model or data)."""

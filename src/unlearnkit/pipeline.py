@@ -34,7 +34,7 @@ from unlearnkit.data.idk import assign_idk
 from unlearnkit.data.sources import load_task
 from unlearnkit.data.subset import choose_forget_subset
 from unlearnkit.data.types import Task
-from unlearnkit.errors import RunDirectoryError, UnlearnkitError
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.evaluator import Evaluator, is_corpus
 from unlearnkit.evaluation.metrics import registry
 from unlearnkit.evaluation.suites.representation import (
@@ -52,7 +52,7 @@ from unlearnkit.models.unlearned import save_artifact, save_unlearned
 from unlearnkit.optim.registry import uses_closure
 from unlearnkit.report.html import write_report
 from unlearnkit.report.model_card import write_card
-from unlearnkit.runio import write_json
+from unlearnkit.runio import check_output_dir, write_json
 from unlearnkit.tracking import RunTracker, check_tracking
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.engines import check_engine
@@ -104,13 +104,8 @@ class RunDirectory:
 
     def __init__(self, output_dir: str | Path, resume: bool):
         self.final = Path(output_dir)
-        self.partial = self.final.with_name(self.final.name + ".partial")
+        self.partial = check_output_dir(output_dir, resume)
         self.resume = resume
-        if self.final.exists():
-            raise RunDirectoryError(f"output directory {self.final} already exists: choose another (--output-dir) or "
-                                  "delete it")
-        if self.partial.exists() and not resume:
-            raise RunDirectoryError(f"{self.partial} holds an interrupted run: pass --resume to continue it, or delete it")
 
     @contextmanager
     def training(self) -> Iterator[Path]:

@@ -35,6 +35,10 @@ class Registry:
         """The registered class called ``name``; an unknown name is a user error listing the valid ones."""
         entries = self.available()
         if name not in entries:
-            raise UnlearnkitError(f"unknown {self.kind} {name!r}: choose one of {', '.join(entries)} "
-                                  f"(see `unlearnkit {self.command}`)")
+            raise UnlearnkitError(unknown_name(self.kind, name, entries, self.command))
         return entries[name]
+
+
+def unknown_name(kind: str, name: str, names, command: str) -> str:
+    """The one line for a name no entry has (shared with the catalogue's check, :mod:`unlearnkit.catalogue`)."""
+    return f"unknown {kind} {name!r}: choose one of {', '.join(sorted(names))} (see `unlearnkit {command}`)"

@@ -16,6 +16,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("UNLEARNKIT_CACHE", Path.home() / ".cache" / "unlearnkit"))
 
 
+def check_output_dir(output_dir: str | Path, resume: bool) -> Path:
+    """The ``.partial`` folder a run writes ``output_dir`` through, once it is clear the run may start: an existing
+    output is refused, and an interrupted run (its ``.partial`` folder) needs ``resume``. Reads no file, imports
+    nothing heavy: ``unlearnkit run`` asks before torch is imported, ``pipeline.RunDirectory`` again before writing."""
+    from unlearnkit.errors import RunDirectoryError
+
+    final = Path(output_dir)
+    partial = final.with_name(final.name + ".partial")
+    if final.exists():
+        raise RunDirectoryError(f"output directory {final} already exists: choose another (--output-dir) or delete it")
+    if partial.exists() and not resume:
+        raise RunDirectoryError(f"{partial} holds an interrupted run: pass --resume to continue it, or delete it")
+    return partial
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds."""

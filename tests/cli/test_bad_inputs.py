@@ -1,12 +1,13 @@
 """The corpus of bad inputs at the command line (issue #20), table-driven: config files (encoding, YAML syntax,
 unknown keys, wrong types and ranges, method and optimizer parameters), data files (TOFU and custom: missing,
 empty, unreadable, null or missing columns), model folders (missing, pickled weights, damaged ``config.json`` or
-safetensors, no tokenizer), unlearnkit's own cache (a damaged prepared model) and run directories (to write: exists
-or interrupted; to read: missing, incomplete, damaged ``results.json``).
+safetensors, no tokenizer), unlearnkit's own cache (a damaged prepared model: a file that no longer matches its
+recorded digest, a missing file or file list; a damaged evaluation-store line) and run directories (to write:
+exists or interrupted; to read: missing, incomplete, damaged ``results.json``).
 
 Each is one line on stderr, ``error: <what>: <fix>``, naming the file as typed and the line and column where there
 is one; exit status 2; no traceback; nothing written or removed in the test's folder (the cache included). None of
-them trains: each fails while the inputs are read. The paths are typed relative to the test's folder, as a user
+them trains: each fails while the inputs are read (the damaged store's setup evaluates a tiny model once). The paths are typed relative to the test's folder, as a user
 would. ``benchmarks/error_latency.py`` runs the same cases as real processes and times them."""
 
 import json
@@ -121,6 +122,14 @@ def _corrupt_weights_header(folder: Path) -> None:
 
 
 
+def _flip_last_byte(folder: Path) -> None:
+    """One bit of the last weight changed: the file keeps its size and its header, only its digest tells."""
+    weights = folder / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0x01
+    weights.write_bytes(bytes(raw))
+
+
 def _run_config(data: dict):
     return lambda: _write("config.yaml", yaml.safe_dump({"output_dir": "run", **data}))
 
@@ -162,7 +171,7 @@ def _setup_damaged_cache(damage):
         _setup_small()()
         from unlearnkit.config import load_config
         from unlearnkit.data.sources import load_task
-        from unlearnkit.models.prepare import default_recipe, prepare_key
+        from unlearnkit.models.prepared import default_recipe, prepare_key, write_manifest
         from unlearnkit.runio import default_cache_dir
 
         cfg = load_config("config.yaml")
@@ -172,8 +181,24 @@ def _setup_damaged_cache(damage):
         root = default_cache_dir() / "prepared" / key
         for role in ("target", "retain"):
             _tiny_model(root / role)
+            write_manifest(root / role)  # as prepare writes it
         damage(root / "target")
     return setup
+
+
+def _setup_damaged_store():
+    """A tiny model evaluated once on a one-question task (its results in the cache's evaluation store), then one
+    bit flipped inside the first stored value of each store file: found when the next evaluation reads it."""
+    _setup_custom_files(json.dumps({"question": "Who sang it?", "answer": "Bo Ray."}) + "\n")()
+    _tiny_model(Path("models/m"))
+    first = runner.invoke(app, EVAL + ["models/m", "--quiet", "--set", "eval.max_new_tokens=4"])
+    assert first.exit_code == 0, first.output
+    parts = sorted(Path("cache/scores").glob("*/*/part-0.jsonl"))
+    assert parts
+    for part in parts:
+        raw = bytearray(part.read_bytes())
+        raw[raw.index(b'"value": ') + 12] ^= 0x01
+        part.write_bytes(bytes(raw))
 
 
 def _setup_given_models(target: str, retain: str):
@@ -344,6 +369,16 @@ CASES = [
      ["target/config.json, line 3, column 3: unreadable JSON", "and run `unlearnkit prepare` again"]),
     ("cache-prepared-truncated-weights", _setup_damaged_cache(_truncated_weights), ["run", "config.yaml"],
      ["target/model.safetensors: damaged safetensors file", "and run `unlearnkit prepare` again"]),
+    ("cache-prepared-flipped-byte", _setup_damaged_cache(_flip_last_byte), ["run", "config.yaml"],
+     ["cached prepared model /", "/cache/prepared/", "/target is damaged (model.safetensors differs from what was written)",
+      "rebuild it with `unlearnkit prepare CONFIG --force`"]),
+    ("cache-prepared-without-file-list", _setup_damaged_cache(lambda folder: (folder / "unlearnkit_files.json").unlink()),
+     ["run", "config.yaml"], ["/target is damaged (unlearnkit_files.json is missing)", "or delete /"]),
+    ("cache-prepared-file-missing", _setup_damaged_cache(lambda folder: (folder / "tokenizer.json").unlink()),
+     ["prepare", "config.yaml"], ["/target is damaged (tokenizer.json is missing)"]),
+    ("cache-store-flipped-byte", _setup_damaged_store, EVAL + ["models/m", "--set", "eval.max_new_tokens=4"],
+     ["evaluation store /", "/cache/scores/", "/part-0.jsonl is damaged (line 1 does not match its digest): delete /",
+      "(its results are computed again by the next evaluation)"]),
     # run directories
     ("rundir-output-exists", lambda: (_setup_small()(), Path("run").mkdir()), ["run", "config.yaml"],
      ["output directory run already exists", "--output-dir"]),

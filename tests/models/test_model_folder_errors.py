@@ -2,7 +2,6 @@
 and the fix — a garbage config.json (file, line, column), damaged safetensors weights, a cached prepared model
 (delete it and prepare again), a path that does not exist (as typed, never a repr)."""
 
-import os
 from pathlib import Path
 
 import pytest

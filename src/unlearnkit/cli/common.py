@@ -88,20 +88,28 @@ def _config(path: Optional[Path], sets, *, parameters: bool = True, **flags):
     return parse_config(data, where="flags", parameters=parameters)
 
 
-def _check_inputs(cfg, path: Path | None, models: list[str] | None = None):
-    """After the config's structure, the cheap checks first: the task's data (read and validated) and the model
-    folders (``models``, else the config's), then the method and optimizer parameters, whose registries import
-    torch. Returns the task."""
-    from unlearnkit.config import check_parameters
+def _check_inputs(cfg, path: Path | None, models: list[str] | None = None, prepared: bool = True):
+    """After the config's structure, the cheap checks first: the method, optimizer and metric names and parameters
+    the static catalogue knows, the task's data (read and validated) and the model folders (``models``, else the
+    config's) with, unless ``prepared`` is false, the prepared models already cached for the config (their files'
+    digests); then the full check of the parameters, whose registries import torch. Returns the task."""
+    from unlearnkit.config import check_catalogued, check_parameters
     from unlearnkit.data.sources import load_task
     from unlearnkit.models.folders import check_model_folder, check_model_folders
 
+    where = str(path) if path is not None else "flags"
+    check_catalogued(cfg, where)
     task = load_task(cfg.task.source, **cfg.task.options)
     if models is None:
         check_model_folders(cfg)
+        if prepared:
+            from unlearnkit.models.prepared import check_prepared
+            from unlearnkit.runio import default_cache_dir
+
+            check_prepared(cfg, task, default_cache_dir())  # the cached target and retain models, if any
     for folder in models or []:
         check_model_folder(folder)
-    check_parameters(cfg, where=str(path) if path is not None else "flags")
+    check_parameters(cfg, where)
     return task
 
 

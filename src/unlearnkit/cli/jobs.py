@@ -51,16 +51,17 @@ def _fail_track(track: str) -> None:
 def prepare(config: Optional[Path] = typer.Argument(None, help="run config YAML (its task:, model:, prepare: sections)"),
             sets: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt,
             base: Optional[str] = typer.Option(None, help="base model: tiny, smollm2-135m, a folder or a hub id"),
+            force: bool = typer.Option(False, help="fine-tune again even when cached (rebuilds a damaged cache)"),
             quiet: bool = typer.Option(False)):
     """Fine-tune the target model (retain + forget) and the retain model (retain only); cached."""
     _setup_logging(quiet)
 
     def go():
         cfg = _config(config, sets, parameters=False, **{"task.options.data_dir": data_dir, "model.base": base})
-        task = _check_inputs(cfg, config)
+        task = _check_inputs(cfg, config, prepared=not force)
         from unlearnkit.models.prepare import resolve_models
 
-        return resolve_models(cfg, task, progress=not quiet)
+        return resolve_models(cfg, task, progress=not quiet, force=force)
 
     models = _guard(go, interrupted=lambda: "the finished epochs are kept; run the same command again to continue")
     typer.echo(f"target model: {models.target}\nretain model: {models.retain}")
@@ -88,6 +89,9 @@ def run(config: Path = typer.Argument(..., help="run config YAML"), sets: Option
             from unlearnkit.classifier.pipeline import run_classifier
 
             return run_classifier(cfg, resume=resume, progress=not quiet)
+        from unlearnkit.runio import check_output_dir
+
+        check_output_dir(cfg.output_dir, resume)  # an existing or interrupted run directory: before anything is read
         _check_inputs(cfg, config)  # a bad config, data file or model folder stops here, before the heavy imports
         parsed["output_dir"] = Path(cfg.output_dir)
         from unlearnkit.pipeline import run as run_pipeline

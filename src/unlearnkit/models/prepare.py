@@ -14,8 +14,6 @@ the first one trained.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,28 +23,23 @@ from filelock import FileLock
 
 from unlearnkit.data.corpus import CorpusTask, training_items
 from unlearnkit.data.formatting import QAFormatter
-from unlearnkit.data.types import QAExample, Task
+from unlearnkit.data.types import Task
 from unlearnkit.errors import CacheError
-from unlearnkit.models.bases import base_identity, load_base
+from unlearnkit.models.bases import load_base
 from unlearnkit.models.load import save_model
+from unlearnkit.models.prepared import (  # noqa: F401  (RECIPES, default_recipe, prepare_key: read from here too)
+    RECIPES,
+    default_recipe,
+    prepare_key,
+    prepared_root,
+    run_recipe,
+    verify_prepared,
+    write_manifest,
+)
 from unlearnkit.runio import atomic_dir, default_cache_dir, write_json
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.loop import train
 from unlearnkit.training.objectives import FineTune
-
-PREPARE_VERSION = 1
-
-# Fine-tuning recipes. Real LMs: the TOFU paper's (lr 1e-5, 5 epochs, effective batch 32, linear decay, warmup 1
-# epoch, weight decay 0.01). The tiny base starts from random weights, so it needs a far larger step and more epochs.
-RECIPES = {
-    "tiny": TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3, weight_decay=0.0, warmup_steps=20),
-    "default": TrainConfig(epochs=5, batch_size=8, gradient_accumulation_steps=4, learning_rate=1e-5, weight_decay=0.01),
-}
-
-
-def default_recipe(base: str) -> TrainConfig:
-    return RECIPES["tiny" if base == "tiny" else "default"].model_copy()
-
 
 @dataclass(frozen=True)
 class PreparedModels:
@@ -55,29 +48,12 @@ class PreparedModels:
     key: str
 
 
-def _examples_fingerprint(examples: list[QAExample] | list[str]) -> str:
-    items = [e if isinstance(e, str) else (e.question, e.answer) for e in examples]
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
-
-
-def prepare_key(task: Task | CorpusTask, base: str, recipe: TrainConfig, max_length: int, template: str, seed: int) -> str:
-    blob = json.dumps({
-        "version": PREPARE_VERSION,
-        "base": base_identity(base, task, seed),
-        "retain": _examples_fingerprint(task.retain),
-        "forget": _examples_fingerprint(task.forget),
-        "recipe": recipe.to_dict(),
-        "max_length": max_length,
-        "template": template,
-        "seed": seed,
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainConfig | None = None, *, max_length: int = 256,
                    template: str = "auto", seed: int = 0, cache_dir: Path | None = None,
-                   trust_remote_code: bool = False, progress: bool = True, log=print) -> PreparedModels:
-    """Fine-tune (or find in the cache) the target and the retain model of ``task``."""
+                   trust_remote_code: bool = False, progress: bool = True, log=print,
+                   force: bool = False) -> PreparedModels:
+    """Fine-tune (or find in the cache, verified) the target and the retain model of ``task``; ``force``: fine-tune
+    them again even when cached (a damaged cache is rebuilt this way)."""
     recipe = (recipe or default_recipe(base)).model_copy(update={"seed": seed})
     cache_dir = Path(cache_dir or default_cache_dir())
     key = prepare_key(task, base, recipe, max_length, template, seed)
@@ -88,6 +64,8 @@ def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainCon
         folder = root / role
         folders[role] = folder
         with FileLock(root / f".{role}.lock"):  # another process preparing the same model: wait, then read it
+            if force and folder.exists():
+                shutil.rmtree(folder)
             _prepare_one(folder, role, examples, task, base, recipe, max_length, template, seed, cache_dir,
                          trust_remote_code, key, progress, log)
     return PreparedModels(target=folders["target"], retain=folders["retain"], key=key)
@@ -96,7 +74,8 @@ def prepare_models(task: Task | CorpusTask, base: str = "tiny", recipe: TrainCon
 def _prepare_one(folder: Path, role: str, examples, task, base: str, recipe: TrainConfig, max_length: int,
                  template: str, seed: int, cache_dir: Path, trust_remote_code: bool, key: str, progress: bool,
                  log) -> None:
-    if (folder / "config.json").exists():
+    if folder.exists():
+        verify_prepared(folder)  # what was written, file by file; else a CacheError saying how to rebuild it
         log(f"{role} model: cached at {folder}")
         return
     model, tokenizer = load_base(base, task, seed, cache_dir, trust_remote_code)
@@ -109,10 +88,11 @@ def _prepare_one(folder: Path, role: str, examples, task, base: str, recipe: Tra
         save_model(model, tokenizer, tmp)
         write_json(tmp / "unlearnkit_prepare.json", {"role": role, "base": base, "examples": len(examples),
                                                      "recipe": recipe.to_dict(), "key": key})
+        write_manifest(tmp)  # every file's size and digest, renamed into place with them
     shutil.rmtree(work, ignore_errors=True)
 
 
-def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=print) -> PreparedModels:
+def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=print, force: bool = False) -> PreparedModels:
     """The target and retain model folders of a run config (:class:`~unlearnkit.config.RunConfig`): given in
     ``model.target`` / ``model.retain``, or prepared (and cached) from ``model.base``.
 
@@ -121,17 +101,15 @@ def resolve_models(cfg, task: Task | CorpusTask, progress: bool = True, log=prin
     if cfg.model.target:
         retain = Path(cfg.model.retain) if cfg.model.retain else None
         return PreparedModels(Path(cfg.model.target), retain, key="given")  # type: ignore[arg-type]
-    recipe = TrainConfig(**cfg.prepare.model_dump(), seed=cfg.seed) if cfg.prepare else None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _prepared_exists(cfg, task, recipe):
+    recipe = run_recipe(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _prepared_exists(cfg, task):
         raise CacheError("the target and retain models are not prepared yet: run `unlearnkit prepare CONFIG` "
                               "once in a single process, then launch the run with several processes")
     return prepare_models(task, cfg.model.base, recipe, max_length=cfg.model.max_length, template=cfg.model.template,
                           seed=cfg.seed, cache_dir=default_cache_dir(), trust_remote_code=cfg.model.trust_remote_code,
-                          progress=progress, log=log)
+                          progress=progress, log=log, force=force)
 
 
-def _prepared_exists(cfg, task: Task | CorpusTask, recipe: TrainConfig | None) -> bool:
-    recipe = (recipe or default_recipe(cfg.model.base)).model_copy(update={"seed": cfg.seed})
-    key = prepare_key(task, cfg.model.base, recipe, cfg.model.max_length, cfg.model.template, cfg.seed)
-    root = default_cache_dir() / "prepared" / key
+def _prepared_exists(cfg, task: Task | CorpusTask) -> bool:
+    root = prepared_root(cfg, task, default_cache_dir())
     return (root / "target" / "config.json").exists() and (root / "retain" / "config.json").exists()

@@ -118,11 +118,13 @@ class TrainSettings(BaseModel):
             raise PydanticCustomError("optimizer", "{message}", {"message": str(exc)}) from None
         return self
 
-    def check_clipping(self) -> None:
-        """Gradient clipping is asked for only with an optimizer that takes one gradient per step."""
+    def check_clipping(self, uses_closure=None) -> None:
+        """Gradient clipping is asked for only with an optimizer that takes one gradient per step (``uses_closure``:
+        optimizer name -> bool, by default the registry's, which imports torch)."""
         if self.max_grad_norm is None:
             return  # nothing to clip, nothing to import
-        from unlearnkit.optim.registry import uses_closure
+        if uses_closure is None:
+            from unlearnkit.optim.registry import uses_closure
 
         if uses_closure(self.optimizer.name):
             raise ConfigError(
