@@ -121,8 +121,9 @@ def oracle_matching(original: Ensemble, task: ClassifierTask, forget: np.ndarray
                     opts: OracleMatchingParams, cache_dir: Path | None = None) -> Ensemble:
     oracles = oracle_targets(original, task, forget, opts, cache_dir)
     points = matched_points(original.seeds, forget, retain, opts.retain_multiplier)
-    mean = oracles.logits(task.train.x[points.reshape(-1)]).mean(0)  # (members · points, classes)
-    return match(original, task.train.x, points, mean.view(*points.shape, -1), opts)
+    unique, where = np.unique(points, return_inverse=True)
+    mean = oracles.logits(task.train.x[unique]).mean(0)  # (unique points, classes)
+    return match(original, task.train.x, points, mean[torch.as_tensor(where.reshape(points.shape))], opts)
 
 
 def read_datamodels(path: str, n: int, classes: int) -> np.ndarray:
