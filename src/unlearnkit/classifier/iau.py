@@ -19,7 +19,8 @@ one; default 1). The paper's training-time gradient restriction (ℓ_GR = CE + �
 on members trained by any recipe.
 
 Each member's loss is its own (the stacked loss sums the members' losses), and Adam acts element by element, so
-member i is IAU run on model i alone. Cost: per step, one forward and backward of every member over D_r and D_f.
+member i is IAU run on model i alone. The full-set gradients are accumulated over chunks of 1,024 examples, so a
+large retain set never runs through every member in one pass. Cost: per step, one forward and backward of every member over D_r and D_f.
 """
 
 from __future__ import annotations
@@ -45,14 +46,19 @@ class IAUParams(Options):
     eps: float = Field(1e-8, gt=0, description="Adam ε")
 
 
-def correction_loss(run, params, buffers, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor,
-                    retain: torch.Tensor) -> torch.Tensor:
-    """Σ over members of mean CE(D_r) − mean CE(D_f): each member's gradient is its own g."""
-    def mean_ce(index: torch.Tensor) -> torch.Tensor:
-        logits = vmap(run, in_dims=(0, 0, None))(params, buffers, x[index])  # (members, n, classes)
-        target = y[index].repeat(logits.shape[0])
-        return F.cross_entropy(logits.flatten(0, 1), target, reduction="sum") / len(index)
-    return mean_ce(retain) - mean_ce(forget)
+CHUNK = 1024  # examples per forward pass: the full-set gradients are accumulated chunk by chunk (same sums)
+
+
+def accumulate_correction(run, params, buffers, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor,
+                          retain: torch.Tensor) -> None:
+    """Adds to each stacked parameter's ``.grad`` its members' g = ∇ mean CE(D_r) − ∇ mean CE(D_f) (the stacked
+    loss sums the members' losses, so each member's gradient is its own)."""
+    for index, sign in ((retain, 1.0), (forget, -1.0)):
+        for start in range(0, len(index), CHUNK):
+            part = index[start:start + CHUNK]
+            logits = vmap(run, in_dims=(0, 0, None))(params, buffers, x[part])  # (members, chunk, classes)
+            loss = F.cross_entropy(logits.flatten(0, 1), y[part].repeat(logits.shape[0]), reduction="sum")
+            (sign * loss / len(index)).backward()
 
 
 def iau(original: Ensemble, task: ClassifierTask, forget: np.ndarray, retain: np.ndarray,
@@ -66,7 +72,7 @@ def iau(original: Ensemble, task: ClassifierTask, forget: np.ndarray, retain: np
     run = call(original.template, False)
     for _ in range(opts.steps):
         optimizer.zero_grad(set_to_none=True)
-        correction_loss(run, params, original.buffers, x, y, forget_t, retain_t).backward()
+        accumulate_correction(run, params, original.buffers, x, y, forget_t, retain_t)
         optimizer.step()
     result.params = {k: v.detach() for k, v in params.items()}
     return result
