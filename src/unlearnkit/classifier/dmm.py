@@ -7,7 +7,8 @@ retrained without F would give:
 
 - ``oracle_matching`` (OM): the targets are the mean logits of ``num_oracles`` real retrained models (the oracles:
   ``train_ensemble(..., forget=F)`` with the original's model and recipe, seeds ``oracle_seed``,
-  ``oracle_seed + 1``, ...; cached like ``retrain``). The paper uses OM as the upper bound that DMM approximates.
+  ``oracle_seed + 1``, ...; cached like ``retrain``). OM needs retraining itself; in the paper it shows what
+  matching the true targets achieves, and DMM replaces the oracles by the datamodels' predictions.
 - ``dmm``: the targets are *predicted* by datamodels, f̂(x) = f_θ₀(x) − m · Σ_{i∈F} β_i(x), with f_θ₀ the model being
   unlearned and β[i, j, c] the datamodel score of training example i on the logit c of training example j (e.g.
   TRAK scores), read from the user's ``datamodels`` .npy file of shape (train size, train size, classes).
@@ -16,7 +17,8 @@ retrained without F would give:
 Fine-tuning, per model: the data are F and ``retain_multiplier`` · |F| retain examples drawn at random (without
 replacement; all of the retain set if fewer); the loss is the mean squared error between logits and targets (mean
 over the batch and the classes, ``nn.MSELoss``), plus ``wd_lambda`` · ‖θ − θ₀‖²; Adam (lr 5e-4), the learning rate
-multiplied by ``lr_decay`` = 0.95 after each epoch (``ExponentialLR``), 5 epochs, batch 512 (the code's defaults).
+multiplied by ``lr_decay`` = 0.95 after each epoch (``ExponentialLR``), 5 epochs, batch 512 (the code's defaults as
+recorded in research/methods.md §8; ``num_oracles`` = 10 likewise).
 
 [choices] The retain subset is drawn once per model, from its seed (stream 4), not per epoch; each epoch visits that
 model's F ∪ subset in its own order (stream 5). The oracle seeds default to 1,000,000 onwards, so that the oracles are
