@@ -18,7 +18,8 @@ measure of the work.
 
 Example::
 
-    python benchmarks/eps_evaluation.py --members 512 --threads 2 --method oracle_matching --params '{"epochs": 40, "lr": 0.01, "batch_size": 128}'
+    python benchmarks/eps_evaluation.py --members 512 --threads 2 --method oracle_matching \
+        --params '{"epochs": 40, "lr": 0.01, "batch_size": 128}'
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def test_dmm_with_exact_datamodels_is_oracle_matching(setup, tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (None, "datamodels file .* not found"),
-    (lambda p: np.save(p, np.zeros((3, 3, 10), np.float32)), r"have shape \(3, 3, 10\); the task needs \(150, 150, 10\)"),
+    (lambda p: np.save(p, np.zeros((3, 3, 10), np.float32)),
+     r"have shape \(3, 3, 10\); the task needs \(150, 150, 10\)"),
     (lambda p: p.write_bytes(b"not an array"), "is not a .npy array"),
 ])
 def test_bad_datamodels_are_one_line_data_errors(setup, tmp_path, make, words):

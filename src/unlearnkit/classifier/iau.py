@@ -20,7 +20,8 @@ on members trained by any recipe.
 
 Each member's loss is its own (the stacked loss sums the members' losses), and Adam acts element by element, so
 member i is IAU run on model i alone. The full-set gradients are accumulated over chunks of 1,024 examples, so a
-large retain set never runs through every member in one pass. Cost: per step, one forward and backward of every member over D_r and D_f.
+large retain set never runs through every member in one pass. Cost: per step, one forward and backward of every
+member over D_r and D_f.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ for a class, where retraining gives 0.97 and 0.00; ``random_labels`` reaches 0.0
 The engine and the plans of these four are in ``steps.py``. The methods of the seed papers, each in its own module:
 ``l1_sparse`` and ``prune`` (``sparse.py``, Jia et al. 2023), ``salun`` (``salun.py``, Fan et al. 2024), ``scrub``
 (``scrub.py``, Kurmanji et al. 2023), ``boundary_shrink`` (``boundary.py``, Chen et al. 2023), ``iau`` (``iau.py``,
-Liu et al. 2025), ``oracle_matching`` and ``dmm`` (``dmm.py``, Georgiev et al. 2024), ``hamu`` (``hamu.py``, Chen et al. 2026).
+Liu et al. 2025), ``oracle_matching`` and ``dmm`` (``dmm.py``, Georgiev et al. 2024), ``hamu`` (``hamu.py``, Chen et
+al. 2026).
 """
 
 from __future__ import annotations
