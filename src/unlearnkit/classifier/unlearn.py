@@ -33,7 +33,9 @@ for a class, where retraining gives 0.97 and 0.00; ``random_labels`` reaches 0.0
 
 The engine and the plans of these four are in ``steps.py``. The methods of the seed papers, each in its own module:
 ``l1_sparse`` and ``prune`` (``sparse.py``, Jia et al. 2023), ``salun`` (``salun.py``, Fan et al. 2024), ``scrub``
-(``scrub.py``, Kurmanji et al. 2023), ``boundary_shrink`` (``boundary.py``, Chen et al. 2023).
+(``scrub.py``, Kurmanji et al. 2023), ``boundary_shrink`` (``boundary.py``, Chen et al. 2023), ``iau`` (``iau.py``,
+Liu et al. 2025), ``oracle_matching`` and ``dmm`` (``dmm.py``, Georgiev et al. 2024), ``hamu`` (``hamu.py``, Chen et
+al. 2026).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.classifier import boundary, salun, scrub, sparse
+from unlearnkit.classifier import boundary, dmm, hamu, iau, salun, scrub, sparse
 from unlearnkit.classifier.data import ClassifierTask, retain_indices
 from unlearnkit.classifier.ensemble import Ensemble, train_ensemble
 from unlearnkit.classifier.options import Options, check
@@ -71,7 +73,12 @@ METHODS: dict[str, tuple[type[Options], Callable[..., Ensemble]]] = {
     "salun": (salun.SalUnParams, salun.salun),
     "scrub": (scrub.SCRUBParams, scrub.scrub),
     "boundary_shrink": (boundary.BoundaryShrinkParams, boundary.boundary_shrink),
+    "iau": (iau.IAUParams, iau.iau),
+    "oracle_matching": (dmm.OracleMatchingParams, dmm.oracle_matching),
+    "dmm": (dmm.DMMParams, dmm.dmm),
+    "hamu": (hamu.HAMUParams, hamu.hamu),
 }
+USES_CACHE = {"oracle_matching"}  # methods that train retrained models (cached under cache_dir)
 PARAMS: dict[str, type[Options]] = {"retrain": RetrainParams, **{k: v[0] for k, v in METHODS.items()}}
 
 
@@ -91,6 +98,8 @@ def unlearn(original: Ensemble, task: ClassifierTask, forget: np.ndarray, method
             raise UnlearnkitError("retrain needs the original's model and recipe: train it with train_ensemble")
         return train_ensemble(task, original.model, original.recipe, original.seeds, forget=forget,
                               cache_dir=cache_dir, device=next(iter(original.params.values())).device)
+    if method in USES_CACHE:
+        return METHODS[method][1](original, task, forget, retain, opts, cache_dir=cache_dir)
     return METHODS[method][1](original, task, forget, retain, opts)
 
 
