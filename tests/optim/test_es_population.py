@@ -105,7 +105,7 @@ def test_es_step_with_batched_population_equals_the_sequential_step():
     assert moved > 1e-3  # the step moved the weights
 
 
-def test_a_method_that_hooks_layers_or_asks_the_model_for_its_loss_is_refused():
+def test_a_method_that_hooks_layers_runs_a_submodule_or_asks_the_model_for_its_loss_is_refused():
     model = tiny_llama()
     params = list(model.parameters())
 
@@ -119,6 +119,9 @@ def test_a_method_that_hooks_layers_or_asks_the_model_for_its_loss_is_refused():
     with pytest.raises(ConfigError, match="population_batch: 1"), torch.no_grad():
         population_losses(model, params, hooked, SEED, 4, 1, SIGMA, 4)
     ids, mask = FORGET
+    with pytest.raises(ConfigError, match="outside a call of the whole model"), torch.no_grad():
+        population_losses(model, params, lambda: float(model.model(input_ids=ids).last_hidden_state.sum()), SEED,
+                          4, 1, SIGMA, 2)
     with pytest.raises(ConfigError, match="its own loss"), torch.no_grad():
         population_losses(model, params, lambda: float(model(input_ids=ids, labels=ids).loss), SEED, 4, 1, SIGMA, 2)
 

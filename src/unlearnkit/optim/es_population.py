@@ -18,8 +18,8 @@ path, with the same random numbers (the closure reseeds every micro-batch), so e
 sequential path computes, up to the rounding of ``x·(W + E)ᵀ`` against ``x·Wᵀ + x·B·Aᵀ``.
 
 Limits (checked): the method must read only the model's outputs (logits, hidden states) — a method that hooks the
-model's layers (RMU, LUNAR, LAU's latent attack) or asks the model for its own ``loss`` is refused with a one-line
-error naming ``population_batch: 1``; the trainable parameters must belong to linear layers, embeddings or modules
+model's layers (RMU, LUNAR, LAU's latent attack), runs a part of the model on its own, or asks the model for its own
+``loss`` is refused with a one-line error naming ``population_batch: 1``; the trainable parameters must belong to linear layers, embeddings or modules
 with vector parameters.
 
 Cost: per chunk of ``c`` members, one forward pass over ``c×`` the rows (plus the rank-r corrections), instead of
@@ -56,7 +56,7 @@ class _Perturbations:
                  members: int):
         self.model, self.sigma, self.rank, self.members = model, sigma, rank, members
         self.noise = {id(p): n for p, n in zip(parameters, noise)}
-        self.handles, self.inside = [], False
+        self.handles, self.inside, self.active = [], False, False
         owned = set()
         for module in model.modules():
             mine = [(name, p) for name, p in module.named_parameters(recurse=False) if id(p) in self.noise]
@@ -74,6 +74,10 @@ class _Perturbations:
         def hook(_module, args, output):
             if self.inside:  # the module's own forward, called below for a vector parameter's term
                 return output
+            if not self.active:
+                raise ConfigError(f"es population_batch: the method runs a part of the model "
+                                  f"({type(module).__name__}) outside a call of the whole model, whose rows are not "
+                                  "repeated per member: set population_batch: 1")
             x = args[0]
             rows = x.shape[0] // self.members
             parts = []
@@ -127,7 +131,7 @@ def _split(value, members: int):
 
 
 @contextmanager
-def _recording(model: nn.Module, members: int, recorded: list[list]):
+def _recording(model: nn.Module, members: int, recorded: list[list], perturbations: _Perturbations):
     """Calls of ``model`` run on inputs repeated ``members`` times; each output is split, member 0's returned and
     every member's appended to ``recorded[n]``."""
     own_hooks = {id(m): (len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()}
@@ -142,9 +146,11 @@ def _recording(model: nn.Module, members: int, recorded: list[list]):
             raise ConfigError(f"es population_batch: the method hooks the model's layers "
                               f"({type(foreign[0]).__name__}), which would see every member's rows: set "
                               "population_batch: 1")
+        perturbations.active = True
         return tuple(repeat(a) for a in args), {k: repeat(v) for k, v in kwargs.items()}
 
     def post(_module, _args, _kwargs, output):
+        perturbations.active = False
         parts = _split(output, members)
         for n in range(members):
             recorded[n].append(parts[n])
@@ -191,7 +197,7 @@ def population_losses(model: nn.Module, parameters: list[nn.Parameter], loss: Ca
                                        len(members))
         recorded: list[list] = [[] for _ in members]
         try:
-            with _recording(model, len(members), recorded):
+            with _recording(model, len(members), recorded, perturbations):
                 losses.append(loss())
         finally:
             perturbations.close()
