@@ -47,14 +47,14 @@ OPTIMIZERS = ("adamw", "zo_hybrid", "sam", "es", "signsgd", "zo", "lion")
 # learning-rate grids for the tiny base, per optimizer (two rates each: the machine's budget). Sign-type and adaptive
 # steps move each weight by about lr per step (GradDiff with AdamW at 3e-4 for 32 steps already destroys the tiny
 # model: every forget and retain probability 0); zo's sphere estimate d·(u·g)·u moves each weight by about lr·‖g‖
-# (d ≈ 2M); es by about lr·σ·√2 per step (σ = 1e-3)
+# (d ≈ 2M); es by about lr·σ·√2 per step (σ = 1e-3; 0.1 and 0.3 left the model where it was: four rates)
 GRIDS = {
     "adamw": [3e-5, 1e-4],
     "signsgd": [3e-5, 1e-4],
     "lion": [3e-5, 1e-4],
     "zo": [1e-4, 1e-3],
     "zo_hybrid": [3e-5, 1e-4],
-    "es": [0.1, 0.3],
+    "es": [0.1, 0.3, 1.0, 3.0],
     "sam": [3e-5, 1e-4],
 }
 METRICS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "retain_Q_A_Prob")
@@ -148,6 +148,9 @@ def attack(run_dir: Path, args) -> dict:
     before = models["unlearned"]["aggregates"]["forget_Q_A_Prob"]
     target = models["target"]["aggregates"]["forget_Q_A_Prob"]
     out = {"relearn": robustness["relearn"]["recovered_fraction"]["unlearned"]["forget_Q_A_Prob"]["value"],
+           "relearn_after": robustness["relearn"]["recovered_fraction"]["unlearned"]["forget_Q_A_Prob"]["after"],
+           "relearn_retain_after": robustness["relearn"]["recovered_fraction"].get("retain", {})
+           .get("forget_Q_A_Prob", {}).get("after"),
            "relearn_retain": robustness["relearn"]["recovered_fraction"].get("retain", {})
            .get("forget_Q_A_Prob", {}).get("value")}
     for scheme in SCHEMES:
@@ -235,8 +238,9 @@ def cell(values, digits: int = 3) -> str:
 def table(data: dict) -> str:
     args = data["args"]
     lines = ["| method | optimizer | lr | seeds | forget quality | model utility | forget Q_A_Prob | retain Q_A_Prob "
-             "| relearn recovered | (retain model) | int8 recovered | fp4 recovered | steps | wall s | band |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| relearn recovered | (retain model) | forget prob after relearning | (retain model) | int8 recovered "
+             "| fp4 recovered | steps | wall s | band |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for row in data["runs"]:
         groups.setdefault((row["method"], row["optimizer"]), []).append(row)
@@ -249,22 +253,26 @@ def table(data: dict) -> str:
             f"{cell([r['unlearned']['forget_Q_A_Prob'] for r in rows])} | "
             f"{cell([r['unlearned'].get('retain_Q_A_Prob') for r in rows])} | "
             f"{cell([r['attacks']['relearn'] for r in rows], 2)} | "
-            f"{cell([r['attacks'].get('relearn_retain') for r in rows], 2)} | {cell([r['attacks']['int8'] for r in rows], 2)} | "
+            f"{cell([r['attacks'].get('relearn_retain') for r in rows], 2)} | "
+            f"{cell([r['attacks'].get('relearn_after') for r in rows])} | "
+            f"{cell([r['attacks'].get('relearn_retain_after') for r in rows])} | {cell([r['attacks']['int8'] for r in rows], 2)} | "
             f"{cell([r['attacks']['fp4'] for r in rows], 2)} | {rows[0]['steps']} | "
             f"{cell([r['seconds'] for r in rows], 0)} | {reached} |")
     if data["runs"]:
         t, r = data["runs"][0]["target"], data["runs"][0]["retain"]
         lines += ["", "target: " + ", ".join(f"{m} {t[m]:.4f}" for m in METRICS if t.get(m) is not None),
                   "retain: " + ", ".join(f"{m} {r[m]:.4f}" for m in METRICS if r.get(m) is not None)]
-    lines += ["", "Tuning (first seed): forget quality / forget Q_A_Prob / retain Q_A_Prob per learning rate", "",
-              "| method | optimizer | lr → fq / forget prob / retain prob | |", "|---|---|---|---|"]
     tuning: dict = {}
     for row in data["tuning"]:
         tuning.setdefault((row["method"], row["optimizer"]), []).append(
             f"{row['lr']:g} → {row['unlearned']['forget_quality']:.3g} / {row['unlearned']['forget_Q_A_Prob']:.3f} / "
             f"{row['unlearned'].get('retain_Q_A_Prob') or float('nan'):.3f}")
+    width = max((len(c) for c in tuning.values()), default=1)
+    lines += ["", "Tuning (first seed): forget quality / forget Q_A_Prob / retain Q_A_Prob per learning rate", "",
+              "| method | optimizer | " + " | ".join(["lr → fq / forget prob / retain prob"] * width) + " |",
+              "|---|---|" + "---|" * width]
     for (method, optimizer), cells in tuning.items():
-        lines.append(f"| {method} | {optimizer} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {optimizer} | " + " | ".join(cells + [""] * (width - len(cells))) + " |")
     return "\n".join(lines)
 
 
