@@ -13,7 +13,8 @@ Protocol (each an option):
   steps, ending on a ZO phase (the paper's 1:1 ratio; it reports the result insensitive to the phase length).
 - **Tuning.** Each (method, optimizer) runs every learning rate of its grid (``GRIDS``) with the first seed. The
   chosen rate is the one with the highest forget quality among those whose model utility stays ≥ ``--utility-floor``
-  (0.8) × the target model's (if none does, the highest forget quality): every optimizer is pushed toward the same
+  (0.8) × the target model's (if none does, the highest forget quality), ties (forget quality is a KS p-value over
+  few items and takes few values) broken by the lower forget Q_A_Prob: every optimizer is pushed toward the same
   forget-quality band, and the table says which ones reach ``--band``.
 - **Seeds.** The chosen configuration is run with every seed (``--seeds``); seeds vary the unlearning (data order,
   the optimizers' draws), not the target model.
@@ -122,7 +123,8 @@ def read_run(run_dir: Path) -> dict:
 def choose(rows: list[dict], floor: float) -> dict:
     """The tuning rule of the module docstring."""
     ok = [r for r in rows if (r["unlearned"]["model_utility"] or 0) >= floor * (r["target"]["model_utility"] or 0)]
-    return max(ok or rows, key=lambda r: r["unlearned"]["forget_quality"] or 0.0)
+    return max(ok or rows, key=lambda r: (r["unlearned"]["forget_quality"] or 0.0,
+                                          -(r["unlearned"]["forget_Q_A_Prob"] or 0.0)))
 
 
 def attacked_already(run_dir: Path) -> bool:
