@@ -10,23 +10,8 @@ from pydantic import Field, field_validator
 from unlearnkit.errors import ConfigError
 from unlearnkit.optim.base import OptimizerParams, Registered
 from unlearnkit.optim.closure import ClosureOptimizer
+from unlearnkit.optim.es_population import pair_noise, population_losses
 from unlearnkit.optim.registry import register
-from unlearnkit.training.sharding import derived_seed
-
-
-def pair_noise(parameters: list[torch.Tensor], seed: int, pair: int, rank: int):
-    """The noise of antithetic pair ``pair``, regenerated from ``(seed, "es", pair)`` by one generator, parameter by
-    parameter in order: ``(A, B)`` with ``A ~ N(0,1)^{a×r}``, ``B ~ N(0,1)^{b×r}`` for a matrix (``a`` = first
-    dimension, ``b`` = the others flattened), a full-rank ``z ~ N(0, I)`` for any other parameter."""
-    generator = torch.Generator(device=parameters[0].device).manual_seed(derived_seed(seed, "es", pair))
-    for p in parameters:
-        if p.dim() >= 2:
-            rows = p.shape[0]
-            a = torch.randn(rows, rank, generator=generator, device=p.device, dtype=p.dtype)
-            b = torch.randn(p.numel() // rows, rank, generator=generator, device=p.device, dtype=p.dtype)
-            yield a, b
-        else:
-            yield torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), None
 
 
 def add_pair(parameters: list[torch.Tensor], seed: int, pair: int, rank: int, alphas: list[float]) -> None:
@@ -127,8 +112,6 @@ class EvolutionStrategies(ClosureOptimizer, Registered):
 
     @staticmethod
     def _batched_losses(closure, parameters, group) -> list[float]:
-        from unlearnkit.optim.es_population import population_losses
-
         model = getattr(closure, "model", None)
         if model is None:
             raise ConfigError("es population_batch > 1 runs the model itself, and this closure does not carry one "

@@ -3,7 +3,7 @@ members, each member's low-rank perturbation added to the layers' outputs, no de
 weights.
 
 For a linear layer ``y = x·Wᵀ`` and member ``n`` (pair ``k = ⌊n/2⌋``, sign ``s = ±1``, noise ``A_k ∈ R^{out×r}``,
-``B_k ∈ R^{in×r}`` from :func:`unlearnkit.optim.es.pair_noise`), ``x·(W + s·(σ/√r)·A_k·B_kᵀ)ᵀ = x·Wᵀ +
+``B_k ∈ R^{in×r}`` from :func:`pair_noise`), ``x·(W + s·(σ/√r)·A_k·B_kᵀ)ᵀ = x·Wᵀ +
 s·(σ/√r)·(x·B_k)·A_kᵀ``: a rank-r correction computed on the member's rows. An embedding's lookup gets
 ``s·(σ/√r)·A_k[ids]·B_kᵀ``. A vector parameter (a norm's scale, a bias) gets ``s·σ·z_k`` through the module's own
 forward with that parameter set to ``z_k`` and its other parameters to zero, which is exact for every module whose
@@ -36,12 +36,26 @@ import torch
 from torch import nn
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.training.sharding import derived_seed
+
+
+def pair_noise(parameters: list[torch.Tensor], seed: int, pair: int, rank: int):
+    """The noise of antithetic pair ``pair``, regenerated from ``(seed, "es", pair)`` by one generator, parameter by
+    parameter in order: ``(A, B)`` with ``A ~ N(0,1)^{a×r}``, ``B ~ N(0,1)^{b×r}`` for a matrix (``a`` = first
+    dimension, ``b`` = the others flattened), a full-rank ``z ~ N(0, I)`` for any other parameter."""
+    generator = torch.Generator(device=parameters[0].device).manual_seed(derived_seed(seed, "es", pair))
+    for p in parameters:
+        if p.dim() >= 2:
+            rows = p.shape[0]
+            a = torch.randn(rows, rank, generator=generator, device=p.device, dtype=p.dtype)
+            b = torch.randn(p.numel() // rows, rank, generator=generator, device=p.device, dtype=p.dtype)
+            yield a, b
+        else:
+            yield torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), None
 
 
 def member_noise(parameters: list[torch.Tensor], seed: int, members: list[int], rank: int):
     """Per parameter, per member of ``members``: ``(sign, a, b)`` (``b`` None for a vector parameter)."""
-    from unlearnkit.optim.es import pair_noise
-
     noise: list[list] = [[] for _ in parameters]
     for n in members:
         for i, drawn in enumerate(pair_noise(parameters, seed, n // 2, rank)):
