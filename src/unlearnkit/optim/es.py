@@ -7,25 +7,11 @@ import math
 import torch
 from pydantic import Field, field_validator
 
+from unlearnkit.errors import ConfigError
 from unlearnkit.optim.base import OptimizerParams, Registered
 from unlearnkit.optim.closure import ClosureOptimizer
+from unlearnkit.optim.es_population import pair_noise, population_losses
 from unlearnkit.optim.registry import register
-from unlearnkit.training.sharding import derived_seed
-
-
-def pair_noise(parameters: list[torch.Tensor], seed: int, pair: int, rank: int):
-    """The noise of antithetic pair ``pair``, regenerated from ``(seed, "es", pair)`` by one generator, parameter by
-    parameter in order: ``(A, B)`` with ``A ~ N(0,1)^{a×r}``, ``B ~ N(0,1)^{b×r}`` for a matrix (``a`` = first
-    dimension, ``b`` = the others flattened), a full-rank ``z ~ N(0, I)`` for any other parameter."""
-    generator = torch.Generator(device=parameters[0].device).manual_seed(derived_seed(seed, "es", pair))
-    for p in parameters:
-        if p.dim() >= 2:
-            rows = p.shape[0]
-            a = torch.randn(rows, rank, generator=generator, device=p.device, dtype=p.dtype)
-            b = torch.randn(p.numel() // rows, rank, generator=generator, device=p.device, dtype=p.dtype)
-            yield a, b
-        else:
-            yield torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), None
 
 
 def add_pair(parameters: list[torch.Tensor], seed: int, pair: int, rank: int, alphas: list[float]) -> None:
@@ -49,6 +35,9 @@ class ESParams(OptimizerParams):
     population: int = Field(8, ge=2, description="N: perturbed models per step, in antithetic pairs (even)")
     rank: int = Field(1, ge=1, description="r: rank of each weight matrix's perturbation A·Bᵀ (EGGROLL: 1)")
     sigma: float = Field(1e-3, gt=0, description="σ: scale of the perturbations")
+    population_batch: int = Field(1, ge=1, description=(
+        "members evaluated per forward pass, their low-rank perturbations added to the layers' outputs "
+        "(optim/es_population.py); 1: one member at a time, perturbing the weights in place"))
 
     @field_validator("population")
     @classmethod
@@ -70,9 +59,12 @@ class EvolutionStrategies(ClosureOptimizer, Registered):
     applied pair by pair, ``Σ_n f_n·E_n = Σ_k (f_{2k} − f_{2k+1})·ε_k``, regenerating ``A_k, B_k, z_k`` from
     ``(seed, k)``: the state is the step's seed, never noise.
 
-    Choices: members are evaluated one after another, each perturbation added in place to the weights by a rank-r
-    GEMM (``addmm_``) and taken off again, where EGGROLL batches the population as per-member low-rank adapters in
-    one forward; the memory is the same (inference plus the small A, B), the time is N forwards. Defaults: r = 1
+    Evaluation: with ``population_batch: 1`` members are evaluated one after another, each perturbation added in
+    place to the weights by a rank-r GEMM (``addmm_``) and taken off again (memory: inference plus the small A, B;
+    time: N forwards). With ``population_batch: c > 1`` the members are evaluated ``c`` per forward pass as EGGROLL
+    does, ``x·Wᵀ + s·(σ/√r)·(x·B)·Aᵀ`` on each member's rows (:mod:`unlearnkit.optim.es_population`; the same
+    losses up to rounding; memory: the activations of ``c×`` the rows). It needs a method that reads only the
+    model's outputs (refused for one that alters activations). Defaults: r = 1
     (EGGROLL's); N = 8 and σ = 1e-3 are ours (the paper's populations are far larger; tune for the task).
     Cost: N forward passes of the step's batches, no backward.
     """
@@ -84,22 +76,32 @@ class EvolutionStrategies(ClosureOptimizer, Registered):
     Params = ESParams
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, population: int = 8, rank: int = 1,
-                 sigma: float = 1e-3):
+                 sigma: float = 1e-3, population_batch: int = 1):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, population=population, rank=rank,
-                                      sigma=sigma))
+                                      sigma=sigma, population_batch=population_batch))
+
+    @classmethod
+    def refusal(cls, params, method) -> str | None:
+        if params.population_batch > 1 and getattr(method, "alters_activations", False):
+            return (f"population_batch {params.population_batch} evaluates members through the layers' outputs, and "
+                    f"method {method.name!r} changes activations with its own hooks: set population_batch: 1")
+        return super().refusal(params, method)
 
     @torch.no_grad()
     def step(self, closure):
         group = self.param_groups[0]
         parameters, pairs = self.parameter_list(), self.parameters_with_groups()
         sigma, rank, population = group["sigma"], group["rank"], group["population"]
-        losses = []
-        for k in range(population // 2):
-            add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
-            losses.append(closure(grad=False))
-            add_pair(parameters, closure.seed, k, rank, [-2 * sigma] * len(parameters))
-            losses.append(closure(grad=False))
-            add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
+        if group["population_batch"] > 1:
+            losses = self._batched_losses(closure, parameters, group)
+        else:
+            losses = []
+            for k in range(population // 2):
+                add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
+                losses.append(closure(grad=False))
+                add_pair(parameters, closure.seed, k, rank, [-2 * sigma] * len(parameters))
+                losses.append(closure(grad=False))
+                add_pair(parameters, closure.seed, k, rank, [sigma] * len(parameters))
         fitness = z_scores([-loss for loss in losses])
         for p, g in pairs:
             p.mul_(1 - g["lr"] * g["weight_decay"])
@@ -107,3 +109,12 @@ class EvolutionStrategies(ClosureOptimizer, Registered):
             weight = math.sqrt(population) / population * (fitness[2 * k] - fitness[2 * k + 1]) * sigma
             add_pair(parameters, closure.seed, k, rank, [g["lr"] * weight for _, g in pairs])
         return sum(losses) / len(losses)
+
+    @staticmethod
+    def _batched_losses(closure, parameters, group) -> list[float]:
+        model = getattr(closure, "model", None)
+        if model is None:
+            raise ConfigError("es population_batch > 1 runs the model itself, and this closure does not carry one "
+                              "(closure.model): set population_batch: 1")
+        return population_losses(model, parameters, lambda: closure(grad=False), closure.seed, group["population"],
+                                 group["rank"], group["sigma"], group["population_batch"])

@@ -70,6 +70,19 @@ class OptimizerSettings(BaseModel):
         return dict(self.model_extra or {})
 
 
+class L1Settings(BaseModel):
+    """``train.l1``: the decaying ℓ1 penalty on the trainable weights added to the method's loss
+    (:mod:`unlearnkit.training.l1`, research/methods.md §14)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(gt=0, description="α: the penalty's weight at the first step (Unlearn-Sparse: --alpha)")
+    schedule: Literal["linear", "constant"] = Field("linear", description=(
+        "linear: α_t = α·(1 − t/(T − no_l1_steps)), the paper's decay; constant: α_t = α; 0 in the last "
+        "no_l1_steps steps either way"))
+    no_l1_steps: int = Field(0, ge=0, description="the last optimizer steps trained without the penalty")
+
+
 class TrainSettings(BaseModel):
     """How to train: the same settings serve unlearning and fine-tuning."""
 
@@ -107,6 +120,9 @@ class TrainSettings(BaseModel):
         "the optimizer and its parameters: {name: adamw} (torch's AdamW, the default), sgd, signsgd, sign_adam, "
         "lion; or one that evaluates the loss itself: zo, adazo, zo_hybrid, es, sam, smoothing, rolling_ball; see "
         "`unlearnkit optimizers NAME`"))
+    l1: L1Settings | None = Field(None, description=(
+        "ℓ1-sparse unlearning: {weight: α, schedule: linear|constant, no_l1_steps: 0} adds α_t·‖θ‖₁ over the "
+        "trainable weights to any method's loss (Jia et al., 2023); null: no penalty"))
 
     @model_validator(mode="after")
     def _clipping_needs_one_gradient(self, info: ValidationInfo) -> "TrainSettings":
@@ -170,5 +186,7 @@ class TrainConfig(TrainSettings):
             del data["optimizer"]
         if data["tokenization"] == "separate":  # likewise: keys and checkpoints from before the setting stay valid
             del data["tokenization"]
+        if data["l1"] is None:  # likewise: runs without the penalty keep their keys and checkpoints
+            del data["l1"]
         del data["gradient_checkpointing"]  # how memory is spent, not what is computed: not part of any key
         return data

@@ -54,6 +54,7 @@ from unlearnkit.training.checkpoint import (STATE_FILE, complete_checkpoints, la
                                            remove_unfinished_checkpoints)
 from unlearnkit.training.config import TrainConfig
 from unlearnkit.training.engines import check_engine, footprint, select_engine
+from unlearnkit.training.l1 import l1_penalised
 from unlearnkit.training.sharding import ShardingPlan, derived_seed
 from unlearnkit.training.step_closure import LoopClosure, mean_over_processes
 
@@ -103,6 +104,7 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
     plan = ShardingPlan(len(forget), config.batch_size, config.gradient_accumulation_steps, state.num_processes,
                         config.seed, len(retain) if objective.uses_retain else None)
     total_steps = config.total_steps(plan.steps_per_epoch)
+    objective = l1_penalised(objective, config.l1, total_steps)  # train.l1: the decaying ℓ1 penalty (training/l1.py)
     idk_rows = idk if objective.uses_idk else None
 
     def make_optimizer(parameters):
@@ -142,6 +144,8 @@ def train(model: nn.Module, objective: UnlearningMethod, forget: list[Encoded], 
                 _enable_gradient_checkpointing(trained)
             with _progress_bar(progress and state.is_main_process, total_steps, start_step) as advance:
                 for step in range(start_step, total_steps):
+                    if config.l1 is not None:
+                        objective.begin_step(step)
                     logs.append(run.optimizer_step(step))
                     if on_step is not None:
                         logs[-1].update(on_step(step + 1, trained, logs[-1]) or {})
