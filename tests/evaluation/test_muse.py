@@ -60,7 +60,7 @@ def test_prompt_keeps_the_tokenizers_leading_special_tokens(tokenizer):
 
 
 def test_verbmem_prompts_cut_each_text_at_the_prefix(tokenizer, task):
-    texts = task.chunked(tokenizer, 48).forget
+    texts = task.chunked(tokenizer, 48).forget + ["A short text."]  # a chunk too short for a prefix: skipped
     prompts, prefixes, references, skipped = verbmem_prompts(tokenizer, texts, prefix_tokens=16, max_new_tokens=24)
     kept = [t for t in texts if len(tokenizer(t)["input_ids"]) > 16]  # this tokenizer adds no special tokens
     assert skipped == len(texts) - len(kept) >= 1 and len(prompts) == len(kept) >= 5
