@@ -33,16 +33,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from measurement import current_rss_bytes  # noqa: E402
 
 PARTS = ("parameters", "gradients", "optimizer_state")
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def one(model_name: str, tokens: int, steps: int, out: Path) -> None:
@@ -57,7 +52,7 @@ def one(model_name: str, tokens: int, steps: int, out: Path) -> None:
     from unlearnkit.training.loop import train
 
     task = make_synthetic_task(seed=0)
-    before = rss_mib()
+    before = current_rss_bytes() / 2**20
     model, tokenizer = load_model(model_name, task, seed=0)
     generator = torch.Generator().manual_seed(0)
     examples = []

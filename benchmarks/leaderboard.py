@@ -34,6 +34,9 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measurement import current_rss_bytes  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TRAIN = {"batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0}
@@ -74,9 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def measured_trial(data: dict, run_dir: str, threads: int, memory_file: str) -> None:
@@ -89,7 +89,7 @@ def measured_trial(data: dict, run_dir: str, threads: int, memory_file: str) -> 
     import unlearnkit.pipeline  # noqa: F401
     from unlearnkit.sweep.runner import run_trial
 
-    before = rss_mib()
+    before = current_rss_bytes() / 2**20
     run_trial(data, run_dir, threads, False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     Path(memory_file).write_text(json.dumps({"peak_mib": peak - before, "after_imports_mib": before}))

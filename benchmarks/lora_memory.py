@@ -32,16 +32,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measurement import current_rss_bytes  # noqa: E402
 
 SETTINGS = ("inference", "full", "lora", "checkpointing")
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def one(setting: str, model_name: str, tokens: int, steps: int) -> dict:
@@ -56,7 +51,7 @@ def one(setting: str, model_name: str, tokens: int, steps: int) -> dict:
 
     task = make_synthetic_task(seed=0)
     torch.set_num_threads(os.cpu_count() or 1)
-    before = rss_mib()
+    before = current_rss_bytes() / 2**20
     model, tokenizer = load_model(model_name, task, seed=0)
     vocab = len(tokenizer)
     generator = torch.Generator().manual_seed(0)

@@ -8,28 +8,21 @@ on one ``nn.Module`` that follows ``compute_hamu_update``'s scalar if/else per p
 ``torch.nn.utils.clip_grad_norm_``. They share with the library only the per-member data order.
 """
 
-import dataclasses
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.classifier.data import load_task, retain_indices
-from unlearnkit.classifier.ensemble import Recipe, batch_order, train_ensemble
+from unlearnkit.classifier.data import retain_indices
+from unlearnkit.classifier.ensemble import batch_order
 from unlearnkit.classifier.hamu import HAMUParams, hamu_step, hamu_update
-from unlearnkit.classifier.models import ModelOptions
 from unlearnkit.classifier.unlearn import unlearn
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    full = load_task("digits")
-    task = dataclasses.replace(full, train=full.train.subset(np.arange(120)))
-    original = train_ensemble(task, ModelOptions(width=16), Recipe(epochs=3, batch_size=32), [2, 9],
-                              cache_dir=tmp_path_factory.mktemp("cache"))
-    forget = np.arange(0, 120, 6)
+def setup(digits120):
+    task, original, forget, cache = digits120
     return task, original, forget
 
 

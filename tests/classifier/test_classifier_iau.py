@@ -7,28 +7,20 @@ written out from Kingma & Ba 2015 (Algorithm 1); for several steps, the reposito
 paper replaces the influence function's H⁻¹∇ℓ by this incremental step), so none is computed here.
 """
 
-import dataclasses
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from unlearnkit.classifier import iau
-from unlearnkit.classifier.data import load_task, retain_indices
-from unlearnkit.classifier.ensemble import Recipe, train_ensemble
-from unlearnkit.classifier.models import ModelOptions
+from unlearnkit.classifier.data import retain_indices
 from unlearnkit.classifier.unlearn import unlearn
 from unlearnkit.errors import UnlearnkitError
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    full = load_task("digits")
-    task = dataclasses.replace(full, train=full.train.subset(np.arange(120)))
-    original = train_ensemble(task, ModelOptions(width=16), Recipe(epochs=3, batch_size=32), [2, 9],
-                              cache_dir=tmp_path_factory.mktemp("cache"))
-    forget = np.arange(0, 120, 6)
+def setup(digits120):
+    task, original, forget, cache = digits120
     return task, original, forget
 
 

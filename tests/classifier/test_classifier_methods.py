@@ -13,13 +13,12 @@ with the library only the per-member data order and random labels.
 import copy
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from unlearnkit.classifier.boundary import neighbour_labels
-from unlearnkit.classifier.data import load_task, retain_indices
+from unlearnkit.classifier.data import retain_indices
 from unlearnkit.classifier.ensemble import Recipe, batch_order, train_ensemble
 from unlearnkit.classifier.models import ModelOptions
 from unlearnkit.classifier.sparse import l1_alpha
@@ -29,12 +28,8 @@ from unlearnkit.errors import UnlearnkitError
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    full = load_task("digits")
-    task = dataclasses.replace(full, train=full.train.subset(np.arange(120)))
-    cache = tmp_path_factory.mktemp("cache")
-    original = train_ensemble(task, ModelOptions(width=16), Recipe(epochs=3, batch_size=32), [2, 9], cache_dir=cache)
-    forget = np.arange(0, 120, 6)  # 20 examples
+def setup(digits120):
+    task, original, forget, cache = digits120
     return task, original, forget
 
 

@@ -15,9 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.classifier.data import load_task, retain_indices
-from unlearnkit.classifier.ensemble import Recipe, batch_order, train_ensemble
-from unlearnkit.classifier.models import ModelOptions
+from unlearnkit.classifier.data import retain_indices
+from unlearnkit.classifier.ensemble import batch_order, train_ensemble
 from unlearnkit.classifier.unlearn import PARAMS, random_labels, unlearn
 from unlearnkit.errors import UnlearnkitError
 
@@ -25,12 +24,8 @@ OPTS = {"epochs": 2, "lr": 0.05, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    full = load_task("digits")
-    task = dataclasses.replace(full, train=full.train.subset(np.arange(120)))
-    cache = tmp_path_factory.mktemp("cache")
-    original = train_ensemble(task, ModelOptions(width=16), Recipe(epochs=3, batch_size=32), [2, 9], cache_dir=cache)
-    forget = np.arange(0, 120, 6)  # 20 examples: a forget pass of 16 + 4
+def setup(digits120):
+    task, original, forget, cache = digits120
     return task, original, forget, cache
 
 
