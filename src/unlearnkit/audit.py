@@ -92,6 +92,14 @@ def _model_entry(folder: Path | None, shown: str | None = None) -> dict | None:
     return {"path": shown or str(Path(folder).resolve()), "weights": weights_sha256(Path(folder))}
 
 
+def _inference_entry(run_dir: Path) -> dict | None:
+    """The digests of an inference-time method's artifact (``inference/``: its tensors and its JSON), or None."""
+    folder = run_dir / "inference"  # models/unlearned.py's INFERENCE_DIR (not imported: it imports torch)
+    if not folder.is_dir():
+        return None
+    return {"path": "inference", "weights": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}}
+
+
 def base_folder_of(cfg, task) -> Path | None:
     """The base's local folder when there is one (a folder, or the built-in ``tiny`` as cached), else None."""
     base = cfg.model.base
@@ -174,7 +182,8 @@ def audit_record(cfg, task, models, run_dir: Path, results: dict, started: float
         "config": {"file": "config.yaml", "sha256": sha256_file(run_dir / "config.yaml")},
         "data": {"source": cfg.task.source, "files": data_files(cfg.task.options), "examples": example_hashes(task)},
         "models": {"base": _model_entry(base_folder_of(cfg, task)), "target": _model_entry(models.target),
-                   "retain": _model_entry(models.retain), "unlearned": _model_entry(run_dir / "model", "model")},
+                   "retain": _model_entry(models.retain), "unlearned": _model_entry(run_dir / "model", "model"),
+                   "inference": _inference_entry(run_dir)},
         "seed": cfg.seed,
         "versions": versions(), "git_commit": git_commit(), "hardware": hardware(),
         "results": headline_results(results, suite),
@@ -213,7 +222,7 @@ def check_hashes(run_dir: Path, record: dict) -> list[str]:
     for role, entry in record["models"].items():
         if entry is None:
             continue
-        folder = run_dir / entry["path"] if role == "unlearned" else Path(entry["path"])
+        folder = run_dir / entry["path"] if role in ("unlearned", "inference") else Path(entry["path"])
         for name, digest in entry["weights"].items():
             problems += _check_file(folder / name, digest, f"{role} model weights")
     return problems

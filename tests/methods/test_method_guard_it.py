@@ -287,12 +287,19 @@ def test_a_run_fits_instead_of_training_and_the_quantization_attack_runs_on_it(t
     results = json.loads((run_dir / "results.json").read_text())
     assert results["training"]["steps"] == 0 and results["training"]["logs"][0]["fit"]["clusters"] >= 1
     audit = json.loads((run_dir / "audit.json").read_text())
+    assert sorted(audit["models"]["inference"]["weights"]) == ["artifact.json", "artifact.safetensors"]
+    from unlearnkit.audit import check_hashes
+
+    assert check_hashes(run_dir, audit) == []
     target = load_file(audit["models"]["target"]["path"] + "/model.safetensors")
     kept = load_file(run_dir / "model" / "model.safetensors")
     assert kept.keys() == target.keys() and all(torch.equal(kept[k], target[k]) for k in kept)
     models = results["models"]
     forget = {who: models[who]["aggregates"]["forget_Q_A_Prob"] for who in ("unlearned", "target")}
     assert forget["unlearned"] < forget["target"], forget
+    artifact = run_dir / "inference" / "artifact.json"  # the artifact is in the audit record: a change is found
+    artifact.write_text(artifact.read_text() + " ")
+    assert [line for line in check_hashes(run_dir, audit) if "artifact.json" in line]
     quantized = results["robustness"]["quantize"]
     assert quantized["unlearned"]["int8"]["aggregates"]["forget_Q_A_Prob"] < \
         quantized["target"]["int8"]["aggregates"]["forget_Q_A_Prob"]
