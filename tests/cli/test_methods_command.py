@@ -34,3 +34,24 @@ def test_unknown_method_name_is_one_line_and_exit_2():
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert message.startswith("error: unknown method 'nop'") and "\n" not in message and "npo" in message
+
+
+def test_the_classifier_track_lists_every_classifier_method_and_their_options():
+    from unlearnkit.classifier.unlearn import PARAMS
+
+    listed = runner.invoke(app, ["methods", "--track", "classifier"])
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[0] for line in listed.stdout.splitlines() if line.strip()] == list(PARAMS)
+    one = runner.invoke(app, ["methods", "--track", "classifier", "neggrad_plus"])
+    assert one.exit_code == 0, one.output
+    rows = {line.split()[0]: line for line in one.stdout.splitlines() if line.strip()}
+    field = PARAMS["neggrad_plus"].model_fields["beta"]
+    assert re.match(rf"beta\s+float\s+{field.default}\s", rows["beta"])
+
+
+def test_an_unknown_classifier_method_or_track_is_one_line_and_exit_2():
+    for args, says in ((["methods", "--track", "classifier", "nop"], "unknown classifier method 'nop'"),
+                       (["methods", "--track", "vision"], "unknown track 'vision'")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.stderr.strip().startswith(f"error: {says}")
+        assert "\n" not in result.stderr.strip()

@@ -78,6 +78,23 @@ METHODS: dict[str, tuple[type[Options], Callable[..., Ensemble]]] = {
     "dmm": (dmm.DMMParams, dmm.dmm),
     "hamu": (hamu.HAMUParams, hamu.hamu),
 }
+# name -> one line for `unlearnkit methods --track classifier` (formulas and sources: each module's docstring)
+SUMMARIES: dict[str, str] = {
+    "retrain": "exact unlearning: the members trained anew without the forget set (the gold standard)",
+    "finetune": "fine-tune on the retain set (Warnecke et al. 2023)",
+    "ga": "gradient ascent on the forget set (Thudi et al. 2022)",
+    "random_labels": "train on forget ∪ retain with the forget labels drawn at random (Golatkar et al. 2020)",
+    "neggrad_plus": "β·CE(retain) − (1 − β)·CE(forget) (Kurmanji et al. 2023)",
+    "l1_sparse": "fine-tune on the retain set with a decaying ℓ1 penalty (Jia et al. 2023)",
+    "prune": "prune by magnitude, then unlearn (Jia et al. 2023)",
+    "salun": "random labels on the weights of highest forget-gradient saliency only (Fan et al. 2024)",
+    "scrub": "max-min distillation: away from the original on forget, toward it on retain (Kurmanji et al. 2023)",
+    "boundary_shrink": "relabel forget examples to their nearest wrong class found by an attack (Chen et al. 2023)",
+    "iau": "one influence-approximation step: retain minus forget gradient (Liu et al. 2025)",
+    "oracle_matching": "fit the outputs of models retrained without the forget set (Georgiev et al. 2024)",
+    "dmm": "fit datamodel-predicted outputs, from your datamodel scores (Georgiev et al. 2024)",
+    "hamu": "trust-region steps: least retain loss with the forget loss raised by a set amount (Chen et al. 2026)",
+}
 USES_CACHE = {"oracle_matching"}  # methods that train retrained models (cached under cache_dir)
 PARAMS: dict[str, type[Options]] = {"retrain": RetrainParams, **{k: v[0] for k, v in METHODS.items()}}
 
@@ -103,4 +120,4 @@ def unlearn(original: Ensemble, task: ClassifierTask, forget: np.ndarray, method
     return METHODS[method][1](original, task, forget, retain, opts)
 
 
-__all__ = ["METHODS", "PARAMS", "descend", "random_labels", "unlearn"]
+__all__ = ["METHODS", "PARAMS", "SUMMARIES", "descend", "random_labels", "unlearn"]
