@@ -21,7 +21,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from unlearnkit.config_files import read_config_data, set_dotted
 from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.sections import owning_section
 from unlearnkit.training.config import STRUCTURE_ONLY, TrainSettings
 
 
@@ -222,12 +224,7 @@ def _explain(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        section = RunConfig
-        for part in err["loc"][:-1]:
-            field = section.model_fields.get(str(part))
-            ann = field.annotation if field else None
-            section = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), section)
-        valid = ", ".join(section.model_fields)
+        valid = ", ".join(owning_section(RunConfig, err["loc"]).model_fields)
         return f"{where}: unknown config key {key!r}: valid keys here are {valid}"
     if err["type"] == "optimizer":  # already one line naming the optimizer's parameter, type and range
         return f"{where}: {key}: {err['msg']}"
@@ -376,26 +373,6 @@ def check_optimizer_serves_method(cfg: RunConfig, where: str = "config") -> None
                               "would not see: set train.gradient_checkpointing to false for this method")
 
 
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
-    """", line L, column C: invalid YAML: <problem>" (1-based) from PyYAML's marks, for one error line."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is None and isinstance(getattr(exc, "position", None), int):  # a ReaderError: a forbidden character
-        before = text[:exc.position]
-        line, column = before.count("\n"), exc.position - (before.rfind("\n") + 1)
-        problem = f"unacceptable character #x{exc.character:04x}" if isinstance(exc.character, int) else None
-    elif mark is not None:
-        line, column = mark.line, mark.column
-    else:
-        return f": invalid YAML: {str(exc).splitlines()[0]}"
-    problem = problem or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None:
-        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
-    return f", line {line + 1}, column {column + 1}: invalid YAML: {problem}"
-
-
 def load_config(path: str | Path, overrides: dict | None = None, parameters: bool = True) -> RunConfig:
     """Read a YAML config, apply dotted-key overrides (``{"train.learning_rate": 1e-4}``) and validate (the
     structure only when ``parameters`` is false: see :func:`parse_config`)."""
@@ -432,36 +409,6 @@ def load_any_config(path: str | Path, overrides: dict | None = None, parameters:
 
         return parse_classifier_config(data, where=str(path))
     return parse_config(data, where=str(path), parameters=parameters)
-
-
-def read_config_data(path: str | Path) -> dict:
-    """The YAML mapping of a config file, not yet validated; unreadable files and bad YAML are one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: pass the path of a YAML file (see examples/)")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
-                              "save it as UTF-8") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}{_yaml_problem(exc, text)}: fix the YAML syntax there") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a YAML mapping (task:, model:, method:, ...), not a {type(data).__name__}")
-    return data
-
-
-def set_dotted(data: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    node = data
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
-    node[leaf] = value
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -35,6 +35,7 @@ from unlearnkit.classifier.ensemble import Recipe
 from unlearnkit.classifier.models import ModelOptions
 from unlearnkit.classifier.options import TASK_OPTIONS, ForgetOptions, check
 from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.sections import owning_section
 
 LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")  # a method's row name, also its logits file's name
 
@@ -188,14 +189,7 @@ def _explain(exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        section: type[BaseModel] = ClassifierRunConfig
-        for part in err["loc"][:-1]:
-            field = section.model_fields.get(str(part))
-            annotation = field.annotation if field is not None else None
-            nested = [a for a in (*getattr(annotation, "__args__", ()), annotation)
-                      if isinstance(a, type) and issubclass(a, BaseModel)]
-            if nested:
-                section = nested[0]
+        section = owning_section(ClassifierRunConfig, err["loc"])
         return f"unknown config key {key!r}: valid keys here are {', '.join(section.model_fields)}"
     message = err["msg"].replace("Value error, ", "")
     if not key:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.sections import owning_section
 
 
 class Options(BaseModel):
@@ -142,12 +143,7 @@ def explain(exc: ValidationError, model: type[Options]) -> str:
     """The first problem of a pydantic error as one line naming the field, the problem and the accepted values."""
     err = exc.errors()[0]
     name = ".".join(str(part) for part in err["loc"])
-    owner = model  # the (nested) options model the problem's field belongs to
-    for part in err["loc"][:-1]:
-        field = owner.model_fields.get(str(part))
-        kinds = [t for t in getattr(field.annotation, "__args__", (field.annotation,)) if isinstance(t, type)
-                 and issubclass(t, BaseModel)] if field is not None and not isinstance(field.annotation, str) else []
-        owner = kinds[0] if kinds else owner
+    owner = owning_section(model, err["loc"])  # the (nested) options model the problem's field belongs to
     if err["type"] == "extra_forbidden":
         return f"unknown option {name!r}; the options are {', '.join(owner.model_fields)}"
     if err["type"] == "missing":
